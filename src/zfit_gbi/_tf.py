@@ -1,0 +1,57 @@
+"""One quiet place to import TensorFlow, TFP and tf-keras.
+
+TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl's pre-init notice) are written to
+file descriptor 2 while its shared libraries load, before ``TF_CPP_MIN_LOG_LEVEL`` set from
+Python takes effect. Unless the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves, stderr is captured
+during the import and only lines that are not those informational notices are passed on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+_NOISE = re.compile(r"^(I\d{4} |W\d{4} |E\d{4} .*(tfg_optimizer|cuda|cuInit)|WARNING: All log messages before absl|\s*when importing GraphDef)")
+
+
+def _import_quietly():
+    user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ZFIT_DISABLE_TF_WARNINGS", "1")
+    if user_set or "tensorflow" in sys.modules:
+        import tensorflow
+
+        return tensorflow
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (some notebook front ends)
+        import tensorflow
+
+        return tensorflow
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+    kept = [ln for ln in text.splitlines() if ln.strip() and not _NOISE.match(ln)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
+    return tensorflow
+
+
+tf = _import_quietly()
+
+import tensorflow_probability as tfp
+import tf_keras
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["tf", "tf_keras", "tfb", "tfd", "tfp"]

@@ -1,0 +1,184 @@
+"""Save and load flows and ensembles: a folder with ``model.json`` and ``weights.npz``.
+
+``model.json`` holds everything needed to rebuild the object (architecture, features, bounds,
+preprocessing, context, training history, package versions) and the SHA-256 of the weights
+file; ``weights.npz`` holds plain float arrays. Loading reads JSON and ``numpy.load(...,
+allow_pickle=False)`` only: no code from the file is ever executed. A truncated, edited,
+future-format or otherwise inconsistent folder raises :class:`ModelFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .ensemble import FlowEnsemble
+from .flows import Flow, FlowConfig, TrainingHistory
+
+__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "save"]
+
+FORMAT = "zfit-gbi-generator"
+FORMAT_VERSION = 1
+METADATA = "model.json"
+WEIGHTS = "weights.npz"
+
+
+class ModelFileError(ValueError):
+    """A saved generator cannot be loaded; the message names the file and the problem."""
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("zfit-gbi", "tensorflow", "tensorflow-probability", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _flow_meta(flow: Flow) -> dict[str, Any]:
+    return {
+        "features": list(flow.features),
+        "bounds": {k: list(v) for k, v in flow.bounds.items()},
+        "context": list(flow.context),
+        "config": {**asdict(flow.config), "hidden_units": list(flow.config.hidden_units)},
+        "preprocessing": {
+            "box_to_R": "logit((x - low) / (high - low)), then (z - x_mean) / x_std",
+            "x_mean": flow.x_mean.tolist(),
+            "x_std": flow.x_std.tolist(),
+            "c_mean": flow.c_mean.tolist(),
+            "c_std": flow.c_std.tolist(),
+        },
+        "seed": flow._seed,
+        "history": flow.history.to_dict(),
+    }
+
+
+def _write_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save(model: Flow | FlowEnsemble, path: str | Path) -> Path:
+    """Save a :class:`Flow` or :class:`FlowEnsemble` into the folder ``path`` (created if needed).
+
+    Both files are written to temporary names and moved into place, weights first, so an
+    interrupted save never leaves a folder that loads into something else.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    flows = model.members if isinstance(model, FlowEnsemble) else [model]
+    arrays = {f"flow{k}/w{i}": w for k, f in enumerate(flows) for i, w in enumerate(f.get_weights())}
+
+    def write_npz(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    _write_atomic(path / WEIGHTS, write_npz)
+    digest = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "ensemble" if isinstance(model, FlowEnsemble) else "flow",
+        "aggregate": model.aggregate if isinstance(model, FlowEnsemble) else None,
+        "flows": [_flow_meta(f) for f in flows],
+        "weights_file": WEIGHTS,
+        "weights_sha256": digest,
+        "versions": _versions(),
+    }
+    text = json.dumps(meta, indent=1)
+    _write_atomic(path / METADATA, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def _fail(file: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"{file}: {what}")
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The validated ``model.json`` of a saved generator (no weights are read)."""
+    path = Path(path)
+    meta_file = path / METADATA if path.is_dir() else path
+    if not meta_file.exists():
+        raise _fail(meta_file, "no such file; a saved generator is a folder with model.json and weights.npz")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _fail(meta_file, f"not valid JSON (truncated or edited?): {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _fail(meta_file, f"not a zfit-gbi generator file (expected format {FORMAT!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise _fail(
+            meta_file,
+            f"format_version {version!r} is not supported by this zfit-gbi (reads 1 to {FORMAT_VERSION}); "
+            "upgrade zfit-gbi to load it",
+        )
+    if meta.get("kind") not in ("flow", "ensemble") or not isinstance(meta.get("flows"), list) or not meta["flows"]:
+        raise _fail(meta_file, "missing or invalid 'kind' / 'flows' entries")
+    return meta
+
+
+def _build_flow(fm: dict[str, Any], meta_file: Path, k: int) -> Flow:
+    try:
+        cfg = dict(fm["config"])
+        cfg["hidden_units"] = tuple(cfg["hidden_units"])
+        flow = Flow(fm["features"], {f: tuple(b) for f, b in fm["bounds"].items()}, fm["context"], FlowConfig(**cfg), seed=int(fm["seed"]))
+        pre = fm["preprocessing"]
+        flow.x_mean, flow.x_std = np.asarray(pre["x_mean"], float), np.asarray(pre["x_std"], float)
+        flow.c_mean, flow.c_std = np.asarray(pre["c_mean"], float), np.asarray(pre["c_std"], float)
+        shapes = {"x_mean": flow.n_features, "x_std": flow.n_features, "c_mean": flow.n_context, "c_std": flow.n_context}
+        for name, n in shapes.items():
+            if getattr(flow, name).shape != (n,):
+                raise ValueError(f"preprocessing {name} has shape {getattr(flow, name).shape}, expected ({n},)")
+        flow.history = TrainingHistory.from_dict(fm.get("history", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise _fail(meta_file, f"flow {k}: invalid entry ({type(err).__name__}: {err})") from err
+    return flow
+
+
+def load(path: str | Path) -> Flow | FlowEnsemble:
+    """Load what :func:`save` wrote; raises :class:`ModelFileError` naming the bad file."""
+    path = Path(path)
+    meta = read_metadata(path)
+    meta_file = path / METADATA
+    wfile = path / WEIGHTS
+    if not wfile.exists():
+        raise _fail(wfile, "missing weights file")
+    blob = wfile.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
+        raise _fail(wfile, "checksum does not match model.json: the weights file is truncated, edited or from another model")
+    try:
+        with np.load(wfile, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError) as err:
+        raise _fail(wfile, f"cannot read weights ({err})") from err
+    flows = []
+    for k, fm in enumerate(meta["flows"]):
+        flow = _build_flow(fm, meta_file, k)
+        n_w = len(flow.get_weights())
+        try:
+            ws = [arrays[f"flow{k}/w{i}"] for i in range(n_w)]
+            flow.set_weights(ws)
+        except (KeyError, ValueError) as err:
+            raise _fail(wfile, f"flow {k}: weights do not fit the architecture in model.json ({err})") from err
+        flows.append(flow)
+    if meta["kind"] == "flow":
+        return flows[0]
+    return FlowEnsemble(flows, meta.get("aggregate") or "prob")

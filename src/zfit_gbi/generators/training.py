@@ -1,0 +1,176 @@
+"""Maximum-likelihood training of a :class:`~zfit_gbi.generators.Flow`.
+
+Minibatch Adam with gradient clipping, a learning-rate schedule, a seeded validation split,
+early stopping on the validation loss, a guard against NaN losses and Ctrl-C handling. The best
+weights (lowest validation loss) are always the ones kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._tf import tf, tf_keras
+from .flows import TrainConfig, TrainingHistory
+
+if TYPE_CHECKING:
+    from .flows import Flow
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_flow"]
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+
+
+def train_flow(
+    flow: Flow,
+    x: np.ndarray,
+    context: np.ndarray | None,
+    weights: np.ndarray | None,
+    cfg: TrainConfig,
+) -> TrainingHistory:
+    """Train ``flow`` in place (float32) and return its history.
+
+    Args:
+        flow: The flow; its standardisation is set from the training part of ``x``.
+        x: Features, ``(n_events, n_features)``, inside the flow's box.
+        context: Conditioning values ``(n_events, n_context)`` or ``None``.
+        weights: Per-event weights ``(n_events,)`` or ``None``.
+        cfg: Training settings.
+
+    Raises:
+        ValueError: for bad shapes or too few events.
+        KeyboardInterrupt: after restoring the best weights so far.
+    """
+    x = flow._check_x(x)
+    c = flow._check_context(context, len(x))
+    n = len(x)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (n,) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            msg = f"weights must be finite, non-negative and of shape ({n},)"
+            raise ValueError(msg)
+    n_val = max(1, round(cfg.validation_fraction * n))
+    if n - n_val < 2:
+        msg = f"too few events to train a flow: {n} (need at least 3 with a validation split)"
+        raise ValueError(msg)
+
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(n)
+    i_val, i_tr = perm[:n_val], perm[n_val:]
+    flow._seed = cfg.seed
+    # fresh, seeded weights: training the same flow twice with one seed gives the same result
+    from .flows import _Networks
+
+    flow._nets32 = _Networks(flow.config, flow.n_features, flow.n_context, tf.float32, cfg.seed)
+    flow.adapt(x[i_tr], None if c is None else c[i_tr])
+
+    def as32(a):
+        return None if a is None else tf.constant(a, tf.float32)
+
+    w_all = np.ones(n) if weights is None else weights
+    x_tr, c_tr, w_tr = x[i_tr], (None if c is None else c[i_tr]), w_all[i_tr]
+    x_val, c_val, w_val = as32(x[i_val]), as32(None if c is None else c[i_val]), as32(w_all[i_val])
+
+    variables = flow._nets32.trainable_variables
+    lr = tf.Variable(cfg.learning_rate, dtype=tf.float32, trainable=False)
+    opt = tf_keras.optimizers.Adam(learning_rate=lr, global_clipnorm=cfg.clipnorm)
+
+    def loss_fn(xb, cb, wb, training):
+        lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
+        return -tf.reduce_sum(wb * lp) / tf.reduce_sum(wb)
+
+    @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True)
+    def train_step(xb, cb, wb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(xb, cb, wb, True)
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables, strict=True))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def val_sum(xb, cb, wb):
+        lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=False)
+        return -tf.reduce_sum(wb * lp), tf.reduce_sum(wb)
+
+    def validation_loss() -> float:
+        tot, sw = 0.0, 0.0
+        step = 65536
+        for i in range(0, n_val, step):
+            cb = None if c_val is None else c_val[i : i + step]
+            a, b = val_sum(x_val[i : i + step], cb, w_val[i : i + step])
+            tot, sw = tot + float(a), sw + float(b)
+        return tot / sw
+
+    bs = min(cfg.batch_size, len(i_tr))
+    n_batches = len(i_tr) // bs  # drop the remainder: one compiled shape
+    hist = TrainingHistory(n_train=len(i_tr), n_val=n_val)
+    best, best_weights, wait = math.inf, flow._nets32.get_weights(), 0
+    t0 = time.perf_counter()
+    bar = _progress(cfg.epochs, cfg.progress, f"training {'p(' + ','.join(flow.features[:3]) + ('...' if flow.n_features > 3 else '') + ')'}")
+    try:
+        for epoch in range(cfg.epochs):
+            if cfg.schedule == "cosine":
+                lr.assign(cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs)))
+            order = rng.permutation(len(i_tr))
+            total = 0.0
+            for b in range(n_batches):
+                idx = order[b * bs : (b + 1) * bs]
+                cb = None if c_tr is None else tf.constant(c_tr[idx], tf.float32)
+                total += float(train_step(tf.constant(x_tr[idx], tf.float32), cb, tf.constant(w_tr[idx], tf.float32)))
+            train_loss = total / n_batches
+            val_loss = validation_loss() if math.isfinite(train_loss) else math.nan
+            hist.train_loss.append(train_loss)
+            hist.val_loss.append(val_loss)
+            hist.learning_rate.append(float(lr.numpy()))
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                hist.stopped = "nan"
+                if hist.best_epoch >= 0:
+                    log.warning(
+                        "training diverged (NaN/inf loss) in epoch %d; keeping the best weights (epoch %d). "
+                        "Lower the learning rate or the clipnorm.",
+                        epoch + 1,
+                        hist.best_epoch + 1,
+                    )
+                break
+            if val_loss < best - 1e-6:
+                best, best_weights, wait = val_loss, flow._nets32.get_weights(), 0
+                hist.best_epoch = epoch
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=f"{best:.4f}")
+            bar.update()
+            if hist.best_epoch != epoch:
+                wait += 1
+                if cfg.schedule == "plateau" and wait % max(1, cfg.patience // 2) == 0:
+                    lr.assign(lr * 0.5)
+                if wait >= cfg.patience:
+                    hist.stopped = "early stopping"
+                    break
+        else:
+            hist.stopped = "max epochs"
+    except KeyboardInterrupt:
+        hist.stopped = "interrupted"
+        flow._nets32.set_weights(best_weights)
+        flow.history = hist
+        hist.seconds = time.perf_counter() - t0
+        flow._reset_graph_cache()
+        log.warning("training interrupted: kept the best weights so far (epoch %d)", hist.best_epoch + 1)
+        raise
+    finally:
+        bar.close()
+    flow._nets32.set_weights(best_weights)
+    flow._reset_graph_cache()
+    hist.seconds = time.perf_counter() - t0
+    flow.history = hist
+    if hist.best_epoch < 0:
+        msg = "training produced no finite validation loss (diverged in the first epoch); lower the learning rate"
+        raise RuntimeError(msg)
+    return hist
