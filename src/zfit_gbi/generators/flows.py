@@ -435,8 +435,13 @@ class Flow:
             raise ValueError(msg)
         return c
 
-    def log_prob(self, x: np.ndarray, context: np.ndarray | None = None, *, batch_size: int = 131072) -> np.ndarray:
-        """log p(x | c) in float64, shape ``(n_events,)``; evaluated in batches (bounded memory).
+    #: XLA-compile the float64 evaluation (about 5x faster on CPU than plain tf.function)
+    eval_jit: bool = True
+
+    def log_prob(self, x: np.ndarray, context: np.ndarray | None = None, *, batch_size: int = 16384) -> np.ndarray:
+        """log p(x | c) in float64, shape ``(n_events,)``; evaluated in fixed-size batches, so
+        memory stays bounded (10^7 events need only the output array) and one compiled program
+        serves every batch (the last one is padded).
 
         Args:
             x: Features, ``(n_events, n_features)``, inside the box.
@@ -446,14 +451,22 @@ class Flow:
         x = self._check_x(x)
         c = self._check_context(context, len(x))
         if self._log_prob_fn is None:
-            self._log_prob_fn = tf.function(
-                lambda xb, cb: self.log_prob_tensor(xb, cb), reduce_retracing=True
-            )
-        out = np.empty(len(x))
-        for i in range(0, len(x), batch_size):
-            xb = tf.constant(x[i : i + batch_size])
-            cb = tf.constant(c[i : i + batch_size]) if c is not None else None
-            out[i : i + batch_size] = self._log_prob_fn(xb, cb).numpy()
+            self._log_prob_fn = tf.function(lambda xb, cb: self.log_prob_tensor(xb, cb), jit_compile=self.eval_jit)
+        n = len(x)
+        bs = min(batch_size, n) if n else 1
+        out = np.empty(n)
+        pad_x = 0.5 * (self.low + self.high)
+        pad_c = self.c_mean
+        for i in range(0, n, bs):
+            xb = x[i : i + bs]
+            cb = c[i : i + bs] if c is not None else None
+            k = len(xb)
+            if k < bs:  # pad to the compiled shape with a harmless point inside the box
+                xb = np.concatenate([xb, np.broadcast_to(pad_x, (bs - k, self.n_features))])
+                if cb is not None:
+                    cb = np.concatenate([cb, np.broadcast_to(pad_c, (bs - k, self.n_context))])
+            res = self._log_prob_fn(tf.constant(xb), None if cb is None else tf.constant(cb))
+            out[i : i + k] = res.numpy()[:k]
         return out
 
     def prob(self, x: np.ndarray, context: np.ndarray | None = None, **kw: Any) -> np.ndarray:

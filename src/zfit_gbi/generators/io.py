@@ -97,6 +97,7 @@ def save(model: Flow | FlowEnsemble, path: str | Path) -> Path:
         "format_version": FORMAT_VERSION,
         "kind": "ensemble" if isinstance(model, FlowEnsemble) else "flow",
         "aggregate": model.aggregate if isinstance(model, FlowEnsemble) else None,
+        "n_norm": model.n_norm if isinstance(model, FlowEnsemble) else None,
         "flows": [_flow_meta(f) for f in flows],
         "weights_file": WEIGHTS,
         "weights_sha256": digest,
@@ -115,7 +116,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The validated ``model.json`` of a saved generator (no weights are read)."""
     path = Path(path)
     meta_file = path / METADATA if path.is_dir() else path
-    if not meta_file.exists():
+    if not meta_file.is_file():
         raise _fail(meta_file, "no such file; a saved generator is a folder with model.json and weights.npz")
     try:
         meta = json.loads(meta_file.read_text())
@@ -124,7 +125,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _fail(meta_file, f"not a zfit-gbi generator file (expected format {FORMAT!r})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if type(version) is not int:
+        raise _fail(meta_file, f"format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION or version < 1:
         raise _fail(
             meta_file,
             f"format_version {version!r} is not supported by this zfit-gbi (reads 1 to {FORMAT_VERSION}); "
@@ -147,38 +150,69 @@ def _build_flow(fm: dict[str, Any], meta_file: Path, k: int) -> Flow:
         for name, n in shapes.items():
             if getattr(flow, name).shape != (n,):
                 raise ValueError(f"preprocessing {name} has shape {getattr(flow, name).shape}, expected ({n},)")
-        flow.history = TrainingHistory.from_dict(fm.get("history", {}))
+        for name in ("x_std", "c_std"):
+            if not np.all(np.isfinite(getattr(flow, name)) & (getattr(flow, name) > 0)):
+                raise ValueError(f"preprocessing {name} must be finite and positive")
+        hist = fm.get("history", {})
+        if not isinstance(hist, dict):
+            raise TypeError("history must be an object")
+        flow.history = TrainingHistory.from_dict(hist)
+        h = flow.history
+        if type(h.best_epoch) is not int or not all(isinstance(v, int | float) for v in [*h.val_loss, *h.train_loss]):
+            raise TypeError("history has entries of the wrong type")
+        if not -1 <= h.best_epoch < max(len(h.val_loss), 0) or (h.best_epoch == -1 and h.val_loss):
+            raise ValueError(f"history best_epoch {h.best_epoch} does not fit {len(h.val_loss)} epochs")
     except (KeyError, TypeError, ValueError) as err:
         raise _fail(meta_file, f"flow {k}: invalid entry ({type(err).__name__}: {err})") from err
     return flow
 
 
 def load(path: str | Path) -> Flow | FlowEnsemble:
-    """Load what :func:`save` wrote; raises :class:`ModelFileError` naming the bad file."""
+    """Load what :func:`save` wrote (the folder, or its ``model.json``); raises
+    :class:`ModelFileError` naming the bad file."""
     path = Path(path)
+    if path.name == METADATA and path.is_file():
+        path = path.parent
     meta = read_metadata(path)
     meta_file = path / METADATA
     wfile = path / WEIGHTS
-    if not wfile.exists():
+    if not wfile.is_file():
         raise _fail(wfile, "missing weights file")
     blob = wfile.read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
         raise _fail(wfile, "checksum does not match model.json: the weights file is truncated, edited or from another model")
     try:
-        with np.load(wfile, allow_pickle=False) as npz:
+        npz = np.load(wfile, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise TypeError("not an .npz archive")
+        with npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as err:
-        raise _fail(wfile, f"cannot read weights ({err})") from err
+    except Exception as err:  # any unreadable archive (bad zip, bad CRC, object arrays)
+        raise _fail(wfile, f"cannot read weights ({type(err).__name__}: {err})") from err
+    used: set[str] = set()
     flows = []
     for k, fm in enumerate(meta["flows"]):
         flow = _build_flow(fm, meta_file, k)
         n_w = len(flow.get_weights())
+        keys = [f"flow{k}/w{i}" for i in range(n_w)]
         try:
-            ws = [arrays[f"flow{k}/w{i}"] for i in range(n_w)]
-            flow.set_weights(ws)
+            flow.set_weights([arrays[key] for key in keys])
         except (KeyError, ValueError) as err:
             raise _fail(wfile, f"flow {k}: weights do not fit the architecture in model.json ({err})") from err
+        used.update(keys)
         flows.append(flow)
+    unused = sorted(set(arrays) - used)
+    if unused:
+        raise _fail(
+            wfile,
+            f"weights do not fit the architecture in model.json: {len(unused)} arrays are not used "
+            f"(e.g. {unused[0]}); model.json was edited or belongs to another model",
+        )
     if meta["kind"] == "flow":
+        if len(flows) != 1:
+            raise _fail(meta_file, f"kind 'flow' must have exactly one flow, found {len(flows)}")
         return flows[0]
-    return FlowEnsemble(flows, meta.get("aggregate") or "prob")
+    try:
+        return FlowEnsemble(flows, meta.get("aggregate") or "prob", n_norm=int(meta.get("n_norm") or 20000))
+    except (TypeError, ValueError) as err:
+        raise _fail(meta_file, f"invalid ensemble ({err})") from err
