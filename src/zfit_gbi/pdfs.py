@@ -356,7 +356,7 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
 
     Normalized on its space: ``p(m)`` is normalized on the space's ``m`` range by zfit, and
     ``p(x | m)`` is normalized on the feature box for every ``m``. Gradients flow to every
-    parameter of ``mass_pdf``; the generator part is cached per dataset.
+    parameter of ``mass_pdf`` (and of ``variation``); the generator part is cached per dataset.
 
     Args:
         mass_pdf: A 1-D zfit PDF in the resonant variable (its parameters may float).
@@ -364,6 +364,11 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
             variable.
         obs: The joint space (resonant variable and features, any order); default: the mass
             PDF's space times the generator's box.
+        variation: A :class:`~zfit_gbi.nuisances.Variation` of the generator (its parameters
+            become parameters of this PDF; its constraint belongs in the loss).
+        sideband_constant: ``(low, high)`` of the signal region: outside it the feature density
+            is replaced by the uniform density on the box (HI-SIGMA's sideband treatment, so
+            sideband events constrain only p(m); use the same for signal and background).
         extended, norm, cache, name, label: as for :class:`FlowPDF`.
     """
 
@@ -373,6 +378,8 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
         generator: Generator,
         obs: zfit.Space | None = None,
         *,
+        variation: Any = None,
+        sideband_constant: tuple[float, float] | None = None,
         extended: Any = None,
         norm: Any = None,
         cache: bool = True,
@@ -388,10 +395,9 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
             msg = f"the generator must be conditioned on exactly {resonant!r} (the mass PDF's obs), not {list(generator.context)}"
             raise ValueError(msg)
         if obs is None:
-            box = [zfit.Space(f, limits=generator.bounds[f]) for f in generator.features]
             obs = mass_pdf.space
-            for b in box:
-                obs = obs * b
+            for f in generator.features:
+                obs = obs * zfit.Space(f, limits=generator.bounds[f])
         need = [resonant, *generator.features]
         if sorted(obs.obs) != sorted(need):
             msg = f"obs {list(obs.obs)} must be the resonant variable and the features {need}"
@@ -399,12 +405,20 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
         self.generator = generator
         self.mass_pdf = mass_pdf
         self.resonant = resonant
+        self.variation = variation
+        self.sideband_constant = None if sideband_constant is None else (float(sideband_constant[0]), float(sideband_constant[1]))
         self._eval_columns = (*generator.features, resonant)
         lo, hi = _limits(obs, generator.features)
         self._exact = bool(np.allclose(lo, generator.low) and np.allclose(hi, generator.high))
+        self._log_box_volume = float(np.sum(np.log(generator.high - generator.low)))
         nf = generator.n_features
-        self._setup_cache(cache, lambda a: generator.log_prob(self._checked(a)[:, :nf], a[:, nf:]))
-        super().__init__(pdfs=[mass_pdf], obs=obs, extended=extended, norm=norm, name=name, label=label)
+        if variation is None:
+            self._setup_cache(cache, lambda a: generator.log_prob(self._checked(a)[:, :nf], a[:, nf:]))
+            params = {}
+        else:
+            self._setup_cache(True, lambda a: variation.columns(self._checked(a)[:, :nf], a[:, nf]))
+            params = {p.name: p for p in variation.params}
+        super().__init__(pdfs=[mass_pdf], obs=obs, params=params, extended=extended, norm=norm, name=name, label=label)
         # zfit creates its random generator (a tf.Variable) lazily; create it now, eagerly, so
         # that sampling the mass PDF inside our traced _sample creates no variable
         zfit.z.random.get_prng()
@@ -418,12 +432,29 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
         nf = self.generator.n_features
         return self.generator.log_prob_tensor(values[:, :nf], values[:, nf:])
 
+    def _theta(self) -> list:
+        return [self.params[p.name] for p in self.variation.params]
+
+    def _feature_log_density(self, x) -> tf.Tensor:
+        if self.variation is None:
+            return self._cached_log_density(x)
+        values = x.value(obs=list(self._eval_columns))
+        cols = tf.numpy_function(self._density_cache, [values], tf.float64, stateful=False)
+        cols = tf.reshape(cols, [-1, self.variation.n_columns])
+        return self.variation.log_density(cols, self._theta())
+
     def _log_density(self, x, norm):
         if norm is not False and not self._exact:
             raise NormNotImplemented
         m_norm = self.space.with_obs([self.resonant]) if norm is not False else False
         log_pm = self.mass_pdf.log_pdf(x, norm=m_norm)
-        return log_pm + self._cached_log_density(x)
+        feat = self._feature_log_density(x)
+        if self.sideband_constant is not None:
+            m = x.value(obs=[self.resonant])[:, 0]
+            lo, hi = self.sideband_constant
+            in_sr = (m >= lo) & (m < hi)
+            feat = tf.where(in_sr, feat, tf.constant(-self._log_box_volume, tf.float64))
+        return log_pm + feat
 
     @zfit.supports()
     def _sample(self, n, limits):
@@ -432,11 +463,30 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
         flo, fhi = _limits(limits, gen.features)
         cols = [self.resonant, *gen.features]
         order = [cols.index(o) for o in limits.obs]
+        nf = gen.n_features
+
+        def nominal(k):
+            m = tf.reshape(self.mass_pdf.sample(n=k, limits=m_limits).value(), [-1, 1])
+            x = _draw(gen, tf.shape(m)[0], m)
+            if self.sideband_constant is not None:  # uniform features outside the signal region
+                lo, hi = self.sideband_constant
+                u = gen.low + (gen.high - gen.low) * tf.random.uniform(tf.shape(x), dtype=tf.float64)
+                x = tf.where((m >= lo) & (m < hi), x, u)
+            return tf.concat([m, x], axis=1)
 
         def draw(k):
-            m = self.mass_pdf.sample(n=k, limits=m_limits).value()
-            m = tf.reshape(m, [-1, 1])
-            return tf.concat([m, _draw(gen, tf.shape(m)[0], m)], axis=1)
+            if self.variation is None:
+                return nominal(k)
+            # exponential tilting by the variation: sampling-importance-resampling, 8 candidates
+            n_cand = 8
+            cand = nominal(k * n_cand)
+            vals = tf.concat([cand[:, 1:], cand[:, :1]], axis=1)
+            c = tf.numpy_function(lambda a: self.variation.columns(a[:, :nf], a[:, nf]), [vals], tf.float64)
+            c = tf.reshape(c, [-1, self.variation.n_columns])
+            logw = tf.reshape(self.variation.log_factor(c, self._theta()), [-1, n_cand])
+            pick = tf.random.categorical(logw, 1, dtype=tf.int32)[:, 0]
+            cand = tf.reshape(cand, [-1, n_cand, nf + 1])
+            return tf.gather(cand, pick, batch_dims=1)
 
         if np.allclose(flo, gen.low) and np.allclose(fhi, gen.high):
             s = draw(n)

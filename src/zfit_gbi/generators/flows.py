@@ -352,7 +352,7 @@ class Flow:
                     if cfg.transform == "affine"
                     else _rqs_fn(made, cfg.n_bins, cfg.tail_bound)
                 )
-                blocks.append(tfb.MaskedAutoregressiveFlow(bijector_fn=fn, name=f"maf{k}"))
+                blocks.append(tfb.MaskedAutoregressiveFlow(bijector_fn=fn, unroll_loop=True, name=f"maf{k}"))
                 if cfg.batch_norm:
                     blocks.append(tfb.BatchNormalization(nets.bns[k], training=training, name=f"bn{k}"))
                 if k < cfg.n_layers - 1 and self.n_features > 1:

@@ -1,0 +1,349 @@
+"""Inference on a GBI model: fits, profile scans, discovery and CLs limits (hepstats + iminuit).
+
+Pure functions over a zfit loss and its parameter of interest (POI):
+
+* :func:`fit` -- minimum with Hesse and asymmetric (Minos) errors; an invalid minimum raises
+  :class:`FitError` (after retries), it is never returned as a result.
+* :func:`profile_scan` -- -2 Delta ln L of the POI with the nuisance parameters profiled.
+* :func:`discovery` -- q0, p0 and Z with hepstats ``Discovery`` (asymptotic or toys).
+* :func:`upper_limit` -- CLs upper limit, observed and expected +-1, +-2 sigma, with hepstats
+  ``UpperLimit`` (asymptotic or toys).
+* :class:`UnbinnedAsimovCalculator` -- hepstats' asymptotic calculator with the Asimov dataset
+  made right for multi-dimensional unbinned models: a large *weighted sample* of the model at the
+  conditional best fit (weights sum to the expected yields), instead of hepstats' histogram of
+  ceil(100/sqrt(ndim)) bins per dimension, each bin a numerical integral (useless in 5-D).
+* :func:`envelope_discovery` -- discrete profiling over alternative generators (the envelope).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import zfit
+from hepstats.hypotests import Discovery, UpperLimit
+from hepstats.hypotests.calculators import AsymptoticCalculator, FrequentistCalculator
+from hepstats.hypotests.parameters import POI, POIarray
+from scipy.stats import norm
+
+from ._tf import tf  # noqa: F401  (TensorFlow first, quietly)
+
+__all__ = [
+    "DiscoveryResult",
+    "FitError",
+    "FitSummary",
+    "LimitResult",
+    "UnbinnedAsimovCalculator",
+    "discovery",
+    "envelope_discovery",
+    "fit",
+    "profile_scan",
+    "upper_limit",
+]
+
+log = logging.getLogger(__name__)
+
+
+class FitError(RuntimeError):
+    """The minimizer found no valid minimum; the message says what was tried."""
+
+
+def _minimizer() -> zfit.minimize.Minuit:
+    return zfit.minimize.Minuit(gradient="zfit", tol=1e-3, verbosity=0)
+
+
+def _params(loss) -> list[zfit.Parameter]:
+    return list(loss.get_params(floating=True))
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """A valid minimum: values, symmetric (Hesse) and asymmetric (Minos) errors, correlations."""
+
+    values: dict[str, float]
+    errors: dict[str, float]
+    poi: str
+    poi_error_low: float
+    poi_error_high: float
+    correlation: dict[str, dict[str, float]]
+    nll: float
+    edm: float
+    valid: bool
+    attempts: int
+
+    @property
+    def poi_value(self) -> float:
+        return self.values[self.poi]
+
+    def __repr__(self) -> str:
+        lines = [f"FitSummary(valid={self.valid}, nll={self.nll:.3f}, edm={self.edm:.2g}, attempts={self.attempts})"]
+        for k, v in self.values.items():
+            extra = f"  (-{self.poi_error_low:.4g} +{self.poi_error_high:.4g})" if k == self.poi else ""
+            lines.append(f"  {k:>20s} = {v:.6g} +- {self.errors.get(k, math.nan):.4g}{extra}")
+        return "\n".join(lines)
+
+
+def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> FitSummary:
+    """Minimize ``loss`` and return the :class:`FitSummary`.
+
+    Tries the default start, then strategy 2 and jittered starting values. Raises
+    :class:`FitError` if no attempt gives a valid minimum.
+    """
+    params = _params(loss)
+    start = {p: float(p.value()) for p in params}
+    rng = np.random.default_rng(12345)
+    result = None
+    for attempt in range(1, retries + 1):
+        mini = zfit.minimize.Minuit(gradient="zfit", tol=1e-3, verbosity=0, mode=0 if attempt == 1 else 2)
+        result = mini.minimize(loss, params=params)
+        if result.valid:
+            break
+        log.info("fit attempt %d invalid (edm %.3g); retrying", attempt, result.edm)
+        for p in params:  # jitter the start around the initial values
+            step = abs(start[p]) * 0.05 + 0.1
+            lo = p.lower if p.lower is not None else -np.inf
+            hi = p.upper if p.upper is not None else np.inf
+            p.set_value(float(np.clip(start[p] + rng.normal(0, step), lo, hi)))
+    if result is None or not result.valid:
+        msg = (
+            f"no valid minimum after {retries} attempts (Minuit strategies 0 and 2, jittered starts); "
+            f"last edm {getattr(result, 'edm', math.nan):.3g}, parameters at limit: "
+            f"{[p.name for p in params if result is not None and result.params[p].get('at_limit', False)]}"
+        )
+        raise FitError(msg)
+    result.hesse(name="hesse")
+    err_lo = err_hi = result.params[poi]["hesse"]["error"]
+    if minos:
+        try:
+            result.errors(params=[poi], name="minos", method="minuit_minos")
+            mn = result.params[poi]["minos"]
+            err_lo, err_hi = abs(float(mn["lower"])), abs(float(mn["upper"]))
+        except Exception as err:  # Minos can fail at a boundary; Hesse is then reported
+            log.warning("Minos failed for %s (%s); reporting the Hesse error", poi.name, err)
+    cov = result.correlation(params=params) if hasattr(result, "correlation") else None
+    corr = {}
+    if cov is not None:
+        for i, pi in enumerate(params):
+            corr[pi.name] = {pj.name: float(cov[i, j]) for j, pj in enumerate(params)}
+    return FitSummary(
+        values={p.name: float(result.params[p]["value"]) for p in params},
+        errors={p.name: float(result.params[p]["hesse"]["error"]) for p in params},
+        poi=poi.name,
+        poi_error_low=float(err_lo),
+        poi_error_high=float(err_hi),
+        correlation=corr,
+        nll=float(result.fmin),
+        edm=float(result.edm),
+        valid=bool(result.valid),
+        attempts=attempt,
+    )
+
+
+def profile_scan(loss, poi: zfit.Parameter, values: Sequence[float]) -> np.ndarray:
+    """-2 Delta ln L at each POI value (nuisances profiled), shape ``(len(values),)``; the POI
+    is restored afterwards."""
+    mini = _minimizer()
+    floating, old = poi.floating, float(poi.value())
+    others = [p for p in _params(loss) if p is not poi]
+    best = mini.minimize(loss)
+    nll0 = float(best.fmin)
+    out = []
+    try:
+        poi.floating = False
+        for v in values:
+            poi.set_value(float(v))
+            res = mini.minimize(loss, params=others) if others else None
+            out.append(2 * ((float(res.fmin) if res is not None else float(loss.value())) - nll0))
+    finally:
+        poi.floating = floating
+        poi.set_value(old)
+    return np.maximum(np.asarray(out), 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# hepstats calculators
+# ---------------------------------------------------------------------------------------------
+
+
+class UnbinnedAsimovCalculator(AsymptoticCalculator):
+    """hepstats' ``AsymptoticCalculator`` with an unbinned, weighted-sample Asimov dataset.
+
+    For every alternative hypothesis the nuisance parameters are fitted at the fixed POI (as in
+    hepstats), then each extended component of the model is sampled ``n_asimov`` times and the
+    events weighted by ``yield / n_asimov``: a weighted dataset whose density is the model's
+    expected density (up to Monte Carlo noise of relative size ~1/sqrt(n_asimov)).
+
+    Args:
+        input: An extended unbinned zfit loss (one model, one dataset).
+        minimizer: A zfit minimizer.
+        n_asimov: Sample size per component.
+        seed: Seed for the Asimov samples (reproducible limits).
+    """
+
+    def __init__(self, input, minimizer, *, n_asimov: int = 100_000, seed: int = 0):
+        super().__init__(input, minimizer, asimov_bins=1 if len(input.data[0].obs) == 1 else None)
+        self._binned_loss = False  # use the unbinned loss; our Asimov dataset is unbinned
+        self.n_asimov = int(n_asimov)
+        self.seed = int(seed)
+
+    def asimov_dataset(self, poi: POI, ntrials_fit: int | None = None):
+        if poi in self._asimov_dataset:
+            return self._asimov_dataset[poi]
+        ntrials_fit = ntrials_fit or 5
+        minimizer = self.minimizer
+        poiparam, poivalue = poi.parameter, poi.value
+        self.set_params_to_bestfit()
+        poiparam.floating = False
+        try:
+            with poiparam.set_value(poivalue):
+                for _ in range(ntrials_fit):
+                    minimum = minimizer.minimize(loss=self.loss)
+                    if minimum.valid:
+                        break
+                else:
+                    log.warning("no valid conditional fit for the Asimov dataset at %s", poi)
+                values = {p: float(minimum.params[p]["value"]) for p in minimum.params}
+                values[poiparam] = float(poivalue)
+                datasets = [self._weighted_sample(m, d, values) for m, d in zip(self.model, self.data, strict=True)]
+        finally:
+            poiparam.floating = True
+        self._asimov_dataset[poi] = datasets
+        return datasets
+
+    def _weighted_sample(self, model, data, values: dict) -> zfit.Data:
+        params = list(values)
+        with zfit.param.set_values(params, [values[p] for p in params]):
+            zfit.settings.set_seed(self.seed)
+            comps = getattr(model, "pdfs", None) if getattr(model, "pdfs", None) and all(p.is_extended for p in model.pdfs) else [model]
+            arrays, weights = [], []
+            for comp in comps:
+                y = float(comp.get_yield().value()) if comp.is_extended else float(data.nevents)
+                s = comp.sample(self.n_asimov, limits=model.space).value().numpy()
+                arrays.append(s)
+                weights.append(np.full(len(s), y / len(s)))
+        return zfit.Data.from_numpy(obs=model.space, array=np.concatenate(arrays), weights=np.concatenate(weights))
+
+
+def _calculator(loss, kind: Literal["asymptotic", "toys"], *, n_toys: int = 1000, n_asimov: int = 100_000, seed: int = 0):
+    mini = _minimizer()
+    if kind == "asymptotic":
+        return UnbinnedAsimovCalculator(loss, mini, n_asimov=n_asimov, seed=seed)
+    if kind == "toys":
+        zfit.settings.set_seed(seed)
+        return FrequentistCalculator(loss, mini, ntoysnull=n_toys, ntoysalt=n_toys)
+    msg = f"calculator must be 'asymptotic' or 'toys', got {kind!r}"
+    raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """Discovery test of POI = 0: q0 = Z^2, p0, Z (one-sided)."""
+
+    q0: float
+    p0: float
+    significance: float
+    calculator: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"q0": self.q0, "p0": self.p0, "significance": self.significance, "calculator": self.calculator}
+
+
+def discovery(loss, poi: zfit.Parameter, *, calculator: Literal["asymptotic", "toys"] = "asymptotic", n_toys: int = 1000, seed: int = 0) -> DiscoveryResult:
+    """q0, p0 and Z with hepstats ``Discovery``; Z = 0 when the fitted POI is negative."""
+    calc = _calculator(loss, calculator, n_toys=n_toys, seed=seed)
+    test = Discovery(calc, POI(poi, 0.0))
+    p0, z = test.result(printlevel=0)
+    p0 = float(np.clip(p0, 0.0, 1.0))
+    z = float(max(z, 0.0)) if np.isfinite(z) else float(norm.isf(max(p0, 1e-300)))
+    return DiscoveryResult(q0=z**2, p0=p0, significance=z, calculator=calculator)
+
+
+@dataclass(frozen=True)
+class LimitResult:
+    """CLs upper limit on the POI: observed and expected (-2, -1, median, +1, +2 sigma)."""
+
+    cl: float
+    observed: float
+    expected: tuple[float, float, float, float, float]
+    calculator: str
+    scan: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cl": self.cl, "observed": self.observed, "expected": list(self.expected), "calculator": self.calculator, "scan": self.scan}
+
+
+def upper_limit(
+    loss,
+    poi: zfit.Parameter,
+    *,
+    cl: float = 0.95,
+    calculator: Literal["asymptotic", "toys"] = "asymptotic",
+    scan: Sequence[float] | None = None,
+    n_points: int = 16,
+    n_toys: int = 1000,
+    seed: int = 0,
+) -> LimitResult:
+    """CLs upper limit with hepstats ``UpperLimit`` (q~_mu test statistic).
+
+    Args:
+        scan: POI values to test; default ``n_points`` values from 0 to the fitted POI plus
+            five Hesse errors (at least five errors).
+    """
+    if scan is None:
+        summary = fit(loss, poi, minos=False)
+        hi = max(summary.poi_value, 0.0) + 5 * summary.errors[poi.name]
+        scan = np.linspace(0.0, hi, n_points)
+    calc = _calculator(loss, calculator, n_toys=n_toys, seed=seed)
+    poinull = POIarray(poi, np.asarray(scan, dtype=float))
+    ul = UpperLimit(calc, poinull, POI(poi, 0.0))
+    pv = ul.pvalues(CLs=True)
+    # hepstats' UpperLimit.upperlimit() interpolates the same p-values, but with numpy >= 2.4
+    # its float(<1-element array>) raises and every limit comes back as None; we do the same
+    # interpolation (spline through p - alpha, first root) here.
+    bestfit = float(calc.bestfit.params[poi]["value"])
+    values = np.asarray(poinull.values, dtype=float)
+    alpha = 1 - cl
+    observed = _crossing(values[values >= bestfit], np.asarray(pv["cls"])[values >= bestfit], alpha)
+    exp = tuple(_crossing(values, np.asarray(pv[k]), alpha) for k in ("expected_m2", "expected_m1", "expected", "expected_p1", "expected_p2"))
+    scan_info = {"poi": values.tolist(), "cls_observed": np.asarray(pv["cls"]).tolist(), "cls_expected": np.asarray(pv["expected"]).tolist()}
+    if not np.isfinite(observed) or not np.isfinite(exp[2]):
+        log.warning("the CLs scan up to %s = %.4g does not reach CLs = %.3g; extend the scan", poi.name, values.max(), alpha)
+    return LimitResult(cl=cl, observed=observed, expected=exp, calculator=calculator, scan=scan_info)
+
+
+def _crossing(values: np.ndarray, pvalues: np.ndarray, alpha: float) -> float:
+    """First POI value where the interpolated p-value falls to ``alpha`` (nan if it never does)."""
+    from scipy import interpolate
+
+    if len(values) < 4 or np.min(pvalues) > alpha:
+        return math.nan
+    tck = interpolate.splrep(values, pvalues - alpha, s=0)
+    roots = np.atleast_1d(interpolate.sproot(tck))
+    return float(roots[0]) if roots.size else math.nan
+
+
+def envelope_discovery(losses: Sequence, pois: Sequence[zfit.Parameter]) -> dict[str, Any]:
+    """Discrete profiling over K alternative models (one loss and POI each, same data).
+
+    The profile is the pointwise minimum of the K NLL curves:
+    Z = sqrt(2 (min_k NLL_k(POI=0) - min_k NLL_k(hat POI))).
+    """
+    nll_free, nll_zero = [], []
+    for loss, poi in zip(losses, pois, strict=True):
+        nll_free.append(fit(loss, poi, minos=False).nll)
+        floating, old = poi.floating, float(poi.value())
+        poi.floating = False
+        poi.set_value(0.0)
+        try:
+            others = [p for p in _params(loss) if p is not poi]
+            nll_zero.append(float(_minimizer().minimize(loss, params=others).fmin))
+        finally:
+            poi.floating = floating
+            poi.set_value(old)
+    q0 = max(2 * (min(nll_zero) - min(nll_free)), 0.0)
+    z = math.sqrt(q0)
+    return {"q0": q0, "p0": float(norm.sf(z)), "significance": z, "best_model": int(np.argmin(nll_free)), "nll_free": nll_free, "nll_zero": nll_zero}
