@@ -122,7 +122,7 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
             result.errors(params=[poi], name="minos", method="minuit_minos")
             mn = result.params[poi]["minos"]
             err_lo, err_hi = abs(float(mn["lower"])), abs(float(mn["upper"]))
-        except Exception as err:  # Minos can fail at a boundary; Hesse is then reported
+        except Exception as err:  # noqa: BLE001  (Minos can fail at a boundary; Hesse is reported)
             log.warning("Minos failed for %s (%s); reporting the Hesse error", poi.name, err)
     cov = result.correlation(params=params) if hasattr(result, "correlation") else None
     corr = {}
