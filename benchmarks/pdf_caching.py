@@ -29,7 +29,7 @@ def build(bench, flow, cache, tag):
     ns = zfit.Parameter(f"ns_{tag}", 50, -1000, 1e5)
     bkg = JointFlowPDF(zfit.pdf.Exponential(lam, obs=mjj), flow, extended=nb, cache=cache)
     comps = [zfit.pdf.Gauss(3.5, 0.035, obs=mjj)]
-    for f, (mu, s) in zip(bench.features, [(0.1, 0.015), (0.4, 0.06), (0.25, 0.09), (0.25, 0.09)], strict=True):
+    for f, (mu, s) in zip(bench.features, [(0.16, 0.05), (0.3, 0.085), (0.45, 0.15), (0.45, 0.15)], strict=True):
         comps.append(zfit.pdf.TruncatedGauss(mu, s, low=0.0, high=1.0, obs=zfit.Space(f, limits=(0.0, 1.0))))
     sig = zfit.pdf.ProductPDF(comps, extended=ns)
     return zfit.pdf.SumPDF([bkg, sig]), (lam, nb, ns), bkg

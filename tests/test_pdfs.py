@@ -19,10 +19,11 @@ def feature_space(bench, **override):
 
 
 def signal_model(bench, mjj, yield_):
-    """Parametric signal: Gauss(mjj) x truncated Gaussians in the features (fixed shapes)."""
+    """Parametric signal: Gauss(mjj) x truncated Gaussians in the features (fixed shapes, near
+    the benchmark's signal)."""
     sig_m = zfit.pdf.Gauss(zfit.Parameter("smu", 3.5, floating=False), zfit.Parameter("ssig", 0.035, floating=False), obs=mjj)
     comps = [sig_m]
-    for f, (mean, width) in zip(bench.features, [(0.1, 0.015), (0.4, 0.06), (0.25, 0.09), (0.25, 0.09)], strict=True):
+    for f, (mean, width) in zip(bench.features, [(0.16, 0.05), (0.3, 0.085), (0.45, 0.15), (0.45, 0.15)], strict=True):
         lo, hi = bench.bounds[f]
         comps.append(
             zfit.pdf.TruncatedGauss(
@@ -110,8 +111,12 @@ def test_extended_fit_recovers_injected_signal(bench, fit_setup, graph):
     model, bkg = fit_setup["model"], fit_setup["bkg"]
     lam, nb, ns = fit_setup["params"]
     n_sig = 120
-    ev = bench.sample(6000, n_sig, seed=21)
-    data = to_zfit_data(ev, model.space)
+    # background from the benchmark, signal from the parametric signal model itself
+    bkg_ev = bench.sample(6000, 0, seed=21)
+    sig_ev = model.pdfs[1].sample(n_sig).value().numpy()
+    cols = list(model.space.obs)
+    values = np.concatenate([bkg_ev.array(cols), sig_ev])
+    data = zfit.Data.from_numpy(obs=model.space, array=values)
     zfit.run.set_graph_mode(graph)
     try:
         for p, v in ((lam, -2.0), (nb, 5000), (ns, 50)):

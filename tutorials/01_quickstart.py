@@ -26,6 +26,7 @@ import sys
 import zfit
 
 from zfit_gbi.benchmark import ResonantBenchmark
+from zfit_gbi.data import Events
 from zfit_gbi.generators import Flow, FlowConfig
 from zfit_gbi.pdfs import JointFlowPDF, to_zfit_data
 
@@ -39,7 +40,7 @@ N_BKG, N_SIG, EPOCHS = (20_000, 150, 3) if SMOKE else (100_000, 500, 40)
 
 # %%
 bench = ResonantBenchmark()
-data = bench.sample(N_BKG, N_SIG, seed=1)
+data = bench.sample(N_BKG, 0, seed=1)  # background only; the signal is injected below
 windows = bench.windows
 print(windows, windows.counts(data, "mjj"))
 sidebands = data.select(windows.in_sidebands(data["mjj"]))
@@ -56,6 +57,7 @@ print(flow)
 # ## The zfit model
 # Background: p_B(m) (zfit's `Exponential`) times the flow p_B(x | m), as one `JointFlowPDF`.
 # Signal: zfit's `Gauss` in m times truncated Gaussians in the features. Both are extended.
+# (The data are background-only so far; we inject events drawn from this signal model.)
 
 # %%
 mjj = zfit.Space("mjj", limits=bench.fit_window)
@@ -65,10 +67,14 @@ n_sig = zfit.Parameter("n_sig", 0.0, -1000.0, 10_000.0)
 background = JointFlowPDF(zfit.pdf.Exponential(lam, obs=mjj), flow, extended=n_bkg)
 
 signal_parts = [zfit.pdf.Gauss(3.5, 0.035, obs=mjj)]
-for name, (mu, sigma) in zip(bench.features, [(0.1, 0.015), (0.4, 0.06), (0.25, 0.09), (0.25, 0.09)], strict=True):
+for name, (mu, sigma) in zip(bench.features, [(0.16, 0.05), (0.3, 0.085), (0.45, 0.15), (0.45, 0.15)], strict=True):
     signal_parts.append(zfit.pdf.TruncatedGauss(mu, sigma, low=0.0, high=1.0, obs=zfit.Space(name, limits=(0.0, 1.0))))
 signal = zfit.pdf.ProductPDF(signal_parts, extended=n_sig)
 model = zfit.pdf.SumPDF([background, signal])
+
+# inject N_SIG events drawn from this parametric signal model (so the model is exact)
+injected = signal.sample(N_SIG).value().numpy()
+data = Events(np.concatenate([data.array(model.space.obs), injected]), tuple(model.space.obs), source="benchmark + injected signal")
 
 # %% [markdown]
 # ## Fit

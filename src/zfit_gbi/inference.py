@@ -252,9 +252,11 @@ class DiscoveryResult:
         return {"q0": self.q0, "p0": self.p0, "significance": self.significance, "calculator": self.calculator}
 
 
-def discovery(loss, poi: zfit.Parameter, *, calculator: Literal["asymptotic", "toys"] = "asymptotic", n_toys: int = 1000, seed: int = 0) -> DiscoveryResult:
+def discovery(
+    loss, poi: zfit.Parameter, *, calculator: Literal["asymptotic", "toys"] = "asymptotic", n_toys: int = 1000, n_asimov: int = 100_000, seed: int = 0
+) -> DiscoveryResult:
     """q0, p0 and Z with hepstats ``Discovery``; Z = 0 when the fitted POI is negative."""
-    calc = _calculator(loss, calculator, n_toys=n_toys, seed=seed)
+    calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
     test = Discovery(calc, POI(poi, 0.0))
     p0, z = test.result(printlevel=0)
     p0 = float(np.clip(p0, 0.0, 1.0))
@@ -285,19 +287,21 @@ def upper_limit(
     scan: Sequence[float] | None = None,
     n_points: int = 16,
     n_toys: int = 1000,
+    n_asimov: int = 100_000,
     seed: int = 0,
 ) -> LimitResult:
     """CLs upper limit with hepstats ``UpperLimit`` (q~_mu test statistic).
 
     Args:
-        scan: POI values to test; default ``n_points`` values from 0 to the fitted POI plus
-            five Hesse errors (at least five errors).
+        scan: POI values to test; default ``n_points`` values from 0 to five Hesse errors (where
+            the expected limits lie) and ``n_points`` from 0 to the fitted POI plus five errors.
     """
-    if scan is None:
+    if scan is None:  # dense near zero (expected limits) and up to the fitted value + 5 errors
         summary = fit(loss, poi, minos=False)
-        hi = max(summary.poi_value, 0.0) + 5 * summary.errors[poi.name]
-        scan = np.linspace(0.0, hi, n_points)
-    calc = _calculator(loss, calculator, n_toys=n_toys, seed=seed)
+        err = summary.errors[poi.name]
+        hi = max(summary.poi_value, 0.0) + 5 * err
+        scan = np.unique(np.concatenate([np.linspace(0.0, 5 * err, n_points), np.linspace(0.0, hi, n_points)]))
+    calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
     poinull = POIarray(poi, np.asarray(scan, dtype=float))
     ul = UpperLimit(calc, poinull, POI(poi, 0.0))
     pv = ul.pvalues(CLs=True)

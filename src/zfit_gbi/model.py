@@ -1,0 +1,207 @@
+"""The resonant GBI / HI-SIGMA model: extended unbinned likelihood of signal plus background.
+
+    L = Pois(N | n_S + n_B) prod_i [n_B p_B(m_i) p_B(x_i | m_i, theta) + n_S p_S(m_i) p_S(x_i | m_i)]
+        / (n_S + n_B) * prod_k N(theta_k | 0, 1)
+
+* p_B(m): a parametric mass shape (dijet, exp-poly, Bernstein) whose parameters float; its
+  starting values come from a fit to the data's masses in the fit window.
+* p_B(x | m): the sideband-trained conditional generator (a :class:`Flow` or an ensemble),
+  optionally varied by a generator-error :class:`~zfit_gbi.nuisances.Variation`.
+* p_S(m): Gaussian or DSCB fitted to the signal simulation, then fixed (default) or floating
+  within Gaussian constraints from that fit.
+* p_S(x | m): a flow trained on the signal simulation.
+
+The POI is the signal yield in the fit window (``poi="yield"``) or the signal strength
+``mu = n_S / reference_yield`` (``poi="mu"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import zfit
+
+from ._tf import tf  # noqa: F401  (TensorFlow first, quietly)
+from .data import Events, Windows
+from .generators import Flow, FlowEnsemble
+from .pdfs import JointFlowPDF, to_zfit_data
+from .shapes import fit_mass_shape, mass_shape
+
+__all__ = ["GBIModel", "build_model"]
+
+
+@dataclass
+class GBIModel:
+    """A built model: the zfit pieces and what the inference needs.
+
+    ``loss(events)`` gives the extended unbinned NLL with the generator-error constraints.
+    """
+
+    space: zfit.Space
+    model: zfit.pdf.SumPDF
+    background: JointFlowPDF
+    signal: JointFlowPDF
+    n_sig: zfit.Parameter
+    n_bkg: zfit.Parameter
+    poi: zfit.Parameter
+    resonant: str
+    features: tuple[str, ...]
+    constraints: list = field(default_factory=list)
+    variation: Any = None
+    mass_params: dict[str, zfit.Parameter] = field(default_factory=dict)
+    signal_mass_params: dict[str, zfit.Parameter] = field(default_factory=dict)
+    reference_yield: float | None = None
+
+    def data(self, events: Events, *, clip: bool = False) -> zfit.Data:
+        """Validated zfit data on the model's space (columns by name; extra columns ignored)."""
+        return to_zfit_data(events, self.space, clip=clip)
+
+    def loss(self, events: Events | zfit.Data, *, clip: bool = False) -> zfit.loss.ExtendedUnbinnedNLL:
+        """The extended unbinned NLL (with the nuisance constraints) for these events."""
+        data = events if isinstance(events, zfit.Data) else self.data(events, clip=clip)
+        return zfit.loss.ExtendedUnbinnedNLL(self.model, data, constraints=list(self.constraints) or None)
+
+    @property
+    def nuisances(self) -> list[zfit.Parameter]:
+        """The generator-error nuisance parameters (empty without a variation)."""
+        return list(self.variation.params) if self.variation is not None else []
+
+    def reset(self, n_events: float) -> None:
+        """Starting values for a new fit: n_S = 0, n_B = n_events, nuisances 0."""
+        self.n_bkg.set_value(float(n_events))
+        if self.poi is self.n_sig:
+            self.n_sig.set_value(0.0)
+        else:
+            self.poi.set_value(0.0)
+        for p in self.nuisances:
+            p.set_value(0.0)
+
+    def __repr__(self) -> str:
+        nuis = f", nuisances {[p.name for p in self.nuisances]}" if self.nuisances else ""
+        return (
+            f"GBIModel(obs={list(self.space.obs)}, POI {self.poi.name}, background p_B({self.resonant}) "
+            f"{type(self.background.mass_pdf).__name__} x generator, signal {type(self.signal.mass_pdf).__name__} "
+            f"x flow{nuis}{', HI-SIGMA sidebands' if self.background.sideband_constant else ''})"
+        )
+
+
+def build_model(
+    *,
+    resonant: str,
+    features: Sequence[str],
+    windows: Windows,
+    background_generator: Flow | FlowEnsemble,
+    signal_generator: Flow | FlowEnsemble,
+    data_masses: np.ndarray,
+    signal_masses: np.ndarray,
+    signal_weights: np.ndarray | None = None,
+    background_mass: str = "dijet",
+    sqrt_s: float = 13.0,
+    signal_mass: str = "gauss",
+    signal_shape: Literal["fixed", "constrained"] = "fixed",
+    variation: Any = None,
+    hisigma_sidebands: bool = False,
+    poi: Literal["yield", "mu"] = "yield",
+    reference_yield: float | None = None,
+    prefix: str = "",
+) -> GBIModel:
+    """Build the extended GBI model.
+
+    Args:
+        resonant: Name of the resonant variable (the generators' context).
+        features: Feature names, in the generators' order.
+        windows: Fit window and signal region.
+        background_generator, signal_generator: conditioned on ``resonant``; their boxes define
+            the feature space.
+        data_masses: The data's resonant-variable values in the fit window (for the starting
+            values of the background mass shape).
+        signal_masses: Signal-simulation masses (the signal mass shape is fitted to them).
+        background_mass, signal_mass: shape kinds (see :mod:`zfit_gbi.shapes`).
+        signal_shape: ``"fixed"`` after the simulation fit, or ``"constrained"`` (floating with
+            Gaussian constraints of the simulation fit's errors).
+        variation: a generator-error variation of the background generator.
+        hisigma_sidebands: HI-SIGMA's treatment: outside the signal region both feature
+            densities are the same constant, so sideband events constrain only p_B(m).
+        poi: ``"yield"`` (signal events in the fit window) or ``"mu"`` (needs
+            ``reference_yield``).
+        prefix: Prefix of every parameter name (several models in one session).
+    """
+    features = tuple(features)
+    for gen, what in ((background_generator, "background"), (signal_generator, "signal")):
+        if tuple(gen.features) != features or tuple(gen.context) != (resonant,):
+            msg = f"the {what} generator models p({', '.join(gen.features)} | {', '.join(gen.context)}), expected p({', '.join(features)} | {resonant})"
+            raise ValueError(msg)
+    if background_generator.bounds != signal_generator.bounds:
+        msg = f"signal and background generators must share the feature box: {signal_generator.bounds} vs {background_generator.bounds}"
+        raise ValueError(msg)
+    mspace = zfit.Space(resonant, limits=windows.fit)
+    m_in = np.asarray(data_masses, dtype=float)
+    m_in = m_in[windows.in_fit(m_in)]
+    if len(m_in) < 10:
+        msg = f"only {len(m_in)} events in the fit window {windows.fit}: too few to fit a mass shape"
+        raise ValueError(msg)
+
+    bkg_m, bkg_params = mass_shape(background_mass, mspace, prefix=f"{prefix}bkg", sqrt_s=sqrt_s)
+    fit_mass_shape(bkg_m, m_in)  # starting values; the shape floats in the full fit
+
+    s_m = np.asarray(signal_masses, dtype=float)
+    keep = windows.in_fit(s_m)
+    init = {"mu": float(np.median(s_m[keep])), "sigma": float(np.clip(np.std(s_m[keep]), 1e-3 * np.ptp(windows.fit), 0.3 * np.ptp(windows.fit)))}
+    sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init=init)
+    sfit = fit_mass_shape(sig_m, s_m[keep], None if signal_weights is None else np.asarray(signal_weights)[keep])
+    constraints = []
+    if signal_shape == "fixed":
+        for p in sig_params.values():
+            p.floating = False
+    elif signal_shape == "constrained":
+        ps = list(sig_params.values())
+        constraints.append(
+            zfit.constraint.GaussianConstraint(
+                params=ps, observation=[sfit.values[p.name] for p in ps], sigma=[max(sfit.errors[p.name], 1e-9) for p in ps]
+            )
+        )
+    else:
+        msg = f"signal_shape must be 'fixed' or 'constrained', got {signal_shape!r}"
+        raise ValueError(msg)
+
+    n_tot = float(len(m_in))
+    n_bkg = zfit.Parameter(f"{prefix}n_bkg", n_tot, 0.0, 10.0 * n_tot + 100)
+    if poi == "yield":
+        n_sig = zfit.Parameter(f"{prefix}n_sig", 0.0, -n_tot, n_tot)
+        poi_param = n_sig
+    elif poi == "mu":
+        if not reference_yield or reference_yield <= 0:
+            msg = "poi='mu' needs a positive reference_yield (signal events in the fit window for mu = 1)"
+            raise ValueError(msg)
+        mu = zfit.Parameter(f"{prefix}mu", 0.0, -n_tot / reference_yield, n_tot / reference_yield)
+        n_sig = zfit.ComposedParameter(f"{prefix}n_sig", lambda params: params["mu"] * reference_yield, params={"mu": mu})
+        poi_param = mu
+    else:
+        msg = f"poi must be 'yield' or 'mu', got {poi!r}"
+        raise ValueError(msg)
+
+    sb = windows.signal_region if hisigma_sidebands else None
+    background = JointFlowPDF(bkg_m, background_generator, variation=variation, sideband_constant=sb, extended=n_bkg, name=f"{prefix}background")
+    signal = JointFlowPDF(sig_m, signal_generator, background.space, sideband_constant=sb, extended=n_sig, name=f"{prefix}signal")
+    model = zfit.pdf.SumPDF([signal, background], name=f"{prefix}gbi_model")
+    if variation is not None:
+        constraints.append(variation.constraint)
+    return GBIModel(
+        space=background.space,
+        model=model,
+        background=background,
+        signal=signal,
+        n_sig=n_sig,
+        n_bkg=n_bkg,
+        poi=poi_param,
+        resonant=resonant,
+        features=features,
+        constraints=constraints,
+        variation=variation,
+        mass_params=bkg_params,
+        signal_mass_params=sig_params,
+        reference_yield=reference_yield,
+    )
