@@ -43,3 +43,56 @@ def test_errors_and_usage(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--epochs", "many"])
     assert exc.value.code == 2
+
+
+def _tiny_config(tmp_path, bench, **override):
+    import numpy as np
+    import yaml
+
+    np.save(tmp_path / "data.npy", bench.sample(6000, 60, seed=5).values)
+    np.save(tmp_path / "sim.npy", bench.signal_simulation(3000, seed=6).values)
+    cols = ["mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2", "label"]
+    gen = {"type": "maf-affine", "layers": 2, "hidden": 16, "epochs": 3, "batch_size": 256, "seed": 1}
+    cfg = {
+        "data": {"path": "data.npy", "columns": cols, "resonant": "mjj", "features": cols[1:5],
+                 "bounds": {f: [0.0, 1.0] for f in cols[1:5]}},
+        "windows": {"fit": [2.9, 4.1], "signal_region": [3.3, 3.7]},
+        "background": {"mass_shape": "exppoly2", "generator": gen},
+        "signal": {"simulation": {"path": "sim.npy", "columns": cols}, "mass_shape": "gauss", "generator": {**gen, "seed": 2}},
+        "nuisances": {"generator": "none"},
+        "inference": {"discovery": True},
+    }
+    for key, value in override.items():
+        cfg[key] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_run_writes_summary(tmp_path, bench, capsys):
+    cfg = _tiny_config(tmp_path, bench)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("signal_yield", "background_yield", "discovery", "upper_limit", "nuisances", "fit_valid", "n_events", "timings", "versions"):
+        assert key in s
+    assert s["fit_valid"] is True
+    assert s["n_events"]["fit"] == 6060
+    assert set(s["signal_yield"]) == {"value", "error_low", "error_high"}
+    assert s["discovery"]["significance"] >= 0
+    assert (out / "models" / "background" / "model.json").exists()
+    assert "signal yield" in capsys.readouterr().out
+    # the same config and seed give the same numbers
+    out2 = tmp_path / "out2"
+    assert main(["run", str(cfg), "--out", str(out2), "--quiet"]) == 0
+    s2 = json.loads((out2 / "summary.json").read_text())
+    assert s2["signal_yield"]["value"] == pytest.approx(s["signal_yield"]["value"], rel=1e-6)
+
+
+def test_run_config_error(tmp_path, bench, capsys):
+    cfg = _tiny_config(tmp_path, bench, windows={"fit": [2.9, 4.1], "signal_region": [3.8, 3.7]})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "windows" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o" / "summary.json").exists()

@@ -21,7 +21,8 @@ __all__ = ["main"]
 log = logging.getLogger("zfit_gbi")
 
 EXAMPLES = {
-    "demo": "gbi demo --out gbi-demo            # the embedded benchmark, about 1-2 minutes on 2 CPU cores",
+    "demo": "gbi demo --out gbi-demo            # the embedded benchmark, about 3-4 minutes on 2 CPU cores",
+    "run": "gbi run analysis.yaml --out results",
     "inspect": "gbi inspect gbi-demo/background_generator",
 }
 
@@ -51,77 +52,101 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the analysis of a YAML config and print the summary."""
+    from .config import load_config
+    from .pipeline import run
+
+    cfg = load_config(args.config)
+    summary = run(cfg, args.out, quiet=args.quiet)
+    _print_summary(summary)
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> None:
+    y = s["signal_yield"]
+    rows = [["signal yield", f"{y['value']:.1f} -{y['error_low']:.1f} +{y['error_high']:.1f}", "" if truth is None else f"{truth['n_signal']:.0f} injected"]]
+    rows.append(["background yield", f"{s['background_yield']['value']:.0f} +- {s['background_yield']['error']:.0f}", ""])
+    if s.get("discovery"):
+        d = s["discovery"]
+        rows.append(["significance Z", f"{d['significance']:.2f} (p0 {d['p0']:.2g})", "" if truth is None else f"oracle {truth['oracle_significance']:.2f}"])
+    if s.get("upper_limit"):
+        u = s["upper_limit"]
+        e = u["expected"]
+        rows.append([f"CLs {u['cl']:.0%} upper limit", f"{u['observed']:.1f} observed", f"expected {e[2]:.1f} (+1s {e[3]:.1f}, -1s {e[1]:.1f})"])
+    for name, v in s.get("nuisances", {}).items():
+        rows.append([f"nuisance {name}", f"{v['value']:+.2f} +- {v['error']:.2f}", "prior N(0, 1)"])
+    rows.append(["fit valid", str(s["fit_valid"]), f"{s['n_events']['fit']} events, {s['n_events']['signal_region']} in the signal region"])
+    print()
+    print(_table(rows, ["quantity", "result", "reference"]))
+    print("\ntime [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
+
+
+def _closure(bench: Any, model_dir: Path, *, seed: int, n: int) -> dict[str, Any]:
+    """Sideband-interpolation closure of the saved background generator: exact vs learned
+    log p_B(x | m) on an independent background-only sample in the signal region, in 4 mass bins."""
+    import numpy as np
+
+    from .generators import load
+
+    gen = load(model_dir)
+    t = time.perf_counter()
+    test = bench.sample(n, 0, seed=seed)
+    w = bench.windows
+    sr = test.select(w.in_signal_region(test[bench.resonant]))
+    x, m = sr.array(bench.features), sr[bench.resonant]
+    lt = bench.log_prob_background_features(x, m)
+    lf = gen.log_prob(x, m[:, None])
+    edges = np.linspace(*w.signal_region, 5)
+    bins, rows = [], []
+    for lo, hi, sel in [(edges[i], edges[i + 1], (m >= edges[i]) & (m < edges[i + 1])) for i in range(4)] + [(edges[0], edges[-1], np.ones(len(m), bool))]:
+        d = lt[sel] - lf[sel]
+        entry = {"mjj_low": float(lo), "mjj_high": float(hi), "n": int(sel.sum()), "mean_log_p_true": float(lt[sel].mean()),
+                 "mean_log_p_learned": float(lf[sel].mean()), "kl_estimate": float(d.mean()),
+                 "kl_error": float(d.std() / np.sqrt(sel.sum())), "mean_abs_diff": float(np.abs(d).mean())}
+        bins.append(entry)
+        rows.append([f"{lo:.2f}-{hi:.2f}", str(entry["n"]), f"{entry['mean_log_p_true']:.4f}", f"{entry['mean_log_p_learned']:.4f}",
+                     f"{entry['kl_estimate']:.4f} +- {entry['kl_error']:.4f}", f"{entry['mean_abs_diff']:.4f}"])
+    print("\nSideband-interpolation closure of the background generator in the signal region")
+    print("(independent background-only events; log p_B(x | mjj) in nats; KL = mean(log p_true - log p_learned)):")
+    print(_table(rows, ["mjj [TeV]", "events", "<log p_true>", "<log p_learned>", "KL estimate", "<|diff|>"]))
+    return {"bins": bins[:-1], "signal_region": bins[-1], "seconds": time.perf_counter() - t}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train the background generator on the benchmark sidebands and print the closure table."""
+    """Write the benchmark data next to the shipped demo config and run it."""
+    import shutil
+    from importlib.resources import files
+
     import numpy as np
 
     from .benchmark import ResonantBenchmark
-    from .generators import Flow, FlowConfig, TrainConfig, save
+    from .config import load_config
+    from .pipeline import run
 
     out = Path(args.out)
-    timings: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
     bench = ResonantBenchmark()
-    windows = bench.windows
-
-    t = time.perf_counter()
     data = bench.sample(args.n_background, args.n_signal, seed=args.seed)
-    parts = windows.split(data, bench.resonant)
-    sb = parts["sidebands"]
-    timings["data"] = time.perf_counter() - t
+    sim = bench.signal_simulation(args.n_simulation, seed=args.seed + 1)
+    np.save(out / "data.npy", data.values)
+    np.save(out / "signal_simulation.npy", sim.values)
+    shutil.copyfile(str(files("zfit_gbi") / "configs" / "demo.yaml"), out / "demo.yaml")
+    cfg = load_config(out / "demo.yaml")
+    if args.epochs is not None:
+        for gen in (cfg.background.generator, cfg.signal.generator):
+            gen.epochs = args.epochs
+    oracle = bench.oracle(data)
     if not args.quiet:
-        print(f"benchmark: {len(data)} events ({args.n_signal} signal), {windows}")
-        print(f"           sidebands {len(sb)}, signal region {len(parts['signal_region'])} events")
-
-    t = time.perf_counter()
-    flow = Flow(bench.features, bench.bounds, (bench.resonant,), FlowConfig(n_layers=args.layers, hidden_units=(args.hidden, args.hidden)))
-    train = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=2e-3, patience=8, seed=args.seed, progress=not args.quiet)
-    flow.fit(sb.array(bench.features), sb[bench.resonant], sb.weights, train)
-    timings["train"] = time.perf_counter() - t
-    save(flow, out / "background_generator")
-    if not args.quiet:
-        print(flow)
-
-    # closure in the signal region on an independent background-only sample
-    t = time.perf_counter()
-    test = bench.sample(args.n_background, 0, seed=args.seed + 1000)
-    sr = test.select(windows.in_signal_region(test[bench.resonant]))
-    x, m = sr.array(bench.features), sr[bench.resonant]
-    lt = bench.log_prob_background_features(x, m)
-    lf = flow.log_prob(x, m)
-    timings["closure"] = time.perf_counter() - t
-
-    edges = np.linspace(*windows.signal_region, 5)
-    rows, table = [], []
-    for i in range(len(edges) - 1):
-        sel = (m >= edges[i]) & (m < edges[i + 1])
-        d = lt[sel] - lf[sel]
-        entry = {
-            "mjj_low": float(edges[i]), "mjj_high": float(edges[i + 1]), "n": int(sel.sum()),
-            "mean_log_p_true": float(lt[sel].mean()), "mean_log_p_learned": float(lf[sel].mean()),
-            "kl_estimate": float(d.mean()), "kl_error": float(d.std() / np.sqrt(sel.sum())),
-            "mean_abs_diff": float(np.abs(d).mean()),
-        }
-        table.append(entry)
-        rows.append([f"{edges[i]:.2f}-{edges[i + 1]:.2f}", str(entry["n"]), f"{entry['mean_log_p_true']:.4f}",
-                     f"{entry['mean_log_p_learned']:.4f}", f"{entry['kl_estimate']:.4f} +- {entry['kl_error']:.4f}",
-                     f"{entry['mean_abs_diff']:.4f}"])
-    d = lt - lf
-    total = {"n": len(d), "mean_log_p_true": float(lt.mean()), "mean_log_p_learned": float(lf.mean()),
-             "kl_estimate": float(d.mean()), "kl_error": float(d.std() / np.sqrt(len(d))), "mean_abs_diff": float(np.abs(d).mean())}
-    rows.append(["all SR", str(len(d)), f"{total['mean_log_p_true']:.4f}", f"{total['mean_log_p_learned']:.4f}",
-                 f"{total['kl_estimate']:.4f} +- {total['kl_error']:.4f}", f"{total['mean_abs_diff']:.4f}"])
-    timings["total"] = sum(timings.values())
-
-    print("\nSideband-interpolation closure in the signal region (background-only test events;")
-    print("log p_B(x | mjj) in nats; KL = mean(log p_true - log p_learned), 0 for a perfect generator):")
-    print(_table(rows, ["mjj [TeV]", "events", "<log p_true>", "<log p_learned>", "KL estimate", "<|diff|>"]))
-    print("\ntime [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    write_json_atomic(
-        out / "closure.json",
-        {"bins": table, "signal_region": total, "timings": timings, "generator": str(out / "background_generator"),
-         "settings": {k: v for k, v in vars(args).items() if k != "func"}},
-    )
-    print(f"wrote {out / 'closure.json'} and {out / 'background_generator'}")
+        print(f"benchmark: {len(data)} events ({args.n_signal} signal injected), {bench.windows}; config {out / 'demo.yaml'}")
+    summary = run(cfg, out / "result", quiet=args.quiet)
+    closure = _closure(bench, out / "result" / "models" / "background", seed=args.seed + 1000, n=args.n_background)
+    summary["closure"] = closure
+    _print_summary(summary, {"n_signal": args.n_signal, "oracle_significance": oracle["significance"]})
+    print(f"(oracle: the likelihood ratio with the exact densities, the best any method can do; its fitted yield {oracle['signal_yield']:.1f} +- {oracle['error']:.1f})")
+    write_json_atomic(out / "demo.json", {"oracle": oracle, "closure": closure, "n_signal_injected": args.n_signal, "summary": str(out / "result" / "summary.json")})
+    print(f"wrote {out / 'result' / 'summary.json'} and {out / 'demo.json'}")
     return 0
 
 
@@ -168,17 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
-        "demo", parents=[common], help="train the background generator on the embedded benchmark and show its closure",
+        "demo", parents=[common], help="run the full analysis on the embedded benchmark (about 3-4 minutes)",
         epilog=f"example:\n  {EXAMPLES['demo']}", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--out", default="gbi-demo", help="output folder (default: gbi-demo)")
-    demo.add_argument("--seed", type=int, default=1, help="seed of data and training (default: 1)")
-    demo.add_argument("--n-background", type=int, default=150_000, help="background events in the fit window")
-    demo.add_argument("--n-signal", type=int, default=600, help="injected signal events")
-    demo.add_argument("--epochs", type=int, default=40, help="maximum training epochs")
-    demo.add_argument("--layers", type=int, default=5, help="MAF blocks")
-    demo.add_argument("--hidden", type=int, default=64, help="hidden units per MADE layer")
+    demo.add_argument("--seed", type=int, default=1, help="seed of the benchmark events (default: 1)")
+    demo.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window (default: 100000)")
+    demo.add_argument("--n-signal", type=int, default=300, help="injected signal events (default: 300)")
+    demo.add_argument("--n-simulation", type=int, default=20_000, help="signal-simulation events (default: 20000)")
+    demo.add_argument("--epochs", type=int, default=None, help="override the training epochs of the demo config")
     demo.set_defaults(func=cmd_demo)
+
+    runp = sub.add_parser(
+        "run", parents=[common], help="run the analysis of a YAML config: generators, fit, discovery, CLs limit",
+        epilog=f"example:\n  {EXAMPLES['run']}", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    runp.add_argument("config", help="the YAML config (see the README for the keys)")
+    runp.add_argument("--out", required=True, help="output folder (summary.json, models/, plots)")
+    runp.set_defaults(func=cmd_run)
 
     insp = sub.add_parser(
         "inspect", parents=[common], help="describe a saved generator",

@@ -547,7 +547,7 @@ class UpperLimitConfig(_Section):
     cl: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.95
     calculator: Calculator = "asymptotic"
     n_toys: PosInt = 1000
-    n_points: Annotated[StrictInt, Field(ge=4)] = 16
+    n_points: Annotated[StrictInt, Field(ge=4)] = 10
     scan: Pair | None = None
 
     @model_validator(mode="after")

@@ -255,12 +255,23 @@ class DiscoveryResult:
 def discovery(
     loss, poi: zfit.Parameter, *, calculator: Literal["asymptotic", "toys"] = "asymptotic", n_toys: int = 1000, n_asimov: int = 100_000, seed: int = 0
 ) -> DiscoveryResult:
-    """q0, p0 and Z with hepstats ``Discovery``; Z = 0 when the fitted POI is negative."""
+    """q0, p0 and Z of the background-only hypothesis; Z = 0 when the fitted POI is negative.
+
+    Asymptotic: q0 from hepstats' calculator (its best fit and its conditional NLL at POI = 0),
+    Z = sqrt(q0) and p0 = Phi(-Z) evaluated in the tail (hepstats' ``Discovery`` computes
+    p0 = 1 - Phi(Z), which underflows to 0 beyond Z of about 8). Toys: hepstats ``Discovery``
+    with the ``FrequentistCalculator`` (p0 resolution 1 / n_toys).
+    """
     calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
-    test = Discovery(calc, POI(poi, 0.0))
-    p0, z = test.result(printlevel=0)
+    if calculator == "asymptotic":
+        best = calc.bestfit
+        nll0 = float(calc.obs_nll(POIarray(poi, [0.0]))[0])
+        q0 = 2.0 * (nll0 - float(best.fmin)) if float(best.params[poi]["value"]) > 0 else 0.0
+        z = math.sqrt(max(q0, 0.0))
+        return DiscoveryResult(q0=max(q0, 0.0), p0=float(norm.sf(z)), significance=z, calculator=calculator)
+    p0, z = Discovery(calc, POI(poi, 0.0)).result(printlevel=0)
     p0 = float(np.clip(p0, 0.0, 1.0))
-    z = float(max(z, 0.0)) if np.isfinite(z) else float(norm.isf(max(p0, 1e-300)))
+    z = float(max(z, 0.0)) if np.isfinite(z) else math.inf
     return DiscoveryResult(q0=z**2, p0=p0, significance=z, calculator=calculator)
 
 
@@ -285,7 +296,7 @@ def upper_limit(
     cl: float = 0.95,
     calculator: Literal["asymptotic", "toys"] = "asymptotic",
     scan: Sequence[float] | None = None,
-    n_points: int = 16,
+    n_points: int = 10,
     n_toys: int = 1000,
     n_asimov: int = 100_000,
     seed: int = 0,
@@ -294,12 +305,12 @@ def upper_limit(
 
     Args:
         scan: POI values to test; default ``n_points`` values from 0 to five Hesse errors (where
-            the expected limits lie) and ``n_points`` from 0 to the fitted POI plus five errors.
+            the expected limits lie) and ``n_points`` from 0 to the fitted POI plus eight errors.
     """
     if scan is None:  # dense near zero (expected limits) and up to the fitted value + 5 errors
         summary = fit(loss, poi, minos=False)
         err = summary.errors[poi.name]
-        hi = max(summary.poi_value, 0.0) + 5 * err
+        hi = max(summary.poi_value, 0.0) + 8 * err
         scan = np.unique(np.concatenate([np.linspace(0.0, 5 * err, n_points), np.linspace(0.0, hi, n_points)]))
     calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
     poinull = POIarray(poi, np.asarray(scan, dtype=float))

@@ -206,7 +206,7 @@ for _cls in (DijetPDF, ExpPolyPDF):
 
 
 # ---- factory --------------------------------------------------------------------------------
-# role -> (start, lower, upper); ``None`` start: derived from the range in mass_shape
+# role -> (start, lower, upper); the signal defaults follow the obs range (_signal_defaults)
 _BKG_DEFAULTS: dict[str, dict[str, tuple[float, float, float]]] = {
     "dijet": {"p1": (5.0, -1000.0, 1000.0), "p2": (5.0, -1000.0, 1000.0), "p3": (0.0, -200.0, 200.0)},
     "exppoly2": {"c1": (3.0, -100.0, 100.0), "c2": (0.0, -100.0, 100.0)},

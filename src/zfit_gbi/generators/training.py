@@ -28,7 +28,8 @@ __all__ = ["train_flow"]
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+    # disable=None: shown on a terminal, silent when stderr is a file or pipe (CI logs)
+    return tqdm(total=total, disable=None if enabled else True, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
 
 
 def train_flow(
