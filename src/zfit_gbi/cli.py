@@ -134,6 +134,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     np.save(out / "signal_simulation.npy", sim.values)
     shutil.copyfile(str(files("zfit_gbi") / "configs" / "demo.yaml"), out / "demo.yaml")
     cfg = load_config(out / "demo.yaml")
+    if args.smoke:  # a quick check of the whole chain (tiny networks; numbers are not meaningful)
+        for gen in (cfg.background.generator, cfg.signal.generator):
+            gen.layers, gen.hidden, gen.epochs = 2, 16, 3
+        cfg.background.generator.ensemble = 2
+        cfg.nuisances.n_eigen = 1
+        cfg.inference.upper_limit.n_points = 5
+        cfg.inference.n_asimov = 5000
     if args.epochs is not None:
         for gen in (cfg.background.generator, cfg.signal.generator):
             gen.epochs = args.epochs
@@ -202,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-signal", type=int, default=300, help="injected signal events (default: 300)")
     demo.add_argument("--n-simulation", type=int, default=20_000, help="signal-simulation events (default: 20000)")
     demo.add_argument("--epochs", type=int, default=None, help="override the training epochs of the demo config")
+    demo.add_argument("--smoke", action="store_true", help="tiny networks and few epochs: checks the chain in about a minute")
     demo.set_defaults(func=cmd_demo)
 
     runp = sub.add_parser(

@@ -334,6 +334,10 @@ def _crossing(values: np.ndarray, pvalues: np.ndarray, alpha: float) -> float:
     """First POI value where the interpolated p-value falls to ``alpha`` (nan if it never does)."""
     from scipy import interpolate
 
+    # far above the fit, hepstats' asymptotic CLs is 0/0 (both tail probabilities underflow):
+    # those points carry no information, drop them
+    ok = np.isfinite(pvalues)
+    values, pvalues = values[ok], pvalues[ok]
     if len(values) < 4 or np.min(pvalues) > alpha:
         return math.nan
     tck = interpolate.splrep(values, pvalues - alpha, s=0)
