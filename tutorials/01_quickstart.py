@@ -24,7 +24,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-
 import zfit
 
 from zfit_gbi.benchmark import ResonantBenchmark
