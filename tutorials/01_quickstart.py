@@ -32,6 +32,7 @@ from zfit_gbi.generators import Flow, FlowConfig
 from zfit_gbi.pdfs import JointFlowPDF, to_zfit_data
 
 SMOKE = "--smoke" in sys.argv
+zfit.settings.set_seed(1)  # the injected signal below is drawn with zfit's generator
 N_BKG, N_SIG, EPOCHS = (20_000, 150, 3) if SMOKE else (100_000, 500, 40)
 
 # %% [markdown]
