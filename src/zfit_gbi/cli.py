@@ -7,11 +7,8 @@ Errors print one line without a traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,19 +22,6 @@ EXAMPLES = {
     "run": "gbi run analysis.yaml --out results",
     "inspect": "gbi inspect gbi-demo/background_generator",
 }
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder and move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -152,6 +136,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary["closure"] = closure
     _print_summary(summary, {"n_signal": args.n_signal, "oracle_significance": oracle["significance"]})
     print(f"(oracle: the likelihood ratio with the exact densities, the best any method can do; its fitted yield {oracle['signal_yield']:.1f} +- {oracle['error']:.1f})")
+    from .pipeline import write_json_atomic
+
     write_json_atomic(out / "demo.json", {"oracle": oracle, "closure": closure, "n_signal_injected": args.n_signal, "summary": str(out / "result" / "summary.json")})
     print(f"wrote {out / 'result' / 'summary.json'} and {out / 'demo.json'}")
     return 0

@@ -307,11 +307,10 @@ def upper_limit(
         scan: POI values to test; default ``n_points`` values from 0 to five Hesse errors (where
             the expected limits lie) and ``n_points`` from 0 to the fitted POI plus eight errors.
     """
-    if scan is None:  # dense near zero (expected limits) and up to the fitted value + 5 errors
+    if scan is None:  # near zero (expected limits) and above the fitted value (observed limit)
         summary = fit(loss, poi, minos=False)
-        err = summary.errors[poi.name]
-        hi = max(summary.poi_value, 0.0) + 8 * err
-        scan = np.unique(np.concatenate([np.linspace(0.0, 5 * err, n_points), np.linspace(0.0, hi, n_points)]))
+        err, hat = summary.errors[poi.name], max(summary.poi_value, 0.0)
+        scan = np.unique(np.concatenate([np.linspace(0.0, 4 * err, n_points), np.linspace(hat, hat + 6 * err, n_points // 2 + 2)]))
     calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
     poinull = POIarray(poi, np.asarray(scan, dtype=float))
     ul = UpperLimit(calc, poinull, POI(poi, 0.0))
@@ -331,18 +330,25 @@ def upper_limit(
 
 
 def _crossing(values: np.ndarray, pvalues: np.ndarray, alpha: float) -> float:
-    """First POI value where the interpolated p-value falls to ``alpha`` (nan if it never does)."""
-    from scipy import interpolate
+    """First POI value where the p-value falls to ``alpha`` (nan if it never does in the scan).
 
-    # far above the fit, hepstats' asymptotic CLs is 0/0 (both tail probabilities underflow):
-    # those points carry no information, drop them
+    log p is interpolated linearly between the two scan points that bracket alpha: asymptotic
+    p-values fall like Gaussian tails, so log p is smooth where p itself spans decades between
+    neighbouring points (a spline through p overshoots there). Far above the fit hepstats'
+    asymptotic CLs can be 0/0 (both tails underflow): non-finite points carry no information
+    and are dropped.
+    """
     ok = np.isfinite(pvalues)
-    values, pvalues = values[ok], pvalues[ok]
-    if len(values) < 4 or np.min(pvalues) > alpha:
+    values, pvalues = np.asarray(values, float)[ok], np.asarray(pvalues, float)[ok]
+    order = np.argsort(values)
+    values, pvalues = values[order], pvalues[order]
+    below = np.flatnonzero(pvalues <= alpha)
+    if len(values) < 2 or below.size == 0 or below[0] == 0:
         return math.nan
-    tck = interpolate.splrep(values, pvalues - alpha, s=0)
-    roots = np.atleast_1d(interpolate.sproot(tck))
-    return float(roots[0]) if roots.size else math.nan
+    i = below[0]
+    x0, x1 = values[i - 1], values[i]
+    l0, l1 = math.log(pvalues[i - 1]), math.log(max(pvalues[i], 1e-300))
+    return float(x0 + (math.log(alpha) - l0) * (x1 - x0) / (l1 - l0))
 
 
 def envelope_discovery(losses: Sequence, pois: Sequence[zfit.Parameter]) -> dict[str, Any]:
