@@ -127,27 +127,34 @@ def test_early_stopping_and_history(bench, cond_flow):
         assert word in text
 
 
-def test_interrupt_keeps_best_weights(bench, train_events, monkeypatch):
-    """Ctrl-C in epoch 3: the flow keeps the best weights of epochs 1-2 and the interrupt propagates."""
-    real = training_mod._progress
+def hook_epochs(monkeypatch, on_epoch):
+    """Replace the training progress bar by one that calls ``on_epoch(k)`` after epoch k."""
 
     class Bar:
-        def __init__(self, *a, **k):
+        def __init__(self):
             self.n = 0
-            self.inner = real(*a, **k)
 
-        def set_postfix(self, **k):
+        def set_postfix(self, **kwargs):
             pass
 
         def update(self):
             self.n += 1
-            if self.n == 3:
-                raise KeyboardInterrupt
+            on_epoch(self.n)
 
         def close(self):
-            self.inner.close()
+            pass
 
-    monkeypatch.setattr(training_mod, "_progress", lambda *a, **k: Bar(*a, **k))
+    monkeypatch.setattr(training_mod, "_progress", lambda *a, **k: Bar())
+
+
+def test_interrupt_keeps_best_weights(bench, train_events, monkeypatch):
+    """Ctrl-C in epoch 3: the flow keeps the best weights of epochs 1-2 and the interrupt propagates."""
+
+    def interrupt(k):
+        if k == 3:
+            raise KeyboardInterrupt
+
+    hook_epochs(monkeypatch, interrupt)
     f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(8, 8)))
     x, m = train_events.array(bench.features)[:3000], train_events["mjj"][:3000]
     with pytest.raises(KeyboardInterrupt):
@@ -169,27 +176,14 @@ def test_divergence_in_first_epoch_raises(bench, train_events):
 def test_nan_loss_later_stops_and_keeps_best(bench, train_events, monkeypatch):
     """A NaN appearing in epoch 3 (weights poisoned after epoch 2) stops training, says so,
     and restores the best finite weights."""
-    real = training_mod._progress
     f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(8, 8)))
 
-    class Bar:
-        def __init__(self, *a, **k):
-            self.n = 0
-            self.inner = real(*a, **k)
+    def poison(k):
+        if k == 2:
+            v = f._nets32.trainable_variables[0]
+            v.assign(v * float("nan"))
 
-        def set_postfix(self, **k):
-            pass
-
-        def update(self):
-            self.n += 1
-            if self.n == 2:
-                v = f._nets32.trainable_variables[0]
-                v.assign(v * float("nan"))
-
-        def close(self):
-            self.inner.close()
-
-    monkeypatch.setattr(training_mod, "_progress", lambda *a, **k: Bar(*a, **k))
+    hook_epochs(monkeypatch, poison)
     x, m = train_events.array(bench.features)[:3000], train_events["mjj"][:3000]
     h = f.fit(x, m, epochs=6, progress=False, jit_compile=False)
     assert h.stopped == "nan"

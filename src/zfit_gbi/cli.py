@@ -136,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary["closure"] = closure
     _print_summary(summary, {"n_signal": args.n_signal, "oracle_significance": oracle["significance"]})
     print(f"(oracle: the likelihood ratio with the exact densities, the best any method can do; its fitted yield {oracle['signal_yield']:.1f} +- {oracle['error']:.1f})")
-    from .pipeline import write_json_atomic
+    from ._atomic import write_json_atomic
 
     write_json_atomic(out / "demo.json", {"oracle": oracle, "closure": closure, "n_signal_injected": args.n_signal, "summary": str(out / "result" / "summary.json")})
     print(f"wrote {out / 'result' / 'summary.json'} and {out / 'demo.json'}")

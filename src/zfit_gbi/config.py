@@ -228,7 +228,21 @@ class _Section(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class DataConfig(_Section):
+class _EventFileSection(_Section):
+    """An event file: ``path`` (resolved relative to the YAML file), ``columns`` and ``tree``
+    (see :class:`DataConfig`)."""
+
+    path: Path
+    columns: list[Name] | None = None
+    tree: Name | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info)
+
+
+class DataConfig(_EventFileSection):
     """The observed events.
 
     Args:
@@ -247,19 +261,11 @@ class DataConfig(_Section):
         weight: Optional column of per-event weights.
     """
 
-    path: Path
-    columns: list[Name] | None = None
-    tree: Name | None = None
     resonant: Name
     features: list[Name] = Field(min_length=1)
     bounds: dict[str, Pair] = Field(default_factory=dict)
     bounds_margin: Annotated[StrictFloat, Field(ge=0)] = 0.01
     weight: Name | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -463,18 +469,9 @@ class BackgroundConfig(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
 
 
-class SignalSimulationConfig(_Section):
+class SignalSimulationConfig(_EventFileSection):
     """Simulated signal events, read like :class:`DataConfig` (same ``path``/``columns``/``tree``
     rules); they must hold the data's resonant variable and features."""
-
-    path: Path
-    columns: list[Name] | None = None
-    tree: Name | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
 
     @model_validator(mode="after")
     def _check(self) -> SignalSimulationConfig:

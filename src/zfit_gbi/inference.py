@@ -143,25 +143,29 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
     )
 
 
-def profile_scan(loss, poi: zfit.Parameter, values: Sequence[float]) -> np.ndarray:
-    """-2 Delta ln L at each POI value (nuisances profiled), shape ``(len(values),)``; the POI
-    is restored afterwards."""
+def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float]) -> list[float]:
+    """Minimum NLL with the POI fixed at each value (the other floating parameters profiled);
+    the POI's value and floating state are restored afterwards."""
     mini = _minimizer()
     floating, old = poi.floating, float(poi.value())
     others = [p for p in _params(loss) if p is not poi]
-    best = mini.minimize(loss)
-    nll0 = float(best.fmin)
     out = []
     try:
         poi.floating = False
         for v in values:
             poi.set_value(float(v))
-            res = mini.minimize(loss, params=others) if others else None
-            out.append(2 * ((float(res.fmin) if res is not None else float(loss.value())) - nll0))
+            out.append(float(mini.minimize(loss, params=others).fmin) if others else float(loss.value()))
     finally:
         poi.floating = floating
         poi.set_value(old)
-    return np.maximum(np.asarray(out), 0.0)
+    return out
+
+
+def profile_scan(loss, poi: zfit.Parameter, values: Sequence[float]) -> np.ndarray:
+    """-2 Delta ln L at each POI value (nuisances profiled), shape ``(len(values),)``; the POI
+    is restored afterwards."""
+    nll0 = float(_minimizer().minimize(loss).fmin)
+    return np.maximum(2 * (np.asarray(_conditional_nll(loss, poi, values)) - nll0), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,8 +189,8 @@ class UnbinnedAsimovCalculator(AsymptoticCalculator):
     """
 
     def __init__(self, input, minimizer, *, n_asimov: int = 100_000, seed: int = 0):
-        super().__init__(input, minimizer, asimov_bins=1 if len(input.data[0].obs) == 1 else None)
-        self._binned_loss = False  # use the unbinned loss; our Asimov dataset is unbinned
+        super().__init__(input, minimizer)
+        self._binned_loss = False  # never bin: the unbinned loss with our weighted Asimov sample
         self.n_asimov = int(n_asimov)
         self.seed = int(seed)
 
@@ -360,15 +364,7 @@ def envelope_discovery(losses: Sequence, pois: Sequence[zfit.Parameter]) -> dict
     nll_free, nll_zero = [], []
     for loss, poi in zip(losses, pois, strict=True):
         nll_free.append(fit(loss, poi, minos=False).nll)
-        floating, old = poi.floating, float(poi.value())
-        poi.floating = False
-        poi.set_value(0.0)
-        try:
-            others = [p for p in _params(loss) if p is not poi]
-            nll_zero.append(float(_minimizer().minimize(loss, params=others).fmin))
-        finally:
-            poi.floating = floating
-            poi.set_value(old)
+        nll_zero.append(_conditional_nll(loss, poi, [0.0])[0])
     q0 = max(2 * (min(nll_zero) - min(nll_free)), 0.0)
     z = math.sqrt(q0)
     return {"q0": q0, "p0": float(norm.sf(z)), "significance": z, "best_model": int(np.argmin(nll_free)), "nll_free": nll_free, "nll_zero": nll_zero}

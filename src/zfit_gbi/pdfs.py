@@ -93,20 +93,6 @@ def _check_generator(gen: Generator) -> None:
         raise ValueError(msg)
 
 
-def _check_inside(values: np.ndarray, low: np.ndarray, high: np.ndarray, names: Sequence[str]) -> None:
-    if not np.all(np.isfinite(values)):
-        msg = f"data passed to the flow PDF contains NaN or inf (columns {list(names)})"
-        raise ValueError(msg)
-    out = (values < low) | (values > high)
-    if out.any():
-        j = int(np.argmax(out.any(axis=0)))
-        msg = (
-            f"{int(out.any(axis=1).sum())} events lie outside the flow's box, e.g. {names[j]!r} "
-            f"outside [{low[j]:g}, {high[j]:g}]"
-        )
-        raise ValueError(msg)
-
-
 def _rejection_sample(draw: Callable[[tf.Tensor], tf.Tensor], inside: Callable[[tf.Tensor], tf.Tensor], n, d: int):
     """Draw until ``n`` rows satisfy ``inside``: graph-safe accept-reject for sub-ranges."""
     n = tf.cast(n, tf.int32)
@@ -134,22 +120,31 @@ class _GeneratorPDFMixin:
     _density_cache: DensityCache
     _eval_columns: tuple[str, ...]
 
-    def _setup_cache(self, cache: bool, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    def _setup_cache(self, cache: bool, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """``fn`` maps the ``_eval_columns`` array (features, then context) to what is cached;
+        default: the generator's log-density (which validates the events itself)."""
         self.use_cache = bool(cache)
-        self._density_cache = DensityCache(fn)
+        self._density_cache = DensityCache(fn or self._generator_log_prob)
+
+    def _split(self, values):
+        """Features and context (``None`` if unconditional) of an ``_eval_columns`` array or tensor."""
+        nf = self.generator.n_features
+        return values[:, :nf], (values[:, nf:] if self.generator.n_context else None)
+
+    def _generator_log_prob(self, values: np.ndarray) -> np.ndarray:
+        return self.generator.log_prob(*self._split(values))
+
+    def _tensor_log_density(self, values: tf.Tensor) -> tf.Tensor:
+        return self.generator.log_prob_tensor(*self._split(values))
 
     def _cached_log_density(self, x) -> tf.Tensor:
         """Per-event log-density of the generator part for zfit data ``x``: shape ``(n,)``."""
         values = x.value(obs=list(self._eval_columns))
-        if self.use_cache or not isinstance(self.generator, Flow | FlowEnsemble) or (
-            isinstance(self.generator, FlowEnsemble) and self.generator.aggregate != "prob"
-        ):
+        no_tensor_path = isinstance(self.generator, FlowEnsemble) and self.generator.aggregate != "prob"
+        if self.use_cache or no_tensor_path:
             out = tf.numpy_function(self._density_cache, [values], tf.float64, stateful=False)
             return tf.reshape(out, [-1])
         return self._tensor_log_density(values)
-
-    def _tensor_log_density(self, values: tf.Tensor) -> tf.Tensor:
-        raise NotImplementedError
 
     def _log_density(self, x, norm) -> tf.Tensor:
         raise NotImplementedError
@@ -214,15 +209,8 @@ class FlowPDF(_GeneratorPDFMixin, zfit.pdf.BasePDF):
             msg = f"the space {obs} reaches outside the generator's box {generator.bounds}"
             raise ValueError(msg)
         self._exact = bool(np.allclose(lo, generator.low) and np.allclose(hi, generator.high))
-        self._setup_cache(cache, lambda a: generator.log_prob(self._checked(a)))
+        self._setup_cache(cache)
         super().__init__(obs=obs, params={}, extended=extended, norm=norm, name=name, label=label)
-
-    def _checked(self, a: np.ndarray) -> np.ndarray:
-        _check_inside(a, self.generator.low, self.generator.high, self.generator.features)
-        return a
-
-    def _tensor_log_density(self, values: tf.Tensor) -> tf.Tensor:
-        return self.generator.log_prob_tensor(values)
 
     def _log_density(self, x, norm):
         if norm is not False and not self._exact:
@@ -311,18 +299,8 @@ class ConditionalFlowPDF(_GeneratorPDFMixin, zfit.pdf.BasePDF):
         self._exact = bool(np.allclose(lo, generator.low) and np.allclose(hi, generator.high))
         clo, chi = _limits(obs, generator.context)
         self._log_context_volume = float(np.sum(np.log(chi - clo)))
-        nf = generator.n_features
-        self._setup_cache(cache, lambda a: generator.log_prob(self._checked(a)[:, :nf], a[:, nf:]))
+        self._setup_cache(cache)
         super().__init__(obs=obs, params={}, extended=extended, norm=norm, name=name, label=label)
-
-    def _checked(self, a: np.ndarray) -> np.ndarray:
-        g = self.generator
-        _check_inside(a[:, : g.n_features], g.low, g.high, g.features)
-        return a
-
-    def _tensor_log_density(self, values: tf.Tensor) -> tf.Tensor:
-        nf = self.generator.n_features
-        return self.generator.log_prob_tensor(values[:, :nf], values[:, nf:])
 
     def _log_density(self, x, norm):
         if norm is not False and not self._exact:
@@ -411,26 +389,16 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
         lo, hi = _limits(obs, generator.features)
         self._exact = bool(np.allclose(lo, generator.low) and np.allclose(hi, generator.high))
         self._log_box_volume = float(np.sum(np.log(generator.high - generator.low)))
-        nf = generator.n_features
         if variation is None:
-            self._setup_cache(cache, lambda a: generator.log_prob(self._checked(a)[:, :nf], a[:, nf:]))
+            self._setup_cache(cache)
             params = {}
-        else:
-            self._setup_cache(True, lambda a: variation.columns(self._checked(a)[:, :nf], a[:, nf]))
+        else:  # the variation's columns (log p_nominal and its inputs) are what gets cached
+            self._setup_cache(True, lambda a: variation.columns(a[:, :-1], a[:, -1]))
             params = {p.name: p for p in variation.params}
         super().__init__(pdfs=[mass_pdf], obs=obs, params=params, extended=extended, norm=norm, name=name, label=label)
         # zfit creates its random generator (a tf.Variable) lazily; create it now, eagerly, so
         # that sampling the mass PDF inside our traced _sample creates no variable
         zfit.z.random.get_prng()
-
-    def _checked(self, a: np.ndarray) -> np.ndarray:
-        g = self.generator
-        _check_inside(a[:, : g.n_features], g.low, g.high, g.features)
-        return a
-
-    def _tensor_log_density(self, values: tf.Tensor) -> tf.Tensor:
-        nf = self.generator.n_features
-        return self.generator.log_prob_tensor(values[:, :nf], values[:, nf:])
 
     def _theta(self) -> list:
         return [self.params[p.name] for p in self.variation.params]

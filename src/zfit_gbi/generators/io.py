@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import write_atomic
 from .ensemble import FlowEnsemble
 from .flows import Flow, FlowConfig, TrainingHistory
 
@@ -64,17 +63,6 @@ def _flow_meta(flow: Flow) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save(model: Flow | FlowEnsemble, path: str | Path) -> Path:
     """Save a :class:`Flow` or :class:`FlowEnsemble` into the folder ``path`` (created if needed).
 
@@ -90,7 +78,7 @@ def save(model: Flow | FlowEnsemble, path: str | Path) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    _write_atomic(path / WEIGHTS, write_npz)
+    write_atomic(path / WEIGHTS, write_npz)
     digest = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()
     meta = {
         "format": FORMAT,
@@ -104,7 +92,7 @@ def save(model: Flow | FlowEnsemble, path: str | Path) -> Path:
         "versions": _versions(),
     }
     text = json.dumps(meta, indent=1)
-    _write_atomic(path / METADATA, lambda tmp: Path(tmp).write_text(text))
+    write_atomic(path / METADATA, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
