@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from pathlib import Path
@@ -24,8 +25,25 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("zfit-gbi", "zfit", "hepstats", "pyhf", "tensorflow", "tensorflow-probability", "iminuit", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+def device() -> str:
+    info = machine()
+    gpus = info.get("gpus") or []
+    return f"GPU {', '.join(gpus)}" if gpus else f"CPU ({info['cpus']} cores, {info['machine']})"
+
+
 def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
-    """Print ``rows`` as a table and write ``results/<name>.json``."""
+    """Print ``rows`` as a table and write ``results/<name>.json``
+    (``{"benchmark", "device", "date", "package_versions", "machine", "rows", ...}``)."""
     cols = list(rows[0])
     text = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
@@ -35,6 +53,10 @@ def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None =
         print("  ".join(v.rjust(w) for v, w in zip(t, widths, strict=True)))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
-    out.write_text(json.dumps({"rows": rows, "machine": machine(), **(extra or {})}, indent=2))
+    import datetime
+
+    doc = {"benchmark": name, "device": device(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+           "package_versions": versions(), "machine": machine(), "rows": rows, **(extra or {})}
+    out.write_text(json.dumps(doc, indent=2, default=float))
     print(f"\nwrote {out}")
     return out

@@ -81,9 +81,20 @@ def test_run_writes_summary(tmp_path, bench, capsys):
         assert key in s
     assert s["fit_valid"] is True
     assert s["n_events"]["fit"] == 6060
-    assert set(s["signal_yield"]) == {"value", "error_low", "error_high"}
+    assert set(s["signal_yield"]) == {"value", "error_low", "error_high", "error_method"}
+    assert s["signal_yield"]["error_method"] in ("minos", "profile")
     assert s["discovery"]["significance"] >= 0
     assert (out / "models" / "background" / "model.json").exists()
+    # the post-fit plots, PNG and PDF, listed in the summary; the profile scan has its minimum at the fit
+    assert "cls_scan.png" not in s["plots"]  # no upper limit in this config
+    for name in ("postfit_mass", "closure_features", "profile_scan", "training_background", "training_signal"):
+        for fmt in ("png", "pdf"):
+            assert (out / f"{name}.{fmt}").stat().st_size > 5000, name
+            assert f"{name}.{fmt}" in s["plots"]
+    ps = s["profile_scan"]
+    assert min(ps["minus_2_delta_nll"]) < 0.2
+    assert ps["minus_2_delta_nll"][0] > 1
+    assert ps["minus_2_delta_nll"][-1] > 1
     assert "signal yield" in capsys.readouterr().out
     # the same config and seed give the same numbers
     out2 = tmp_path / "out2"

@@ -413,3 +413,22 @@ def test_validate_config_without_a_file(monkeypatch, folder: Path) -> None:
             "required when poi is 'mu' (mu = signal yield / reference_yield)",
         )
     ]
+
+
+def test_backend_plots_and_profile_keys(folder: Path) -> None:
+    """The binned backend is rejected with a reason until it exists; plots and the profile scan
+    are configurable and their values checked."""
+    cfg = raw()
+    cfg["inference"]["backend"] = "pyhf"
+    cfg["inference"]["profile_points"] = 2
+    cfg["plots"] = {"style": "Belle", "formats": ["png", "svg"]}
+    msg = error(folder, cfg)
+    assert "inference.backend: 'pyhf' is not available yet" in msg
+    assert "inference.profile_points: 2: use 0 (no scan) or at least 3" in msg
+    assert "plots.style: unknown value 'Belle'; allowed values: CMS, ATLAS, LHCb" in msg
+    assert "plots.formats[1]: unknown value 'svg'; allowed values: 'png' or 'pdf'" in msg
+    cfg = raw()
+    cfg["plots"] = {"style": "ATLAS", "label": "Open Data", "enabled": False}
+    run = load_config(write(folder, cfg))
+    assert (run.plots.style, run.plots.label, run.plots.enabled, run.plots.formats) == ("ATLAS", "Open Data", False, ["png", "pdf"])
+    assert run.inference.profile_points == 15

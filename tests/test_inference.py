@@ -126,3 +126,74 @@ def test_invalid_minimum_is_an_error(monkeypatch):
     monkeypatch.setattr(zfit.minimize.Minuit, "__init__", starved)
     with pytest.raises(FitError, match="no valid minimum after 2 attempts"):
         fit(loss, n, retries=2)
+
+
+def _peak_model(tag: str, n_bkg: int = 2000, seed: int = 0):
+    """Flat background and a narrow peak: p_S / p_B reaches ~80, so n_S < -n_B / 80 makes the
+    mixture density negative for the events under the peak (NaN NLL)."""
+    obs = zfit.Space("w", limits=(0.0, 1.0))
+    x = np.random.default_rng(seed).random(n_bkg)
+    data = zfit.Data.from_numpy(obs=obs, array=x)
+    ns = zfit.Parameter(f"ns_{tag}", 0.0, -n_bkg, n_bkg)
+    nb = zfit.Parameter(f"nb_{tag}", n_bkg, 0.0, 3 * n_bkg)
+    model = zfit.pdf.SumPDF([zfit.pdf.Gauss(0.5, 0.005, obs=obs, extended=ns), zfit.pdf.Uniform(0.0, 1.0, obs=obs, extended=nb)])
+    return zfit.loss.ExtendedUnbinnedNLL(model, data), ns, nb
+
+
+def test_fit_recovers_from_a_start_where_the_density_is_negative():
+    """A start with n_S far below the boundary (NaN NLL there) restarts from n_S = 0 and finds
+    the same minimum as a fit started at 0; the minimum lies inside the allowed region."""
+    loss, ns, nb = _peak_model("nan")
+    ref = fit(loss, ns, minos=False)
+    ns.set_value(-400.0)
+    nb.set_value(2000.0)
+    assert not np.isfinite(float(loss.value()))
+    s = fit(loss, ns, minos=False)
+    assert s.valid
+    assert s.poi_value == pytest.approx(ref.poi_value, abs=0.05 * ref.errors[ns.name])
+    assert s.poi_value > -2000 / 80
+
+
+def test_profile_errors_match_hesse_for_a_parabolic_likelihood():
+    """Where Minos is not used, the profile-likelihood crossings (secant on sqrt(2 dNLL)) equal
+    the Hesse error for a Gaussian mean (an exactly parabolic NLL) and are asymmetric for a
+    Poisson-like yield near zero."""
+    from zfit_gbi.inference import _profile_errors
+
+    obs = zfit.Space("v", limits=(-10.0, 10.0))
+    data = zfit.Data.from_numpy(obs=obs, array=np.random.default_rng(1).normal(0.3, 1.0, 4000))
+    mu = zfit.Parameter("mu_prof", 0.0, -2.0, 2.0)
+    loss = zfit.loss.UnbinnedNLL(zfit.pdf.Gauss(mu, 1.0, obs=obs), data)
+    s = fit(loss, mu, minos=False)
+    lo, hi = _profile_errors(loss, mu, s.poi_value, s.errors[mu.name], s.nll)
+    assert lo == pytest.approx(1 / np.sqrt(4000), rel=0.01)
+    assert hi == pytest.approx(1 / np.sqrt(4000), rel=0.01)
+    assert float(mu.value()) == pytest.approx(s.poi_value)  # restored
+
+    loss, ns, _ = _peak_model("asym", n_bkg=500, seed=3)
+    s = fit(loss, ns, minos=False)
+    lo, hi = _profile_errors(loss, ns, s.poi_value, s.errors[ns.name], s.nll)
+    assert lo < hi  # the likelihood rises steeply towards the negative-density boundary
+    q = profile_scan(loss, ns, [s.poi_value - lo, s.poi_value + hi])
+    np.testing.assert_allclose(q, 1.0, atol=0.01)
+
+
+def test_envelope_interval_spans_the_alternative_models():
+    """Two equally good models whose POI minima differ by 0.05: the envelope's interval is the
+    union of the two 68 % intervals (width 2 sigma + 0.05); one model alone gives 2 sigma."""
+    from zfit_gbi.inference import envelope_interval
+
+    obs = zfit.Space("u", limits=(-10.0, 10.0))
+    data = zfit.Data.from_numpy(obs=obs, array=np.random.default_rng(2).normal(0.0, 1.0, 2500))
+    losses, pois = [], []
+    for k, shift in enumerate((0.0, 0.05)):
+        mu = zfit.Parameter(f"mu_env{k}", 0.0, -2.0, 2.0)
+        mean = zfit.ComposedParameter(f"mean_env{k}", lambda p, s=shift: p["mu"] + s, params={"mu": mu})
+        losses.append(zfit.loss.UnbinnedNLL(zfit.pdf.Gauss(mean, 1.0, obs=obs), data))
+        pois.append(mu)
+    sigma = 1 / np.sqrt(2500)
+    one = envelope_interval(losses[:1], pois[:1])
+    assert one["error_low"] + one["error_high"] == pytest.approx(2 * sigma, rel=0.01)
+    env = envelope_interval(losses, pois)
+    assert env["error_low"] + env["error_high"] == pytest.approx(2 * sigma + 0.05, rel=0.01)
+    assert env["values"][0] - env["values"][1] == pytest.approx(0.05, abs=1e-4)

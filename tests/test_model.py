@@ -94,3 +94,21 @@ def test_mu_poi_and_config_errors(bench, sideband_flow, signal_flow):
             resonant="mjj", features=bench.features[:3], windows=bench.windows, background_generator=sideband_flow,
             signal_generator=sig_flow, data_masses=ev["mjj"], signal_masses=sim["mjj"], prefix="bad2_",
         )
+
+
+def test_signal_mass_hypothesis_moves_the_signal_shape(bench, sideband_flow, signal_flow):
+    """signal_mass_hypothesis (config: signal.mass) moves the simulation-fitted Gaussian to the
+    hypothesis with the same relative width, and the model fits a signal injected there."""
+    sig_flow, sim = signal_flow
+    kw = {"resonant": "mjj", "features": bench.features, "windows": bench.windows, "background_generator": sideband_flow,
+          "signal_generator": sig_flow, "signal_masses": sim["mjj"], "background_mass": "exppoly2"}
+    ev = bench.sample(N_BKG, 0, seed=21)
+    nominal = build_model(data_masses=ev["mjj"], prefix="hyp0_", **kw)
+    moved = build_model(data_masses=ev["mjj"], signal_mass_hypothesis=3.4, prefix="hyp1_", **kw)
+    mu0, s0 = (float(nominal.signal_mass_params[k].value()) for k in ("mu", "sigma"))
+    mu1, s1 = (float(moved.signal_mass_params[k].value()) for k in ("mu", "sigma"))
+    assert mu0 == pytest.approx(3.5, abs=0.005)
+    assert mu1 == pytest.approx(3.4)
+    assert s1 / mu1 == pytest.approx(s0 / mu0)
+    with pytest.raises(ValueError, match="outside the fit window"):
+        build_model(data_masses=ev["mjj"], signal_mass_hypothesis=4.5, prefix="hyp2_", **kw)

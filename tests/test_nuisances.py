@@ -109,3 +109,32 @@ def test_hisigma_sideband_constant(bench, cond_flow):
     s = pdf.sample(4000).value().numpy()
     side = (s[:, 0] < 3.3) | (s[:, 0] >= 3.7)
     assert abs(s[side, 2].mean() - 0.5) < 0.03  # uniform features in the sidebands
+
+
+def test_weighted_sample_is_the_varied_density(pair, masses):
+    """JointFlowPDF.weighted_sample (the Asimov sample): nominal events with the exact ratio
+    varied / nominal. At theta = 0 every ratio is 1; at theta != 0 the ratios average to 1
+    (the variation is normalized) and the weighted mean of the eigen direction v(x) is the
+    tilted expectation d log Z / d theta (from the variation's own, independent MC sample).
+    (The PDF's own sampler, SIR with 8 candidates, reaches only about 75 % of that tilt here.)"""
+    import tensorflow as tf
+
+    var = EigenVariation.from_ensemble(pair, masses, n_components=1, n_mc=20000, prefix="eig_ws")
+    mjj = zfit.Space("mjj", limits=(2.9, 4.1))
+    pdf = JointFlowPDF(zfit.pdf.Exponential(-2.0, obs=mjj), pair, variation=var)
+    vals, ratio = pdf.weighted_sample(5000, seed=1)
+    assert vals.shape == (5000, 5)
+    np.testing.assert_array_equal(ratio, 1.0)
+    theta = 2.0
+    var.params[0].set_value(theta)
+    vals, ratio = pdf.weighted_sample(40_000, seed=2)
+    assert np.all(ratio > 0)
+    assert ratio.mean() == pytest.approx(1.0, abs=0.05)
+    v = var.columns(vals[:, 1:], vals[:, 0])[:, 1]
+    weighted = np.average(v, weights=ratio)
+    h = 1e-4
+    dlogz = (var.log_norm([tf.constant(theta + h, tf.float64)]) - var.log_norm([tf.constant(theta - h, tf.float64)])).numpy() / (2 * h)
+    tilt = dlogz - v.mean()
+    assert tilt > 0.02  # a visible tilt
+    err = v.std() / np.sqrt(40_000 / np.mean(ratio**2))
+    assert abs(weighted - dlogz) < 5 * err + 0.1 * tilt

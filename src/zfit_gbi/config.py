@@ -29,6 +29,9 @@ A config is a YAML mapping::
     inference:
       discovery: true
       upper_limit: {cl: 0.95, calculator: asymptotic}   # asymptotic | toys
+    plots:
+      style: CMS                   # CMS | ATLAS | LHCb
+      formats: [png, pdf]
 
 Rules (each violation is a :class:`ConfigError` naming the key path, e.g.
 ``background.generator.epochs``, and, for a choice, the allowed values):
@@ -86,6 +89,7 @@ __all__ = [
     "InferenceConfig",
     "ModelConfig",
     "NuisanceConfig",
+    "PlotsConfig",
     "RunConfig",
     "SignalConfig",
     "SignalSimulationConfig",
@@ -488,7 +492,9 @@ class SignalConfig(_Section):
         float_shape: False: the shape parameters are fixed at the simulation fit. True: they
             float with Gaussian constraints (the simulation fit's values and errors).
         mass: Optional hypothesised signal mass (resonant variable's unit), inside the fit
-            window; the signal generator is then conditioned on it (one model for a mass scan).
+            window: the signal mass shape fitted to the simulation is moved there (mean set to
+            it, width scaled with it); p_S(x | m) is the generator at each event's m. Default:
+            the simulation's own mass.
         generator: p_S(x | m) trained on the simulation (or loaded).
     """
 
@@ -570,7 +576,10 @@ class InferenceConfig(_Section):
         minos: Asymmetric (Minos) errors of the POI besides Hesse.
         n_asimov: Size of the weighted Asimov sample of the asymptotic calculator.
         seed: Seed for toys and Asimov samples (a repeated run gives the same numbers).
-        backend: ``zfit`` (unbinned), ``pyhf`` (binned templates) or ``both``.
+        backend: ``zfit`` (unbinned). ``pyhf`` (binned templates) and ``both`` are reserved
+            for the binned route and rejected until it exists.
+        profile_points: POI values of the profile-likelihood scan written to the summary and
+            plotted (0: no scan).
     """
 
     discovery: StrictBool = True
@@ -583,10 +592,15 @@ class InferenceConfig(_Section):
     n_asimov: PosInt = 100_000
     seed: NonNegInt = 0
     backend: Literal["zfit", "pyhf", "both"] = "zfit"
+    profile_points: Annotated[StrictInt, Field(ge=0)] = 15
 
     @model_validator(mode="after")
     def _check(self) -> InferenceConfig:
         p: list[tuple[str, str]] = []
+        if self.backend != "zfit":
+            p.append(("backend", f"{self.backend!r} is not available yet: the binned pyhf route is not built in this version; use 'zfit'"))
+        if 0 < self.profile_points < 3:
+            p.append(("profile_points", f"{self.profile_points}: use 0 (no scan) or at least 3"))
         if self.poi == "mu" and self.reference_yield is None:
             p.append(
                 (
@@ -596,6 +610,25 @@ class InferenceConfig(_Section):
             )
         _problems(p)
         return self
+
+
+class PlotsConfig(_Section):
+    """Plots written by ``gbi run`` (mplhep).
+
+    Args:
+        enabled: Write the plots (post-fit mass spectrum with pulls, signal-region feature
+            closure, profile scan, CLs scan, training curves).
+        style: mplhep experiment style: ``CMS``, ``ATLAS`` or ``LHCb``.
+        label: Text next to the experiment label (e.g. ``Simulation``, ``Open Data``).
+        formats: File formats, any of ``png`` and ``pdf``.
+        unit: Unit of the resonant variable on the axes.
+    """
+
+    enabled: StrictBool = True
+    style: Literal["CMS", "ATLAS", "LHCb"] = "CMS"
+    label: str = "Simulation"
+    formats: list[Literal["png", "pdf"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
+    unit: str = "TeV"
 
 
 class RunConfig(_Section):
@@ -618,6 +651,7 @@ class RunConfig(_Section):
     nuisances: NuisanceConfig = Field(default_factory=NuisanceConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    plots: PlotsConfig = Field(default_factory=PlotsConfig)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

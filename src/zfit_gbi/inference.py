@@ -12,7 +12,8 @@ Pure functions over a zfit loss and its parameter of interest (POI):
   made right for multi-dimensional unbinned models: a large *weighted sample* of the model at the
   conditional best fit (weights sum to the expected yields), instead of hepstats' histogram of
   ceil(100/sqrt(ndim)) bins per dimension, each bin a numerical integral (useless in 5-D).
-* :func:`envelope_discovery` -- discrete profiling over alternative generators (the envelope).
+* :func:`envelope_discovery`, :func:`envelope_interval` -- discrete profiling over alternative
+  generators (the envelope): significance, and the POI with its interval.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "UnbinnedAsimovCalculator",
     "discovery",
     "envelope_discovery",
+    "envelope_interval",
     "fit",
     "profile_scan",
     "upper_limit",
@@ -52,8 +54,52 @@ class FitError(RuntimeError):
     """The minimizer found no valid minimum; the message says what was tried."""
 
 
-def _minimizer() -> zfit.minimize.Minuit:
-    return zfit.minimize.Minuit(gradient="zfit", tol=1e-3, verbosity=0)
+class _Minuit(zfit.minimize.Minuit):
+    """zfit's Minuit that recovers from the region where the mixture density is negative.
+
+    With a negative signal yield and strongly separating features, n_S p_S + n_B p_B < 0 for
+    some events: the NLL is NaN there (and +inf at the boundary, so the minimum lies inside).
+    Two ways in: a start inside that region (hepstats starts a toy fit from the observed best
+    fit, whose negative yield can be forbidden for the toy's events), or a large Migrad step
+    across the boundary (zfit pushes back and gives up after 30 in a row). In both cases the
+    fit restarts with the POI at ``max(POI, 0)``, where every density is positive, with Minuit
+    strategy 2 and a patient push-back. If that fails too, a ``RuntimeError`` is raised (which
+    hepstats' toy loop counts as a failed toy).
+    """
+
+    def __init__(self, *args, poi: zfit.Parameter | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._poi = poi
+
+    def _feasible_start(self, loss, ps: list, start: list[float]) -> None:
+        zfit.param.set_values(ps, start)
+        if self._poi is not None and any(p is self._poi for p in ps) and float(self._poi.value()) < 0:
+            self._poi.set_value(0.0)
+
+    def minimize(self, loss, params=None, init=None):
+        from zfit.minimizers.strategy import FailMinimizeNaN, make_pushback_strategy
+
+        ps = list(params) if params is not None else list(loss.get_params(floating=True))
+        start = [float(p.value()) for p in ps]
+        if not np.isfinite(float(loss.value())):
+            self._feasible_start(loss, ps, start)
+        else:
+            try:
+                return super().minimize(loss, params=params, init=init)
+            except (FailMinimizeNaN, RuntimeError) as err:
+                log.info("minimization reached the NaN region (%s); restarting from a feasible point", type(err).__name__)
+            self._feasible_start(loss, ps, start)
+        retry = zfit.minimize.Minuit(gradient="zfit", tol=self.tol, verbosity=0, mode=2, strategy=make_pushback_strategy(nan_penalty=100, nan_tol=1000))
+        try:
+            return retry.minimize(loss, params=params, init=init)
+        except (FailMinimizeNaN, RuntimeError) as err:
+            zfit.param.set_values(ps, start)
+            msg = "the minimizer kept stepping into the region where the model density is negative (NaN NLL)"
+            raise RuntimeError(msg) from err
+
+
+def _minimizer(mode: int = 0, poi: zfit.Parameter | None = None) -> zfit.minimize.Minuit:
+    return _Minuit(gradient="zfit", tol=1e-3, verbosity=0, mode=mode, poi=poi)
 
 
 def _params(loss) -> list[zfit.Parameter]:
@@ -62,7 +108,8 @@ def _params(loss) -> list[zfit.Parameter]:
 
 @dataclass(frozen=True)
 class FitSummary:
-    """A valid minimum: values, symmetric (Hesse) and asymmetric (Minos) errors, correlations."""
+    """A valid minimum: values, symmetric (Hesse) and asymmetric errors of the POI (Minos, or
+    the profile-likelihood crossings where Minos fails: ``poi_error_method``), correlations."""
 
     values: dict[str, float]
     errors: dict[str, float]
@@ -74,6 +121,7 @@ class FitSummary:
     edm: float
     valid: bool
     attempts: int
+    poi_error_method: str = "hesse"
 
     @property
     def poi_value(self) -> float:
@@ -98,11 +146,15 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
     rng = np.random.default_rng(12345)
     result = None
     for attempt in range(1, retries + 1):
-        mini = zfit.minimize.Minuit(gradient="zfit", tol=1e-3, verbosity=0, mode=0 if attempt == 1 else 2)
-        result = mini.minimize(loss, params=params)
-        if result.valid:
+        try:
+            result = _minimizer(0 if attempt == 1 else 2, poi).minimize(loss, params=params)
+        except RuntimeError as err:
+            log.info("fit attempt %d failed: %s", attempt, err)
+            result = None
+        if result is not None and result.valid:
             break
-        log.info("fit attempt %d invalid (edm %.3g); retrying", attempt, result.edm)
+        if result is not None:
+            log.info("fit attempt %d invalid (edm %.3g); retrying", attempt, result.edm)
         for p in params:  # jitter the start around the initial values
             step = abs(start[p]) * 0.05 + 0.1
             lo = p.lower if p.lower is not None else -np.inf
@@ -116,14 +168,25 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
         )
         raise FitError(msg)
     result.hesse(name="hesse")
-    err_lo = err_hi = result.params[poi]["hesse"]["error"]
+    best = {p: float(result.params[p]["value"]) for p in params}
+    hesse = float(result.params[poi]["hesse"]["error"])
+    err_lo = err_hi = hesse
+    method = "hesse"
     if minos:
         try:
             result.errors(params=[poi], name="minos", method="minuit_minos")
             mn = result.params[poi]["minos"]
             err_lo, err_hi = abs(float(mn["lower"])), abs(float(mn["upper"]))
-        except Exception as err:  # noqa: BLE001  (Minos can fail at a boundary; Hesse is reported)
-            log.warning("Minos failed for %s (%s); reporting the Hesse error", poi.name, err)
+            method = "minos"
+        except Exception as err:  # noqa: BLE001  (Minos fails where its inner Migrad does not converge)
+            log.info("Minos failed for %s (%s); profiling the likelihood instead", poi.name, err)
+            zfit.param.set_values(params, [best[p] for p in params])
+            try:
+                err_lo, err_hi = _profile_errors(loss, poi, best[poi], hesse, float(result.fmin))
+                method = "profile"
+            except (RuntimeError, ValueError) as err2:
+                log.warning("no profile-likelihood interval for %s (%s); reporting the Hesse error", poi.name, err2)
+        zfit.param.set_values(params, [best[p] for p in params])
     cov = result.correlation(params=params) if hasattr(result, "correlation") else None
     corr = {}
     if cov is not None:
@@ -140,7 +203,34 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
         edm=float(result.edm),
         valid=bool(result.valid),
         attempts=attempt,
+        poi_error_method=method,
     )
+
+
+def _profile_errors(loss, poi: zfit.Parameter, hat: float, hesse: float, nll_min: float, *, max_iter: int = 8) -> tuple[float, float]:
+    """Asymmetric errors of the POI where -2 Delta ln L = 1 (nuisances profiled), found by the
+    secant method on sqrt(2 Delta NLL) (linear in the POI for a parabola), starting one Hesse
+    error away. Used when Minos fails; the crossings are accurate to 0.1 % of the Hesse error."""
+    lo_lim = poi.lower if poi.lower is not None else -np.inf
+    hi_lim = poi.upper if poi.upper is not None else np.inf
+    out = []
+    for sign in (-1.0, 1.0):
+        def root(x: float, sign: float = sign) -> float:
+            q = 2 * (_conditional_nll(loss, poi, [x])[0] - nll_min)
+            return math.copysign(math.sqrt(max(q, 0.0)), (x - hat) * sign) - 1.0
+
+        x0, x1 = hat, float(np.clip(hat + sign * hesse, lo_lim, hi_lim))
+        f0, f1 = -1.0, root(x1)
+        for _ in range(max_iter):
+            if abs(f1) < 1e-3 or f1 == f0:
+                break
+            x0, x1, f0 = x1, float(np.clip(x1 - f1 * (x1 - x0) / (f1 - f0), lo_lim, hi_lim)), f1
+            f1 = root(x1)
+        if abs(f1) > 0.05:
+            msg = f"the profile of {poi.name} does not reach -2 Delta ln L = 1 on the {'low' if sign < 0 else 'high'} side (at the parameter limit?)"
+            raise ValueError(msg)
+        out.append(abs(x1 - hat))
+    return out[0], out[1]
 
 
 def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float]) -> list[float]:
@@ -164,7 +254,7 @@ def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float]) -> list
 def profile_scan(loss, poi: zfit.Parameter, values: Sequence[float]) -> np.ndarray:
     """-2 Delta ln L at each POI value (nuisances profiled), shape ``(len(values),)``; the POI
     is restored afterwards."""
-    nll0 = float(_minimizer().minimize(loss).fmin)
+    nll0 = float(_minimizer(poi=poi).minimize(loss).fmin)
     return np.maximum(2 * (np.asarray(_conditional_nll(loss, poi, values)) - nll0), 0.0)
 
 
@@ -224,16 +314,23 @@ class UnbinnedAsimovCalculator(AsymptoticCalculator):
             zfit.settings.set_seed(self.seed)
             comps = getattr(model, "pdfs", None) if getattr(model, "pdfs", None) and all(p.is_extended for p in model.pdfs) else [model]
             arrays, weights = [], []
-            for comp in comps:
+            for i, comp in enumerate(comps):
                 y = float(comp.get_yield().value()) if comp.is_extended else float(data.nevents)
-                s = comp.sample(self.n_asimov, limits=model.space).value().numpy()
+                if hasattr(comp, "weighted_sample") and list(comp.space.obs) == list(model.space.obs):
+                    # nominal samples times the exact varied / nominal ratio (SIR is biased
+                    # where a generator variation tilts the density strongly)
+                    s, ratio = comp.weighted_sample(self.n_asimov, seed=self.seed + i)
+                    w = ratio / ratio.mean()
+                else:
+                    s = comp.sample(self.n_asimov, limits=model.space).value().numpy()
+                    w = np.ones(len(s))
                 arrays.append(s)
-                weights.append(np.full(len(s), y / len(s)))
+                weights.append(w * y / len(s))
         return zfit.Data.from_numpy(obs=model.space, array=np.concatenate(arrays), weights=np.concatenate(weights))
 
 
-def _calculator(loss, kind: Literal["asymptotic", "toys"], *, n_toys: int = 1000, n_asimov: int = 100_000, seed: int = 0):
-    mini = _minimizer()
+def _calculator(loss, kind: Literal["asymptotic", "toys"], *, poi: zfit.Parameter | None = None, n_toys: int = 1000, n_asimov: int = 100_000, seed: int = 0):
+    mini = _minimizer(poi=poi)
     if kind == "asymptotic":
         return UnbinnedAsimovCalculator(loss, mini, n_asimov=n_asimov, seed=seed)
     if kind == "toys":
@@ -266,7 +363,7 @@ def discovery(
     p0 = 1 - Phi(Z), which underflows to 0 beyond Z of about 8). Toys: hepstats ``Discovery``
     with the ``FrequentistCalculator`` (p0 resolution 1 / n_toys).
     """
-    calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
+    calc = _calculator(loss, calculator, poi=poi, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
     if calculator == "asymptotic":
         best = calc.bestfit
         nll0 = float(calc.obs_nll(POIarray(poi, [0.0]))[0])
@@ -304,30 +401,54 @@ def upper_limit(
     n_toys: int = 1000,
     n_asimov: int = 100_000,
     seed: int = 0,
+    refine: bool | None = None,
 ) -> LimitResult:
     """CLs upper limit with hepstats ``UpperLimit`` (q~_mu test statistic).
 
     Args:
-        scan: POI values to test; default ``n_points`` values from 0 to five Hesse errors (where
-            the expected limits lie) and ``n_points`` from 0 to the fitted POI plus eight errors.
+        scan: POI values to test; default ``n_points`` values from 0 to four Hesse errors (where
+            the expected limits lie) and ``n_points // 2 + 2`` from the fitted POI to six
+            errors above it (the observed limit).
+        refine: After the scan, add three points inside every scan interval where one of the
+            six CLs curves (observed, expected -2..+2 sigma) crosses 1 - cl, recompute, and
+            repeat once: the limits are then interpolated over 1/16 of the original spacing.
+            Default: on for ``asymptotic`` (cheap), off for ``toys``.
     """
     if scan is None:  # near zero (expected limits) and above the fitted value (observed limit)
         summary = fit(loss, poi, minos=False)
         err, hat = summary.errors[poi.name], max(summary.poi_value, 0.0)
         scan = np.unique(np.concatenate([np.linspace(0.0, 4 * err, n_points), np.linspace(hat, hat + 6 * err, n_points // 2 + 2)]))
-    calc = _calculator(loss, calculator, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
-    poinull = POIarray(poi, np.asarray(scan, dtype=float))
-    ul = UpperLimit(calc, poinull, POI(poi, 0.0))
-    pv = ul.pvalues(CLs=True)
-    # hepstats' UpperLimit.upperlimit() interpolates the same p-values, but with numpy >= 2.4
-    # its float(<1-element array>) raises and every limit comes back as None; we do the same
-    # interpolation (spline through p - alpha, first root) here.
-    bestfit = float(calc.bestfit.params[poi]["value"])
-    values = np.asarray(poinull.values, dtype=float)
+    refine = (calculator == "asymptotic") if refine is None else refine
     alpha = 1 - cl
-    observed = _crossing(values[values >= bestfit], np.asarray(pv["cls"])[values >= bestfit], alpha)
-    exp = tuple(_crossing(values, np.asarray(pv[k]), alpha) for k in ("expected_m2", "expected_m1", "expected", "expected_p1", "expected_p2"))
-    scan_info = {"poi": values.tolist(), "cls_observed": np.asarray(pv["cls"]).tolist(), "cls_expected": np.asarray(pv["expected"]).tolist()}
+    calc = _calculator(loss, calculator, poi=poi, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
+    keys = ("cls", "expected_m2", "expected_m1", "expected", "expected_p1", "expected_p2")
+
+    def pvalues(values):
+        ul = UpperLimit(calc, POIarray(poi, np.asarray(values, dtype=float)), POI(poi, 0.0))
+        return {k: np.asarray(v, dtype=float) for k, v in ul.pvalues(CLs=True).items()}
+
+    values = np.unique(np.asarray(scan, dtype=float))
+    pv = pvalues(values)
+    for _ in range(2 if refine else 0):  # two rounds: the crossings to 1/16 of the first spacing
+        extra = []
+        for k in keys:
+            i = np.flatnonzero((pv[k][:-1] > alpha) & (pv[k][1:] <= alpha))
+            for j in i[:1]:
+                extra.extend(np.linspace(values[j], values[j + 1], 5)[1:-1])
+        extra = np.setdiff1d(np.round(extra, 12), values)
+        if not extra.size:
+            break
+        values = np.unique(np.concatenate([values, extra]))
+        pv = pvalues(values)
+    # hepstats' UpperLimit.upperlimit() interpolates the same p-values, but with numpy >= 2.4
+    # its float(<1-element array>) raises and every limit comes back as None; we interpolate
+    # (log p, linear, between the bracketing points) here.
+    bestfit = float(calc.bestfit.params[poi]["value"])
+    observed = _crossing(values[values >= bestfit], pv["cls"][values >= bestfit], alpha)
+    exp = tuple(_crossing(values, pv[k], alpha) for k in keys[1:])
+    scan_info = {"poi": values.tolist(), "cls_observed": pv["cls"].tolist(), "cls_expected": pv["expected"].tolist()}
+    for k in ("m2", "m1", "p1", "p2"):
+        scan_info[f"cls_expected_{k}"] = pv[f"expected_{k}"].tolist()
     if not np.isfinite(observed) or not np.isfinite(exp[2]):
         log.warning("the CLs scan up to %s = %.4g does not reach CLs = %.3g; extend the scan", poi.name, values.max(), alpha)
     return LimitResult(cl=cl, observed=observed, expected=exp, calculator=calculator, scan=scan_info)
@@ -368,3 +489,32 @@ def envelope_discovery(losses: Sequence, pois: Sequence[zfit.Parameter]) -> dict
     q0 = max(2 * (min(nll_zero) - min(nll_free)), 0.0)
     z = math.sqrt(q0)
     return {"q0": q0, "p0": float(norm.sf(z)), "significance": z, "best_model": int(np.argmin(nll_free)), "nll_free": nll_free, "nll_zero": nll_zero}
+
+
+def envelope_interval(losses: Sequence, pois: Sequence[zfit.Parameter], *, minos: bool = False, level: float = 1.0) -> dict[str, Any]:
+    """The POI and its interval from discrete profiling over K alternative models (the envelope).
+
+    Each model k is fitted (one loss and POI each, same data); its profile is approximated by a
+    parabola with its own asymmetric errors around its minimum, offset by its minimum NLL; the
+    envelope is the pointwise minimum of the K curves (methods.md section 5, item 2), and the
+    interval is where the envelope's -2 Delta ln L stays below ``level`` (1: 68 %).
+
+    Returns:
+        ``{"value", "error_low", "error_high", "best_model", "values", "errors", "nll"}``: the
+        envelope's minimum and interval, and per model its fitted POI, Hesse error and NLL.
+    """
+    fits = [fit(loss, poi, minos=minos) for loss, poi in zip(losses, pois, strict=True)]
+    nll = np.array([f.nll for f in fits])
+    vals = np.array([f.poi_value for f in fits])
+    lo = np.array([f.poi_error_low for f in fits])
+    hi = np.array([f.poi_error_high for f in fits])
+    span = np.max(np.maximum(lo, hi))
+    grid = np.linspace(vals.min() - 4 * span, vals.max() + 4 * span, 20001)
+    d = grid[None, :] - vals[:, None]
+    sig = np.where(d < 0, lo[:, None], hi[:, None])
+    q = 2 * (nll - nll.min())[:, None] + (d / sig) ** 2
+    env = q.min(axis=0)
+    inside = grid[env <= level]
+    best = grid[int(np.argmin(env))]
+    return {"value": float(best), "error_low": float(best - inside.min()), "error_high": float(inside.max() - best),
+            "best_model": int(np.argmin(nll)), "values": vals.tolist(), "errors": [f.errors[f.poi] for f in fits], "nll": nll.tolist()}

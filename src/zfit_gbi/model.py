@@ -106,6 +106,7 @@ def build_model(
     hisigma_sidebands: bool = False,
     poi: Literal["yield", "mu"] = "yield",
     reference_yield: float | None = None,
+    signal_mass_hypothesis: float | None = None,
     prefix: str = "",
 ) -> GBIModel:
     """Build the extended GBI model.
@@ -127,6 +128,11 @@ def build_model(
             densities are the same constant, so sideband events constrain only p_B(m).
         poi: ``"yield"`` (signal events in the fit window) or ``"mu"`` (needs
             ``reference_yield``).
+        signal_mass_hypothesis: Hypothesised signal mass (unit of ``resonant``): the signal
+            mass shape fitted to the simulation is moved there (its mean set to it, its width
+            scaled with the mass: a constant relative resolution). p_S(x | m) is evaluated at
+            each event's m, so it serves every hypothesis its simulation covers; outside the
+            simulated masses the generator extrapolates in m.
         prefix: Prefix of every parameter name (several models in one session).
     """
     features = tuple(features)
@@ -152,6 +158,16 @@ def build_model(
     init = {"mu": float(np.median(s_m[keep])), "sigma": float(np.clip(np.std(s_m[keep]), 1e-3 * np.ptp(windows.fit), 0.3 * np.ptp(windows.fit)))}
     sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init=init)
     sfit = fit_mass_shape(sig_m, s_m[keep], None if signal_weights is None else np.asarray(signal_weights)[keep])
+    if signal_mass_hypothesis is not None:
+        m_hyp = float(signal_mass_hypothesis)
+        if not windows.fit[0] < m_hyp < windows.fit[1]:
+            msg = f"signal_mass_hypothesis {m_hyp:g} is outside the fit window {windows.fit}"
+            raise ValueError(msg)
+        scale = m_hyp / float(sig_params["mu"].value())
+        sig_params["mu"].set_value(m_hyp)
+        sig_params["sigma"].set_value(float(sig_params["sigma"].value()) * scale)
+        sfit = type(sfit)({**sfit.values, sig_params["mu"].name: m_hyp, sig_params["sigma"].name: float(sig_params["sigma"].value())},
+                          {**sfit.errors, sig_params["sigma"].name: sfit.errors.get(sig_params["sigma"].name, 0.0) * scale}, sfit.valid, sfit.nll)
     constraints = []
     if signal_shape == "fixed":
         for p in sig_params.values():

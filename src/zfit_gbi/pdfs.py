@@ -424,6 +424,35 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
             feat = tf.where(in_sr, feat, tf.constant(-self._log_box_volume, tf.float64))
         return log_pm + feat
 
+    def weighted_sample(self, n: int, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` events of the nominal model and their exact density ratio varied / nominal.
+
+        Returns ``(values, ratio)`` with ``values`` ``(n, n_obs)`` in the order of this PDF's
+        space and ``ratio`` ``(n,)`` = f(x, theta) / Z(theta) at the current nuisance values
+        (all ones without a variation): a weighted sample whose density is this PDF exactly in
+        expectation, which sampling-importance-resampling is not (used for Asimov datasets).
+        """
+        gen = self.generator
+        if seed is not None:
+            zfit.settings.set_seed(seed)
+        m = np.asarray(self.mass_pdf.sample(n, limits=self.space.with_obs([self.resonant])).value()).reshape(-1)
+        x = gen.sample(len(m), m[:, None], seed=seed)
+        if self.sideband_constant is not None:  # uniform features outside the signal region
+            lo, hi = self.sideband_constant
+            out = (m < lo) | (m >= hi)
+            rng = np.random.default_rng(seed)
+            x[out] = gen.low + (gen.high - gen.low) * rng.random((int(out.sum()), gen.n_features))
+        ratio = np.ones(len(m))
+        if self.variation is not None:
+            c = tf.constant(self.variation.columns(x, m), tf.float64)
+            theta = self._theta()
+            ratio = np.exp((self.variation.log_factor(c, theta) - self.variation.log_norm(theta)).numpy())
+            if self.sideband_constant is not None:
+                ratio[out] = 1.0
+        cols = [self.resonant, *gen.features]
+        vals = np.column_stack([m, x])
+        return vals[:, [cols.index(o) for o in self.space.obs]], ratio
+
     @zfit.supports()
     def _sample(self, n, limits):
         gen = self.generator

@@ -27,16 +27,19 @@ log = logging.getLogger(__name__)
 __all__ = ["SUMMARY_SCHEMA", "run", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
-    "signal_yield": "{value, error_low, error_high}: fitted signal events in the fit window (Minos errors)",
+    "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
     "mu": "{value, error_low, error_high} when inference.poi is 'mu', else null",
     "background_yield": "{value, error}: fitted background events in the fit window",
     "discovery": "{q0, p0, significance, calculator} of the background-only hypothesis (null if disabled)",
-    "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator} on the signal yield (null if disabled)",
+    "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator, scan} on the signal yield (null if disabled); scan: the CLs values (observed, expected and its bands) at each tested POI value, in POI units",
     "nuisances": "{name: {value, error}} of the generator-error nuisance parameters",
     "parameters": "{name: {value, error}} of every floating parameter",
     "fit_valid": "bool: the minimum is valid (an invalid one is an error, never a summary)",
     "n_events": "{fit, signal_region, sidebands}: event counts in the windows",
     "windows": "{fit, signal_region}",
+    "profile_scan": "{poi, minus_2_delta_nll}: profile likelihood scan of the POI (null if disabled)",
+    "correlation": "{name: {name: rho}} correlation matrix of the floating parameters at the minimum",
+    "plots": "[file names] of the plots written next to summary.json",
     "timings": "{stage: seconds}",
     "versions": "{package: version}",
     "config": "the validated configuration",
@@ -99,8 +102,10 @@ def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str,
 
 def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     """Run the analysis described by a validated config; returns the summary (also written)."""
+    import zfit
+
     from ._tf import tf  # noqa: F401
-    from .inference import discovery, envelope_discovery, fit, upper_limit
+    from .inference import discovery, envelope_discovery, fit, profile_scan, upper_limit
     from .model import build_model
     from .nuisances import EigenVariation
 
@@ -159,7 +164,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             "background_mass": cfg.background.mass_shape, "signal_mass": cfg.signal.mass_shape,
             "hisigma_sidebands": cfg.model.hisigma_sidebands, "sqrt_s": cfg.background.sqrt_s,
             "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
-            "poi": poi_kind, "reference_yield": ref,
+            "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass,
         }
         model = build_model(background_generator=bkg_gen, variation=variation, **common)
         loss = model.loss(fit_events)
@@ -189,35 +194,82 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             lim = upper_limit(loss, model.poi, cl=ul.cl, calculator=ul.calculator, scan=scan, n_points=ul.n_points,
                               n_toys=ul.n_toys, n_asimov=cfg.inference.n_asimov, seed=seed)
             scale = ref if poi_kind == "mu" else 1.0
-            result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected], "calculator": lim.calculator}
+            result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
+                                     "calculator": lim.calculator, "scan": lim.scan}
 
-    with _stage(timings, "plot", quiet):
-        try:
-            from .plotting import plot_mass_fit
+    if cfg.inference.profile_points:
+        with _stage(timings, "profile scan", quiet):
+            lo_e, hi_e = summary_fit.poi_error_low, summary_fit.poi_error_high
+            grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
+            delta = profile_scan(loss, model.poi, grid)
+            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
 
-            plot_mass_fit(model, fit_events, windows, out / "postfit_mass.png")
-        except ImportError:  # plotting arrives with the plots issue
-            pass
+    params = list(loss.get_params(floating=True))  # back to the best fit (the scans moved them)
+    zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])
+    plots: list[str] = []
+    if cfg.plots.enabled:
+        with _stage(timings, "plots", quiet):
+            plots = _plots(cfg, out, model, fit_events, windows, bkg_gen, sig_gen, result, lim if cfg.inference.upper_limit is not None else None, seed)
 
     s = summary_fit
     scale = ref if poi_kind == "mu" else 1.0
     summary = {
-        "signal_yield": {"value": s.poi_value * scale, "error_low": s.poi_error_low * scale, "error_high": s.poi_error_high * scale},
+        "signal_yield": {"value": s.poi_value * scale, "error_low": s.poi_error_low * scale, "error_high": s.poi_error_high * scale, "error_method": s.poi_error_method},
         "mu": {"value": s.poi_value, "error_low": s.poi_error_low, "error_high": s.poi_error_high} if poi_kind == "mu" else None,
         "background_yield": {"value": s.values[model.n_bkg.name], "error": s.errors[model.n_bkg.name]},
         "discovery": result.get("discovery"),
         "upper_limit": result.get("upper_limit"),
+        "profile_scan": result.get("profile_scan"),
         "nuisances": {p.name: {"value": s.values[p.name], "error": s.errors[p.name]} for p in model.nuisances},
         "parameters": {k: {"value": v, "error": s.errors.get(k)} for k, v in s.values.items()},
         "fit_valid": s.valid,
+        "correlation": s.correlation,
         "n_events": counts,
         "windows": {"fit": list(windows.fit), "signal_region": list(windows.signal_region)},
+        "plots": plots,
         "timings": timings,
         "versions": _versions(),
         "config": json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else None,
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bkg_gen: Any, sig_gen: Any,
+           result: dict[str, Any], limit: Any, seed: int) -> list[str]:
+    """The run's plots (PNG/PDF per ``cfg.plots``); returns the written file names."""
+    from . import plotting as P
+
+    pc = cfg.plots
+    poi_label = r"$\mu$" if cfg.inference.poi == "mu" else r"Signal yield $N_S$"
+    written: list[Path] = []
+    with P.style(pc.style) as exp:
+        fig, axes = P.mass_axes()
+        P.plot_mass_fit(model, events, windows, axes=axes, experiment=exp, text=pc.label, unit=pc.unit)
+        written += P.save(fig, out / "postfit_mass", pc.formats)
+
+        axs = P.plot_feature_closure(model, events, windows, seed=seed, experiment=exp, text=pc.label)
+        written += P.save(axs[0, 0].figure, out / "closure_features", pc.formats)
+
+        if "profile_scan" in result:
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            ps = result["profile_scan"]
+            P.plot_profile_scan(ps["poi"], ps["minus_2_delta_nll"], ax=ax, poi_label=poi_label, experiment=exp, text=pc.label)
+            written += P.save(fig, out / "profile_scan", pc.formats)
+
+        if limit is not None and limit.scan:
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_cls(limit, ax=ax, poi_label=poi_label, experiment=exp, text=pc.label)
+            written += P.save(fig, out / "cls_scan", pc.formats)
+
+        for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
+            hist = gen.history
+            hs = hist if isinstance(hist, list) else [hist]
+            if any(len(h.train_loss) for h in hs):
+                fig, ax = P.plt.subplots(figsize=(8, 6))
+                P.plot_training(hs, ax=ax, title=f"{name.capitalize()} generator")
+                written += P.save(fig, out / f"training_{name}", pc.formats)
+    return sorted(p.name for p in written)
 
 
 def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc: int):

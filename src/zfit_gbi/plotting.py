@@ -1,0 +1,467 @@
+"""Publication plots with mplhep: post-fit spectra, closure, scans, CLs, training curves.
+
+Every ``plot_*`` function draws on the axes it is given (or new ones) and returns them, so plots
+compose; :func:`save` writes PNG and PDF atomically. Binned inputs are ``hist.Hist`` objects.
+The experiment style (``"CMS"``, ``"ATLAS"``, ``"LHCb"``) is chosen with :func:`style`::
+
+    with style("ATLAS"):
+        fig, (ax, pull) = mass_axes()
+        plot_mass_fit(model, events, windows, axes=(ax, pull))
+        save(fig, "out/postfit_mass")        # out/postfit_mass.png and .pdf
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hist
+import matplotlib as mpl
+
+mpl.use(os.environ.get("MPLBACKEND", "Agg"))
+import matplotlib.pyplot as plt
+import mplhep as hep
+import numpy as np
+
+if TYPE_CHECKING:
+    from .data import Events, Windows
+    from .generators import TrainingHistory
+    from .inference import LimitResult
+    from .model import GBIModel
+
+__all__ = [
+    "EXPERIMENTS",
+    "mass_axes",
+    "mass_histogram",
+    "plot_brazil",
+    "plot_cls",
+    "plot_feature_closure",
+    "plot_mass_fit",
+    "plot_p0_scan",
+    "plot_profile_scan",
+    "plot_roc",
+    "plot_training",
+    "save",
+    "style",
+]
+
+EXPERIMENTS = ("CMS", "ATLAS", "LHCb")
+"""Selectable mplhep styles."""
+
+_DATA = {"color": "black", "marker": "o", "markersize": 4, "capsize": 0}
+_SR_COLOR = "0.85"
+
+
+@contextlib.contextmanager
+def style(experiment: str = "CMS") -> Iterator[str]:
+    """Use an experiment's mplhep style inside the block; yields the experiment's name."""
+    key = {e.lower(): e for e in EXPERIMENTS}.get(str(experiment).lower())
+    if key is None:
+        msg = f"unknown plot style {experiment!r}; allowed: {', '.join(EXPERIMENTS)}"
+        raise ValueError(msg)
+    with plt.style.context(getattr(hep.style, key)):
+        yield key
+
+
+def _label(ax, experiment: str | None, text: str = "Simulation", rlabel: str | None = None) -> None:
+    if experiment is None:
+        return
+    mod = {"CMS": hep.cms, "ATLAS": hep.atlas, "LHCb": hep.lhcb}.get(experiment, hep.cms)
+    mod.label(text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
+
+
+def save(fig: mpl.figure.Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``fig`` to ``path`` with each suffix in ``formats`` (atomically: a temporary file
+    in the same folder, then renamed); returns the written paths. The figure is closed."""
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix.lstrip(".") in formats else path
+    base.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in formats:
+        target = base.with_name(f"{base.name}.{fmt}")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        out.append(target)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the resonant spectrum
+# ---------------------------------------------------------------------------------------------
+
+
+def mass_axes(figsize: tuple[float, float] = (8, 8)) -> tuple[mpl.figure.Figure, tuple[Any, Any]]:
+    """A figure with a main panel and a pull panel below it (shared x axis)."""
+    fig, (ax, pull) = plt.subplots(2, 1, sharex=True, figsize=figsize, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    return fig, (ax, pull)
+
+
+def mass_histogram(m: np.ndarray, window: tuple[float, float], bins: int = 40, *, name: str = "m", label: str = "m", weights: np.ndarray | None = None) -> hist.Hist:
+    """Histogram of the resonant variable in ``window``, with weight variances."""
+    h = hist.Hist(hist.axis.Regular(bins, *window, name=name, label=label), storage=hist.storage.Weight())
+    h.fill(np.asarray(m, dtype=float), weight=weights)
+    return h
+
+
+def _expected_counts(pdf, edges: np.ndarray, total: float, n_sub: int = 9) -> np.ndarray:
+    """``total`` times the integral of a 1-D zfit PDF (normalized over its space) per bin
+    (Gauss-Legendre in each bin)."""
+    x, w = np.polynomial.legendre.leggauss(n_sub)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pts = 0.5 * (hi - lo) * x[None, :] + 0.5 * (hi + lo)
+    dens = np.asarray(pdf.pdf(pts.ravel())).reshape(pts.shape)
+    return total * np.sum(dens * w[None, :], axis=1) * 0.5 * (hi - lo)[:, 0]
+
+
+def plot_mass_fit(
+    model: GBIModel,
+    events: Events,
+    windows: Windows,
+    *,
+    axes: tuple[Any, Any] | None = None,
+    bins: int = 40,
+    experiment: str | None = "CMS",
+    text: str = "Simulation",
+    unit: str = "TeV",
+    log: bool = True,
+) -> tuple[Any, Any]:
+    """Data, stacked post-fit background and signal in the fit window, the signal region
+    shaded, and a pull panel (data - model) / sqrt(model).
+
+    The model's parameters are used as they are: call it after the fit.
+
+    Args:
+        model: The fitted :class:`~zfit_gbi.model.GBIModel`.
+        events: The fitted events (the resonant column is used).
+        windows: Fit window and signal region.
+        axes: ``(main, pull)`` axes, e.g. from :func:`mass_axes`; new ones if ``None``.
+        unit: Unit of the resonant variable for the axis label.
+    Returns:
+        The ``(main, pull)`` axes.
+    """
+    if axes is None:
+        _, axes = mass_axes()
+    ax, pax = axes
+    m = np.asarray(events[model.resonant], dtype=float)
+    m = m[windows.in_fit(m)]
+    h = mass_histogram(m, windows.fit, bins, name=model.resonant, label=f"${model.resonant}$ [{unit}]", weights=None)
+    edges = h.axes[0].edges
+    n_b = float(model.n_bkg.value())
+    n_s = float(model.n_sig.value())
+    b = _expected_counts(model.background.mass_pdf, edges, n_b)
+    s = _expected_counts(model.signal.mass_pdf, edges, n_s)
+    hb = hist.Hist(h.axes[0], storage=hist.storage.Double())
+    hb[...] = b
+    hs = hist.Hist(h.axes[0], storage=hist.storage.Double())
+    hs[...] = np.clip(s, 0.0, None)
+    hep.histplot([hb, hs], ax=ax, stack=True, histtype="fill", color=["#92dadd", "#e42536"],
+                 label=[f"Background ({n_b:,.0f})", f"Signal ({n_s:,.1f})"], alpha=0.9)
+    hep.histplot(h, ax=ax, histtype="errorbar", label=f"Data ({len(m):,})", **_DATA)
+    for a in (ax, pax):
+        a.axvspan(*windows.signal_region, color=_SR_COLOR, zorder=-1, lw=0)
+    ax.text(np.mean(windows.signal_region), 0.02, "SR", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize="small")
+    width = edges[1] - edges[0]
+    ax.set_ylabel(f"Events / {width:.3g} {unit}")
+    if log:
+        ax.set_yscale("log")
+        pos = h.values()[h.values() > 0]
+        ax.set_ylim(0.3 * pos.min() if pos.size else 0.5, 30 * h.values().max())
+    else:
+        ax.set_ylim(0, 1.4 * h.values().max())
+    handles, names = ax.get_legend_handles_labels()
+    order = [i for i, n in enumerate(names) if n.startswith("Data")] + [i for i, n in enumerate(names) if not n.startswith("Data")][::-1]
+    ax.legend([handles[i] for i in order], [names[i] for i in order], loc="upper right", fontsize="small")
+    ax.set_xlabel("")
+    _label(ax, experiment, text)
+    tot = b + s
+    pull = (h.values() - tot) / np.sqrt(np.clip(tot, 1e-9, None))
+    centers = h.axes[0].centers
+    pax.bar(centers, pull, width=width, color="0.4", edgecolor="none")
+    pax.axhline(0, color="black", lw=0.8)
+    for k in (-2, 2):
+        pax.axhline(k, color="0.5", lw=0.6, ls="--")
+    lim = max(3.0, float(np.nanmax(np.abs(pull))) * 1.15)
+    pax.set_ylim(-lim, lim)
+    pax.set_ylabel("Pull")
+    pax.set_xlabel(f"${model.resonant}$ [{unit}]")
+    pax.set_xlim(*windows.fit)
+    return ax, pax
+
+
+# ---------------------------------------------------------------------------------------------
+# feature closure in the signal region
+# ---------------------------------------------------------------------------------------------
+
+
+def _sample_joint(joint, n: int, window: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, x) from mass_pdf restricted to ``window`` times the nominal generator p(x | m)."""
+    import zfit
+
+    zfit.settings.set_seed(seed)
+    m = np.asarray(joint.mass_pdf.sample(n, limits=window).value()).ravel()
+    x = joint.generator.sample(n, m[:, None], seed=seed)
+    return m, x
+
+
+def _window_fraction(pdf, window: tuple[float, float], n_sub: int = 64) -> float:
+    return float(_expected_counts(pdf, np.array(window, dtype=float), 1.0, n_sub)[0])
+
+
+def plot_feature_closure(
+    model: GBIModel,
+    events: Events,
+    windows: Windows,
+    *,
+    fig: mpl.figure.Figure | None = None,
+    bins: int = 30,
+    n_generated: int = 200_000,
+    seed: int = 0,
+    experiment: str | None = "CMS",
+    text: str = "Simulation",
+    labels: Mapping[str, str] | None = None,
+) -> np.ndarray:
+    """Feature distributions of the signal-region data against the generated background (the
+    sideband-interpolation closure) and background + fitted signal, with data / model ratio
+    panels. Model histograms are normalized to the post-fit yields in the signal region; the
+    generator is the nominal one (nuisances at 0).
+
+    Returns:
+        The axes array ``(2, n_features)``: main panels, then ratio panels.
+    """
+    feats = list(model.features)
+    n_f = len(feats)
+    n_col = min(n_f, 2)
+    n_row = -(-n_f // n_col)
+    if fig is None:
+        fig = plt.figure(figsize=(7 * n_col, 6.5 * n_row))
+    outer = fig.add_gridspec(n_row, n_col, hspace=0.3, wspace=0.3)
+    axs = np.empty((2, n_f), dtype=object)
+    for j in range(n_f):
+        inner = outer[j // n_col, j % n_col].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
+        axs[0, j] = fig.add_subplot(inner[0])
+        axs[1, j] = fig.add_subplot(inner[1], sharex=axs[0, j])
+        axs[0, j].tick_params(labelbottom=False)
+    sr = windows.signal_region
+    m = np.asarray(events[model.resonant], dtype=float)
+    sel = windows.in_signal_region(m)
+    x_data = np.column_stack([np.asarray(events[f], dtype=float)[sel] for f in feats])
+    n_b = float(model.n_bkg.value()) * _window_fraction(model.background.mass_pdf, sr)
+    n_s = max(float(model.n_sig.value()), 0.0) * _window_fraction(model.signal.mass_pdf, sr)
+    _, xb = _sample_joint(model.background, n_generated, sr, seed)
+    _, xs = _sample_joint(model.signal, max(n_generated // 4, 1000), sr, seed + 1)
+    bounds = model.background.generator.bounds
+    labels = dict(labels or {})
+    for j, f in enumerate(feats):
+        ax, rax = axs[0, j], axs[1, j]
+        axis = hist.axis.Regular(bins, *bounds[f], name=f, label=labels.get(f, f))
+        hd = hist.Hist(axis, storage=hist.storage.Weight()).fill(x_data[:, j])
+        hb = hist.Hist(axis, storage=hist.storage.Weight()).fill(xb[:, j], weight=np.full(len(xb), n_b / len(xb)))
+        hs = hist.Hist(axis, storage=hist.storage.Weight()).fill(xs[:, j], weight=np.full(len(xs), n_s / len(xs)))
+        hep.histplot(hb, ax=ax, histtype="step", color="#3f90da", lw=1.5, label="Generated background")
+        hep.histplot(hb + hs, ax=ax, histtype="step", color="#e42536", lw=1.2, ls="--", label="Background + fitted signal")
+        hep.histplot(hd, ax=ax, histtype="errorbar", label="Data (SR)", **_DATA)
+        ax.set_ylim(0, 1.35 * max(hd.values().max(), (hb + hs).values().max()))
+        ax.set_ylabel(f"Events / {axis.widths[0]:.3g}", fontsize="small")
+        ax.set_xlabel("")
+        ax.tick_params(labelsize="small")
+        if j == 0:
+            ax.legend(loc="upper right", fontsize="x-small")
+            _label(ax, experiment, text)
+        tot = (hb + hs).values()
+        ok = tot > 0
+        r = np.where(ok, hd.values() / np.where(ok, tot, 1.0), np.nan)
+        r_err = np.where(ok, np.sqrt(hd.variances()) / np.where(ok, tot, 1.0), 0.0)
+        rb = np.where(ok, hb.values() / np.where(ok, tot, 1.0), np.nan)
+        rax.errorbar(axis.centers[ok], r[ok], yerr=r_err[ok], fmt="o", color="black", ms=3)
+        rax.step(axis.edges, np.r_[rb, rb[-1]], where="post", color="#3f90da", lw=1.2, label="background share of the model")
+        if j == 0:
+            rax.legend(loc="lower left", fontsize="xx-small", frameon=False)
+        rax.axhline(1, color="black", lw=0.8)
+        rax.set_ylim(0.7, 1.3)
+        rax.set_ylabel("Data / model", fontsize="x-small")
+        rax.tick_params(labelsize="small")
+        rax.set_xlabel(labels.get(f, f), fontsize="small")
+    return axs
+
+
+# ---------------------------------------------------------------------------------------------
+# scans and limits
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_profile_scan(values: np.ndarray, delta: np.ndarray, *, ax=None, poi_label: str = r"$N_S$", experiment: str | None = "CMS", text: str = "Simulation"):
+    """-2 Delta ln L of the POI with the 1 and 2 sigma lines (at 1 and 4)."""
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    values, delta = np.asarray(values, float), np.asarray(delta, float)
+    order = np.argsort(values)
+    ax.plot(values[order], delta[order], "-", color="#3f90da", lw=2, label="Profile likelihood")
+    ax.plot(values[order], delta[order], "o", color="#3f90da", ms=4)
+    for level, name in ((1, r"$1\sigma$"), (4, r"$2\sigma$")):
+        ax.axhline(level, color="0.4", ls="--", lw=1)
+        ax.text(values.min(), level, f" {name}", va="bottom", ha="left", fontsize="small", color="0.3")
+    ax.set_ylim(0, max(6.0, 1.1 * min(delta.max(), 25)))
+    ax.set_xlim(values.min(), values.max())
+    ax.set_xlabel(poi_label)
+    ax.set_ylabel(r"$-2\,\Delta\ln L$")
+    ax.legend(loc="upper right", fontsize="small")
+    _label(ax, experiment, text)
+    return ax
+
+
+def plot_cls(limit: LimitResult, *, ax=None, poi_label: str = r"$N_S$", experiment: str | None = "CMS", text: str = "Simulation"):
+    """CLs against the POI (the hypothesis-test inversion): observed, expected median with
+    +-1 and +-2 sigma bands, the 1 - CL line and the limits."""
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    sc = limit.scan
+    x = np.asarray(sc["poi"], float)
+    order = np.argsort(x)
+    x = x[order]
+
+    def col(k):
+        return np.asarray(sc[k], float)[order]
+
+    if "cls_expected_m2" in sc:
+        ax.fill_between(x, col("cls_expected_m2"), col("cls_expected_p2"), color="#ffdf3a", label=r"Expected $\pm 2\sigma$", lw=0)
+        ax.fill_between(x, col("cls_expected_m1"), col("cls_expected_p1"), color="#5ac85a", label=r"Expected $\pm 1\sigma$", lw=0)
+    ax.plot(x, col("cls_expected"), "k--", lw=1.5, label=f"Expected (median {limit.expected[2]:.3g})")
+    ax.plot(x, col("cls_observed"), "ko-", ms=4, lw=1.5, label=f"Observed (limit {limit.observed:.3g})")
+    alpha = 1 - limit.cl
+    ax.axhline(alpha, color="#e42536", lw=1.2, label=f"CLs = {alpha:.2g}")
+    ax.set_xlim(x.min(), x.max())
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(poi_label)
+    ax.set_ylabel("CLs")
+    ax.legend(loc="upper right", fontsize="small")
+    _label(ax, experiment, text)
+    return ax
+
+
+def plot_brazil(
+    masses: Sequence[float],
+    observed: Sequence[float],
+    expected: Sequence[Sequence[float]],
+    *,
+    ax=None,
+    cl: float = 0.95,
+    mass_label: str = r"$m$ [TeV]",
+    limit_label: str = r"Upper limit on $N_S$",
+    experiment: str | None = "CMS",
+    text: str = "Simulation",
+    log: bool = False,
+):
+    """The Brazil band: the upper limit against the hypothesised mass.
+
+    Args:
+        expected: shape ``(n_masses, 5)``: -2, -1 sigma, median, +1, +2 sigma per mass.
+    """
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    m = np.asarray(masses, float)
+    e = np.asarray(expected, float).reshape(len(m), 5)
+    ax.fill_between(m, e[:, 0], e[:, 4], color="#ffdf3a", label=r"Expected $\pm 2\sigma$", lw=0)
+    ax.fill_between(m, e[:, 1], e[:, 3], color="#5ac85a", label=r"Expected $\pm 1\sigma$", lw=0)
+    ax.plot(m, e[:, 2], "k--", lw=1.5, label="Expected")
+    ax.plot(m, np.asarray(observed, float), "ko-", ms=4, lw=1.5, label="Observed")
+    ax.set_xlim(m.min(), m.max())
+    ax.set_xlabel(mass_label)
+    ax.set_ylabel(f"{limit_label} ({cl:.0%} CL)".replace("%", r"\%") if plt.rcParams.get("text.usetex") else f"{limit_label} ({cl:.0%} CL)")
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, 1.35 * np.nanmax(np.r_[e[:, 4], np.asarray(observed, float)]))
+    ax.legend(loc="upper right", fontsize="small")
+    _label(ax, experiment, text)
+    return ax
+
+
+def plot_p0_scan(masses: Sequence[float], p0: Sequence[float], *, ax=None, mass_label: str = r"$m$ [TeV]", experiment: str | None = "CMS", text: str = "Simulation", max_sigma: int = 5):
+    """Local p0 against the hypothesised mass, log scale, with 1..max_sigma reference lines."""
+    from scipy.stats import norm
+
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    m, p = np.asarray(masses, float), np.clip(np.asarray(p0, float), 1e-300, 1.0)
+    ax.plot(m, p, "ko-", ms=4, lw=1.5, label="Observed local $p_0$")
+    ax.set_yscale("log")
+    lo = min(p.min() * 0.3, norm.sf(max_sigma) * 0.3)
+    for k in range(1, max_sigma + 1):
+        pk = norm.sf(k)
+        if pk >= lo:
+            ax.axhline(pk, color="#e42536", lw=0.8, ls="--")
+            ax.text(m.max(), pk, f"{k}$\\sigma$ ", ha="right", va="bottom", fontsize="small", color="#e42536")
+    ax.set_ylim(lo, 2.0)
+    ax.set_xlim(m.min(), m.max())
+    ax.set_xlabel(mass_label)
+    ax.set_ylabel("Local $p_0$")
+    ax.legend(loc="lower left", fontsize="small")
+    _label(ax, experiment, text)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# generators and classifiers
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=None, title: str | None = None, experiment: str | None = None):
+    """Train (solid) and validation (dashed) loss per epoch for every ensemble member; the
+    kept epoch is marked."""
+    hs = [histories] if hasattr(histories, "train_loss") else list(histories)
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, h in enumerate(hs):
+        c = colors[i % len(colors)]
+        ep = np.arange(1, len(h.train_loss) + 1)
+        name = f"member {i}" if len(hs) > 1 else "generator"
+        ax.plot(ep, h.train_loss, "-", color=c, lw=1.5, label=f"{name}: train")
+        ax.plot(ep, h.val_loss, "--", color=c, lw=1.5, label=f"{name}: validation")
+        if h.best_epoch >= 0:
+            ax.plot(h.best_epoch + 1, h.val_loss[h.best_epoch], "*", color=c, ms=12)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel(r"Loss $-\langle\ln p(x\,|\,m)\rangle$")
+    ax.legend(loc="upper right", fontsize="x-small", ncol=2 if len(hs) > 2 else 1)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    _label(ax, experiment, "Simulation")
+    return ax
+
+
+def plot_roc(labels: np.ndarray, scores: Mapping[str, np.ndarray] | np.ndarray, *, axes=None, weights: np.ndarray | None = None):
+    """ROC (background rejection 1/eps_B vs signal efficiency, log) and SIC
+    (eps_S / sqrt(eps_B)) of one or several classifier scores. Returns ``(roc_ax, sic_ax)``."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    rax, sax = axes
+    y = np.asarray(labels).astype(bool)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    items = scores.items() if isinstance(scores, Mapping) else [("classifier", scores)]
+    for name, s in items:
+        order = np.argsort(-np.asarray(s, float))
+        ws, wb = np.cumsum((w * y)[order]), np.cumsum((w * ~y)[order])
+        eff_s, eff_b = ws / ws[-1], wb / wb[-1]
+        ok = eff_b > 0
+        auc = float(np.trapezoid(eff_s, eff_b))
+        rax.plot(eff_s[ok], 1 / eff_b[ok], lw=1.5, label=f"{name} (AUC {auc:.3f})")
+        sax.plot(eff_s[ok], eff_s[ok] / np.sqrt(eff_b[ok]), lw=1.5, label=name)
+    e = np.linspace(1e-3, 1, 200)
+    rax.plot(e, 1 / e, color="0.5", ls=":", label="random")
+    sax.plot(e, np.sqrt(e), color="0.5", ls=":", label="random")
+    rax.set_yscale("log")
+    rax.set_xlabel(r"Signal efficiency $\epsilon_S$")
+    rax.set_ylabel(r"Background rejection $1/\epsilon_B$")
+    sax.set_xlabel(r"Signal efficiency $\epsilon_S$")
+    sax.set_ylabel(r"SIC $\epsilon_S/\sqrt{\epsilon_B}$")
+    for a in axes:
+        a.set_xlim(0, 1)
+        a.legend(loc="upper right", fontsize="small")
+    return rax, sax

@@ -1,0 +1,70 @@
+"""Plots: every function draws on given axes and returns them; files are written atomically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zfit_gbi import plotting as P
+from zfit_gbi.generators.flows import TrainingHistory
+from zfit_gbi.inference import LimitResult
+
+
+def _limit() -> LimitResult:
+    x = np.linspace(0, 30, 7)
+    cls = np.exp(-x / 6)
+    scan = {"poi": x.tolist(), "cls_observed": cls.tolist(), "cls_expected": np.exp(-x / 5).tolist()}
+    for k, f in (("m2", 3), ("m1", 4), ("p1", 7), ("p2", 9)):
+        scan[f"cls_expected_{k}"] = np.exp(-x / f).tolist()
+    return LimitResult(0.95, 18.0, (9.0, 12.0, 15.0, 21.0, 27.0), "asymptotic", scan)
+
+
+def test_style_and_save(tmp_path):
+    with pytest.raises(ValueError, match="unknown plot style 'belle'; allowed: CMS, ATLAS, LHCb"), P.style("belle"):
+        pass
+    for exp in P.EXPERIMENTS:
+        with P.style(exp.lower()) as name:
+            assert name == exp
+            fig, ax = P.plt.subplots()
+            assert P.plot_cls(_limit(), ax=ax, experiment=name) is ax
+            paths = P.save(fig, tmp_path / f"cls_{name}.png")
+        assert [p.name for p in paths] == [f"cls_{name}.png", f"cls_{name}.pdf"]
+        assert all(p.stat().st_size > 5000 for p in paths)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_scans_and_bands_draw_the_given_data(tmp_path):
+    fig, axes = P.plt.subplots(2, 2)
+    x = np.linspace(-3, 3, 13)
+    ax = P.plot_profile_scan(x, x**2, ax=axes[0, 0])
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), x**2)
+    m = np.linspace(3.3, 3.7, 5)
+    exp = np.outer(np.ones(5), [5, 8, 10, 14, 19])
+    ax = P.plot_brazil(m, np.full(5, 11.0), exp, ax=axes[0, 1])
+    assert ax.get_ylim()[1] >= 19
+    ax = P.plot_p0_scan(m, [0.5, 0.1, 1e-4, 0.2, 0.4], ax=axes[1, 0])
+    assert ax.get_yscale() == "log"
+    assert ax.get_ylim()[0] < 1e-4
+    h = TrainingHistory(train_loss=[1.0, 0.5, 0.4], val_loss=[1.1, 0.6, 0.65], best_epoch=1)
+    ax = P.plot_training([h, h], ax=axes[1, 1])
+    assert len(ax.get_lines()) == 6  # train, validation, best-epoch marker per member
+    P.save(fig, tmp_path / "grid", ("png",))
+    assert (tmp_path / "grid.png").exists()
+
+
+def test_roc_auc():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(2000), np.zeros(2000)]
+    s = np.r_[rng.normal(1, 1, 2000), rng.normal(0, 1, 2000)]
+    rax, _ = P.plot_roc(y, {"gauss": s})
+    # AUC of two unit Gaussians 1 apart: Phi(1 / sqrt(2)) = 0.760, +- 0.01 for 2x2000 events
+    label = rax.get_legend().get_texts()[0].get_text()
+    auc = float(label.split("AUC ")[1].rstrip(")"))
+    assert auc == pytest.approx(0.760, abs=0.03)
+
+
+def test_mass_histogram():
+    h = P.mass_histogram(np.array([3.0, 3.05, 3.5, 5.0]), (2.9, 4.1), bins=12)
+    assert h.sum().value == 3  # the event outside the window is not counted in range
+    assert h.axes[0].edges[0] == pytest.approx(2.9)
