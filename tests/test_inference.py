@@ -188,7 +188,7 @@ def test_envelope_interval_spans_the_alternative_models():
     losses, pois = [], []
     for k, shift in enumerate((0.0, 0.05)):
         mu = zfit.Parameter(f"mu_env{k}", 0.0, -2.0, 2.0)
-        mean = zfit.ComposedParameter(f"mean_env{k}", lambda p, s=shift: p["mu"] + s, params={"mu": mu})
+        mean = zfit.ComposedParameter(f"mean_env{k}", lambda params, s=shift: params["mu"] + s, params={"mu": mu})
         losses.append(zfit.loss.UnbinnedNLL(zfit.pdf.Gauss(mean, 1.0, obs=obs), data))
         pois.append(mu)
     sigma = 1 / np.sqrt(2500)
