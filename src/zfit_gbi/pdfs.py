@@ -471,26 +471,35 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
                 x = tf.where((m >= lo) & (m < hi), x, u)
             return tf.concat([m, x], axis=1)
 
-        def draw(k):
+        def tilt_accept(s):
+            """Accept-reject by the variation's factor f(x, theta): accept with probability
+            f / f_max, f_max the largest factor on the variation's own Monte Carlo sample (or
+            in the batch, if larger). Exact up to events beyond the MC sample's largest factor;
+            sampling-importance-resampling with a few candidates is not (it under-tilts)."""
             if self.variation is None:
-                return nominal(k)
-            # exponential tilting by the variation: sampling-importance-resampling, 8 candidates
-            n_cand = 8
-            cand = nominal(k * n_cand)
-            vals = tf.concat([cand[:, 1:], cand[:, :1]], axis=1)
+                return tf.ones(tf.shape(s)[:1], tf.bool)
+            vals = tf.concat([s[:, 1:], s[:, :1]], axis=1)
             c = tf.numpy_function(lambda a: self.variation.columns(a[:, :nf], a[:, nf]), [vals], tf.float64)
             c = tf.reshape(c, [-1, self.variation.n_columns])
-            logw = tf.reshape(self.variation.log_factor(c, self._theta()), [-1, n_cand])
-            pick = tf.random.categorical(logw, 1, dtype=tf.int32)[:, 0]
-            cand = tf.reshape(cand, [-1, n_cand, nf + 1])
-            return tf.gather(cand, pick, batch_dims=1)
+            theta = self._theta()
+            logf = self.variation.log_factor(c, theta)
+            log_max = tf.maximum(tf.reduce_max(self.variation.log_factor(tf.constant(self.variation.mc_columns, tf.float64), theta)),
+                                 tf.reduce_max(logf))
+            u = tf.random.uniform(tf.shape(logf), dtype=tf.float64)
+            accept = tf.math.log(u) < logf - log_max
+            if self.sideband_constant is not None:  # the variation acts in the signal region only
+                lo, hi = self.sideband_constant
+                accept = accept | (s[:, 0] < lo) | (s[:, 0] >= hi)
+            return accept
 
-        if np.allclose(flo, gen.low) and np.allclose(fhi, gen.high):
-            s = draw(n)
+        full = np.allclose(flo, gen.low) and np.allclose(fhi, gen.high)
+        if full and self.variation is None:
+            s = nominal(n)
         else:
             mlo, mhi = _limits(limits, [self.resonant])
             lo, hi = np.concatenate([mlo, flo]), np.concatenate([mhi, fhi])
-            s = _rejection_sample(draw, _inside_fn(lo, hi), n, len(cols))
+            inside = _inside_fn(lo, hi)
+            s = _rejection_sample(nominal, lambda t: inside(t) & tilt_accept(t), n, len(cols))
         return tf.gather(s, order, axis=1)
 
 
