@@ -96,6 +96,13 @@ def test_run_writes_summary(tmp_path, bench, capsys):
     assert ps["minus_2_delta_nll"][0] > 1
     assert ps["minus_2_delta_nll"][-1] > 1
     assert "signal yield" in capsys.readouterr().out
+    # gbi plot re-draws them from the folder in another style, without refitting
+    before = (out / "postfit_mass.png").stat().st_mtime_ns
+    assert main(["plot", str(out), "--style", "LHCb", "--formats", "png", "--quiet"]) == 0
+    assert "wrote 5 files" in capsys.readouterr().out
+    assert (out / "postfit_mass.png").stat().st_mtime_ns > before
+    assert main(["plot", str(tmp_path / "nowhere")]) == 1
+    assert "no summary.json" in capsys.readouterr().err
     # the same config and seed give the same numbers
     out2 = tmp_path / "out2"
     assert main(["run", str(cfg), "--out", str(out2), "--quiet"]) == 0

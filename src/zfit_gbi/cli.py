@@ -20,7 +20,8 @@ log = logging.getLogger("zfit_gbi")
 EXAMPLES = {
     "demo": "gbi demo --out gbi-demo            # the embedded benchmark, about 3-4 minutes on 2 CPU cores",
     "run": "gbi run analysis.yaml --out results",
-    "inspect": "gbi inspect gbi-demo/background_generator",
+    "inspect": "gbi inspect gbi-demo/result/models/background",
+    "plot": "gbi plot gbi-demo/result --style ATLAS --label Internal",
 }
 
 
@@ -170,6 +171,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Re-draw the plots of a results folder (no retraining, no refit)."""
+    from .pipeline import replot
+
+    written = replot(args.folder, style=args.style, formats=args.formats, label=args.label)
+    print(f"wrote {len(written)} files in {args.folder}: {', '.join(written)}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -212,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     insp.add_argument("model", help="folder written by gbi (model.json + weights.npz)")
     insp.set_defaults(func=cmd_inspect)
+
+    plot = sub.add_parser(
+        "plot", parents=[common], help="re-draw the plots of a results folder (e.g. in another experiment's style)",
+        epilog=f"example:\n  {EXAMPLES['plot']}", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument("folder", help="a folder written by gbi run (summary.json, models/)")
+    plot.add_argument("--style", choices=["CMS", "ATLAS", "LHCb"], default=None, help="mplhep style (default: the run's)")
+    plot.add_argument("--formats", nargs="+", choices=["png", "pdf"], default=None, help="file formats (default: the run's)")
+    plot.add_argument("--label", default=None, help="text next to the experiment label (default: the run's)")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -24,7 +24,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "run", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "replot", "run", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
@@ -107,7 +107,6 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     from ._tf import tf  # noqa: F401
     from .inference import discovery, envelope_discovery, fit, profile_scan, upper_limit
     from .model import build_model
-    from .nuisances import EigenVariation
 
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -119,28 +118,13 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     seed = int(cfg.inference.seed)
 
     with _stage(timings, "read data", quiet):
-        data = read_events(d.path, d.columns, tree=d.tree)
-        if d.weight:
-            data = Events(data.values, data.columns, data[d.weight], data.source)
-        data = validate(data, [resonant, *features], what="data")
-        parts = windows.split(data, resonant)
+        parts, sim, box = _read_inputs(cfg)
         fit_events = parts["fit"]
-        s = cfg.signal.simulation
-        sim = read_events(s.path, s.columns, tree=s.tree)
-        sim = validate(sim, [resonant, *features], what="signal simulation")
-        sim = sim.select(windows.in_fit(sim[resonant]))
-        if len(sim) < 10:
-            raise DataError(f"{s.path}: only {len(sim)} signal-simulation events inside the fit window {windows.fit}")
-        # the feature box: the configured bounds, else the data and simulation range with a margin
-        both = Events(np.concatenate([fit_events.array(features), sim.array(features)]), features, source=str(d.path))
-        box = box_from_data(both, features, margin=d.bounds_margin)
-        for f, (lo, hi) in (d.bounds or {}).items():
-            box[f] = (float(lo), float(hi))
-        fit_events = validate(fit_events, [resonant, *features], box, what="data")
-        sim = validate(sim, [resonant, *features], box, what="signal simulation")
         counts = windows.counts(fit_events, resonant)
 
     treatment = cfg.nuisances.generator
+    poi_kind = cfg.inference.poi
+    ref = cfg.inference.reference_yield if poi_kind == "mu" else None
     k_min = 2 if treatment in ("eigen", "envelope", "updown") else 1
     with _stage(timings, "background generator", quiet):
         bkg_gen = _generator(cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]), features, resonant, box, "background", quiet, k_min)
@@ -150,23 +134,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         save(sig_gen, out / "models" / "signal")
 
     with _stage(timings, "model", quiet):
-        sr_m = parts["signal_region"][resonant]
-        variation = None
-        if treatment == "eigen":
-            variation = EigenVariation.from_ensemble(bkg_gen, sr_m, n_components=cfg.nuisances.n_eigen, n_mc=cfg.nuisances.n_mc, seed=seed)
-        elif treatment == "updown":
-            variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc)
-        poi_kind = cfg.inference.poi
-        ref = cfg.inference.reference_yield if poi_kind == "mu" else None
-        common = {
-            "resonant": resonant, "features": features, "windows": windows, "signal_generator": sig_gen,
-            "data_masses": fit_events[resonant], "signal_masses": sim[resonant], "signal_weights": sim.weights,
-            "background_mass": cfg.background.mass_shape, "signal_mass": cfg.signal.mass_shape,
-            "hisigma_sidebands": cfg.model.hisigma_sidebands, "sqrt_s": cfg.background.sqrt_s,
-            "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
-            "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass,
-        }
-        model = build_model(background_generator=bkg_gen, variation=variation, **common)
+        model, common = _build(cfg, bkg_gen, sig_gen, parts, sim, seed)
         loss = model.loss(fit_events)
 
     with _stage(timings, "fit", quiet):
@@ -233,6 +201,105 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events, dict[str, tuple[float, float]]]:
+    """The data split into windows, the signal simulation in the fit window and the feature box."""
+    d = cfg.data
+    features, resonant = tuple(d.features), d.resonant
+    windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+    data = read_events(d.path, d.columns, tree=d.tree)
+    if d.weight:
+        data = Events(data.values, data.columns, data[d.weight], data.source)
+    data = validate(data, [resonant, *features], what="data")
+    parts = windows.split(data, resonant)
+    s = cfg.signal.simulation
+    sim = read_events(s.path, s.columns, tree=s.tree)
+    sim = validate(sim, [resonant, *features], what="signal simulation")
+    sim = sim.select(windows.in_fit(sim[resonant]))
+    if len(sim) < 10:
+        raise DataError(f"{s.path}: only {len(sim)} signal-simulation events inside the fit window {windows.fit}")
+    # the feature box: the configured bounds, else the data and simulation range with a margin
+    both = Events(np.concatenate([parts["fit"].array(features), sim.array(features)]), features, source=str(d.path))
+    box = box_from_data(both, features, margin=d.bounds_margin)
+    for f, (lo, hi) in (d.bounds or {}).items():
+        box[f] = (float(lo), float(hi))
+    parts["fit"] = validate(parts["fit"], [resonant, *features], box, what="data")
+    sim = validate(sim, [resonant, *features], box, what="signal simulation")
+    return parts, sim, box
+
+
+def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The GBI model of the config (with its generator-error variation) and the keyword
+    arguments shared by every model of the run (the envelope builds one per member)."""
+    from .model import build_model
+    from .nuisances import EigenVariation
+
+    resonant, features = cfg.data.resonant, tuple(cfg.data.features)
+    windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+    treatment = cfg.nuisances.generator
+    sr_m = parts["signal_region"][resonant]
+    variation = None
+    if treatment == "eigen":
+        variation = EigenVariation.from_ensemble(bkg_gen, sr_m, n_components=cfg.nuisances.n_eigen, n_mc=cfg.nuisances.n_mc, seed=seed)
+    elif treatment == "updown":
+        variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc)
+    poi_kind = cfg.inference.poi
+    ref = cfg.inference.reference_yield if poi_kind == "mu" else None
+    common = {
+        "resonant": resonant, "features": features, "windows": windows, "signal_generator": sig_gen,
+        "data_masses": parts["fit"][resonant], "signal_masses": sim[resonant], "signal_weights": sim.weights,
+        "background_mass": cfg.background.mass_shape, "signal_mass": cfg.signal.mass_shape,
+        "hisigma_sidebands": cfg.model.hisigma_sidebands, "sqrt_s": cfg.background.sqrt_s,
+        "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
+        "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass,
+    }
+    return build_model(background_generator=bkg_gen, variation=variation, **common), common
+
+
+def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:
+    """Re-draw the plots of a finished ``gbi run`` folder (e.g. in another experiment's style)
+    from its summary.json, saved generators and the data files its config names; returns the
+    written file names. Nothing is retrained or refitted: the parameters are the summary's."""
+    import zfit
+
+    from ._tf import tf  # noqa: F401
+    from .config import validate_config
+    from .inference import LimitResult
+
+    out = Path(out)
+    path = out / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        raw = dict(summary["config"])
+    except FileNotFoundError:
+        raise DataError(f"{out}: no summary.json; is this a folder written by `gbi run`?") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a gbi summary ({err})") from None
+    for what in ("background", "signal"):
+        raw[what] = {**raw[what], "generator": {"path": str(out / "models" / what)}}
+    plots = {**raw.get("plots", {}), "enabled": True}
+    for key, value in (("style", style), ("formats", formats), ("label", label)):
+        if value is not None:
+            plots[key] = value
+    raw["plots"] = plots
+    cfg = validate_config(raw, source=path)
+    seed = int(cfg.inference.seed)
+    parts, sim, box = _read_inputs(cfg)
+    features, resonant = tuple(cfg.data.features), cfg.data.resonant
+    bkg_gen = _generator(cfg.background.generator, parts["sidebands"], features, resonant, box, "background", True)
+    sig_gen = _generator(cfg.signal.generator, sim, features, resonant, box, "signal", True)
+    model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed)
+    values = summary.get("parameters", {})
+    params = [p for p in model.loss(parts["fit"]).get_params(floating=True) if p.name in values]
+    zfit.param.set_values(params, [values[p.name]["value"] for p in params])
+    result = {"profile_scan": summary["profile_scan"]} if summary.get("profile_scan") else {}
+    limit = None
+    ul = summary.get("upper_limit")
+    if ul and ul.get("scan"):
+        limit = LimitResult(ul["cl"], ul["observed"], tuple(ul["expected"]), ul["calculator"], ul["scan"])
+    windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+    return _plots(cfg, out, model, parts["fit"], windows, bkg_gen, sig_gen, result, limit, seed)
 
 
 def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bkg_gen: Any, sig_gen: Any,
