@@ -117,3 +117,19 @@ def test_run_config_error(tmp_path, bench, capsys):
     assert "windows" in err
     assert "Traceback" not in err
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_scan(tmp_path, bench, capsys):
+    """gbi scan: one set of generators, a fit and a local significance per hypothesised mass,
+    scan.json and the local-p0 plot; masses outside the fit window are an error naming them."""
+    cfg = _tiny_config(tmp_path, bench)
+    out = tmp_path / "scan"
+    assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2", "--quiet"]) == 0
+    res = json.loads((out / "scan.json").read_text())
+    assert [r["mass"] for r in res["rows"]] == [3.4, 3.6]
+    assert all(r["fit_valid"] and r["significance"] >= 0 for r in res["rows"])
+    assert (out / "scan_p0.png").exists()
+    assert "local Z" in capsys.readouterr().out
+    assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "5.0", "2", "--quiet"]) == 1
+    assert "scan masses [5.0] lie outside the fit window" in capsys.readouterr().err
+    assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2.5"]) == 2

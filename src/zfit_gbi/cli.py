@@ -22,6 +22,7 @@ EXAMPLES = {
     "run": "gbi run analysis.yaml --out results",
     "inspect": "gbi inspect gbi-demo/result/models/background",
     "plot": "gbi plot gbi-demo/result --style ATLAS --label Internal",
+    "scan": "gbi scan gbi-demo/demo.yaml --out scan --masses 3.35 3.65 7",
 }
 
 
@@ -171,6 +172,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Mass scan over signal-region hypotheses with one set of generators."""
+    import numpy as np
+
+    from .config import load_config
+    from .pipeline import scan
+
+    cfg = load_config(args.config)
+    lo, hi, n = args.masses
+    if int(n) != n or n < 1:
+        print(f"gbi: error: --masses LOW HIGH N needs an integer N >= 1, got {n:g}", file=sys.stderr)
+        return 2
+    res = scan(cfg, args.out, np.linspace(lo, hi, int(n)), quiet=args.quiet)
+    rows = []
+    for r in res["rows"]:
+        if not r.get("fit_valid"):
+            rows.append([f"{r['mass']:.4g}", "fit failed", "", "", ""])
+            continue
+        lim = f"{r['observed']:.1f}" if "observed" in r else ""
+        exp = f"{r['expected'][2]:.1f}" if "expected" in r else ""
+        rows.append([f"{r['mass']:.4g}", f"{r['signal_yield']:.1f} +- {r['signal_yield_error']:.1f}", f"{r['significance']:.2f}", lim, exp])
+    print(_table(rows, ["mass", "signal yield", "local Z", "CLs obs", "CLs exp"]))
+    print(f"wrote {Path(args.out) / 'scan.json'}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """Re-draw the plots of a results folder (no retraining, no refit)."""
     from .pipeline import replot
@@ -222,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     insp.add_argument("model", help="folder written by gbi (model.json + weights.npz)")
     insp.set_defaults(func=cmd_inspect)
+
+    scanp = sub.add_parser(
+        "scan", parents=[common], help="mass scan: fit, local significance and CLs limit at each hypothesised mass",
+        epilog=f"example:\n  {EXAMPLES['scan']}", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scanp.add_argument("config", help="the YAML config (as for gbi run; signal.mass is overridden)")
+    scanp.add_argument("--out", required=True, help="output folder (scan.json, models/, plots)")
+    scanp.add_argument("--masses", nargs=3, type=float, required=True, metavar=("LOW", "HIGH", "N"),
+                       help="N hypothesised masses from LOW to HIGH (resonant variable's unit)")
+    scanp.set_defaults(func=cmd_scan)
 
     plot = sub.add_parser(
         "plot", parents=[common], help="re-draw the plots of a results folder (e.g. in another experiment's style)",

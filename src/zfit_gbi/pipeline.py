@@ -24,7 +24,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "replot", "run", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "replot", "run", "scan", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
@@ -229,9 +229,12 @@ def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events, dict[str, tuple[f
     return parts, sim, box
 
 
-def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int) -> tuple[Any, dict[str, Any]]:
+def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int, *,
+           prefix: str = "", mass: float | None = None) -> tuple[Any, dict[str, Any]]:
     """The GBI model of the config (with its generator-error variation) and the keyword
-    arguments shared by every model of the run (the envelope builds one per member)."""
+    arguments shared by every model of the run (the envelope builds one per member).
+    ``prefix`` makes every parameter name unique (several models in one process); ``mass``
+    overrides ``signal.mass``."""
     from .model import build_model
     from .nuisances import EigenVariation
 
@@ -241,9 +244,10 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
     sr_m = parts["signal_region"][resonant]
     variation = None
     if treatment == "eigen":
-        variation = EigenVariation.from_ensemble(bkg_gen, sr_m, n_components=cfg.nuisances.n_eigen, n_mc=cfg.nuisances.n_mc, seed=seed)
+        variation = EigenVariation.from_ensemble(bkg_gen, sr_m, n_components=cfg.nuisances.n_eigen, n_mc=cfg.nuisances.n_mc, seed=seed,
+                                                 prefix=f"{prefix}gen_eigen")
     elif treatment == "updown":
-        variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc)
+        variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc, prefix=f"{prefix}gen_updown")
     poi_kind = cfg.inference.poi
     ref = cfg.inference.reference_yield if poi_kind == "mu" else None
     common = {
@@ -252,9 +256,88 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
         "background_mass": cfg.background.mass_shape, "signal_mass": cfg.signal.mass_shape,
         "hisigma_sidebands": cfg.model.hisigma_sidebands, "sqrt_s": cfg.background.sqrt_s,
         "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
-        "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass,
+        "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass if mass is None else mass,
     }
-    return build_model(background_generator=bkg_gen, variation=variation, **common), common
+    return build_model(background_generator=bkg_gen, variation=variation, prefix=prefix, **common), common
+
+
+def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:
+    """Mass scan: the generators are trained (or loaded) once, then for every hypothesised
+    signal mass the simulation-fitted signal shape is moved there (``signal.mass``), the model
+    is fitted and the discovery test and the CLs limit are computed (asymptotic). Writes
+    ``out/scan.json`` (one row per mass), the trained models, and the Brazil band and local-p0
+    plots; returns the scan.
+
+    Args:
+        masses: Hypothesised signal masses (resonant variable's unit), inside the fit window.
+    """
+    from tqdm.auto import tqdm
+
+    from ._tf import tf  # noqa: F401
+    from .inference import FitError, discovery, fit, upper_limit
+
+    out = Path(out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    masses = np.asarray(masses, dtype=float)
+    windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+    bad = masses[~((masses > windows.fit[0]) & (masses < windows.fit[1]))]
+    if bad.size:
+        raise DataError(f"scan masses {bad.tolist()} lie outside the fit window {list(windows.fit)}")
+    seed = int(cfg.inference.seed)
+    features, resonant = tuple(cfg.data.features), cfg.data.resonant
+    timings: dict[str, float] = {}
+    with _stage(timings, "read data", quiet):
+        parts, sim, box = _read_inputs(cfg)
+    k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") else 1
+    with _stage(timings, "generators", quiet):
+        bkg_gen = _generator(cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]), features, resonant, box, "background", quiet, k_min)
+        save(bkg_gen, out / "models" / "background")
+        sig_gen = _generator(cfg.signal.generator, sim, features, resonant, box, "signal", quiet)
+        save(sig_gen, out / "models" / "signal")
+    ul = cfg.inference.upper_limit
+    scale = cfg.inference.reference_yield if cfg.inference.poi == "mu" else 1.0
+    rows = []
+    with _stage(timings, "scan", quiet):
+        for i, m in enumerate(tqdm(masses, desc="mass scan", unit="mass", disable=quiet or None)):
+            model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed, prefix=f"scan{i}_", mass=float(m))
+            model.reset(len(parts["fit"]))
+            loss = model.loss(parts["fit"])
+            row: dict[str, Any] = {"mass": float(m)}
+            try:
+                f = fit(loss, model.poi, minos=False)
+            except FitError as err:
+                rows.append({**row, "fit_valid": False, "error": str(err)})
+                continue
+            d = discovery(loss, model.poi, n_asimov=cfg.inference.n_asimov, seed=seed)
+            row.update({"fit_valid": True, "signal_yield": f.poi_value * scale, "signal_yield_error": f.errors[model.poi.name] * scale,
+                        "q0": d.q0, "p0": d.p0, "significance": d.significance})
+            if ul is not None:
+                lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
+                row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
+            rows.append(row)
+    result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": _versions(),
+              "config": json.loads(cfg.model_dump_json())}
+    write_json_atomic(out / "scan.json", result)
+    if cfg.plots.enabled:
+        from . import plotting as P
+
+        ok = [r for r in rows if r.get("fit_valid")]
+        unit = cfg.plots.unit
+        with P.style(cfg.plots.style) as exp:
+            written = []
+            if ok and "observed" in ok[0]:
+                fig, ax = P.plt.subplots(figsize=(8, 6))
+                P.plot_brazil([r["mass"] for r in ok], [r["observed"] for r in ok], [r["expected"] for r in ok], ax=ax,
+                              cl=ul.cl, mass_label=f"${resonant}$ [{unit}]", experiment=exp, text=cfg.plots.label)
+                written += P.save(fig, out / "scan_limits", cfg.plots.formats)
+            if ok:
+                fig, ax = P.plt.subplots(figsize=(8, 6))
+                P.plot_p0_scan([r["mass"] for r in ok], [r["p0"] for r in ok], ax=ax, mass_label=f"${resonant}$ [{unit}]",
+                               experiment=exp, text=cfg.plots.label)
+                written += P.save(fig, out / "scan_p0", cfg.plots.formats)
+        result["plots"] = sorted(p.name for p in written)
+        write_json_atomic(out / "scan.json", result)
+    return result
 
 
 def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:
@@ -339,7 +422,7 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
     return sorted(p.name for p in written)
 
 
-def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc: int):
+def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc: int, prefix: str = "gen_updown"):
     """Up/down generators from an ensemble: the two members whose mean log-density on the
     nominal's own signal-region samples is highest and lowest (the ensemble's extremes)."""
     from .nuisances import UpDownVariation
@@ -349,4 +432,4 @@ def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc
     x = ens.sample(len(m), m[:, None], seed=seed)
     scores = ens.member_log_probs(x, m[:, None]).mean(axis=1)
     up, down = ens.members[int(np.argmax(scores))], ens.members[int(np.argmin(scores))]
-    return UpDownVariation.from_generators(ens, up, down, masses, n_mc=n_mc, seed=seed)
+    return UpDownVariation.from_generators(ens, up, down, masses, n_mc=n_mc, seed=seed, prefix=prefix)

@@ -372,14 +372,15 @@ def plot_brazil(
     ax.fill_between(m, e[:, 1], e[:, 3], color="#5ac85a", label=r"Expected $\pm 1\sigma$", lw=0)
     ax.plot(m, e[:, 2], "k--", lw=1.5, label="Expected")
     ax.plot(m, np.asarray(observed, float), "ko-", ms=4, lw=1.5, label="Observed")
-    ax.set_xlim(m.min(), m.max())
+    if len(m) > 1:
+        ax.set_xlim(m.min(), m.max())
     ax.set_xlabel(mass_label)
     ax.set_ylabel(f"{limit_label} ({cl:.0%} CL)".replace("%", r"\%") if plt.rcParams.get("text.usetex") else f"{limit_label} ({cl:.0%} CL)")
     if log:
         ax.set_yscale("log")
     else:
-        ax.set_ylim(0, 1.35 * np.nanmax(np.r_[e[:, 4], np.asarray(observed, float)]))
-    ax.legend(loc="upper right", fontsize="small")
+        ax.set_ylim(0, 1.6 * np.nanmax(np.r_[e[:, 4], np.asarray(observed, float)]))
+    ax.legend(loc="upper right", fontsize="small", ncol=2)
     _label(ax, experiment, text)
     return ax
 
@@ -393,13 +394,16 @@ def plot_p0_scan(masses: Sequence[float], p0: Sequence[float], *, ax=None, mass_
     ax.plot(m, p, "ko-", ms=4, lw=1.5, label="Observed local $p_0$")
     ax.set_yscale("log")
     lo = min(p.min() * 0.3, norm.sf(max_sigma) * 0.3)
-    for k in range(1, max_sigma + 1):
+    z_max = float(norm.isf(lo))
+    step = 1 if z_max <= max_sigma + 1 else int(np.ceil(z_max / max_sigma))  # e.g. 5, 10, 15 sigma for huge excesses
+    for k in range(step, int(z_max) + 1, step):
         pk = norm.sf(k)
         if pk >= lo:
             ax.axhline(pk, color="#e42536", lw=0.8, ls="--")
             ax.text(m.max(), pk, f"{k}$\\sigma$ ", ha="right", va="bottom", fontsize="small", color="#e42536")
     ax.set_ylim(lo, 2.0)
-    ax.set_xlim(m.min(), m.max())
+    if len(m) > 1:
+        ax.set_xlim(m.min(), m.max())
     ax.set_xlabel(mass_label)
     ax.set_ylabel("Local $p_0$")
     ax.legend(loc="lower left", fontsize="small")
