@@ -501,13 +501,22 @@ def envelope_interval(losses: Sequence, pois: Sequence[zfit.Parameter], *, minos
 
     Returns:
         ``{"value", "error_low", "error_high", "best_model", "values", "errors", "nll"}``: the
-        envelope's minimum and interval, and per model its fitted POI, Hesse error and NLL.
+        envelope's minimum and interval, and per model its fitted POI, Hesse error and NLL
+        (models whose minimum has a degenerate, zero POI error are left out, with a warning).
     """
     fits = [fit(loss, poi, minos=minos) for loss, poi in zip(losses, pois, strict=True)]
+    hesse = np.array([f.errors[f.poi] for f in fits])
+    usable = np.isfinite(hesse) & (hesse > 1e-6 * max(float(np.nanmax(hesse)), 1e-300))
+    if not usable.all():  # a degenerate minimum (zero curvature error) would collapse the envelope
+        log.warning("envelope: ignoring model(s) %s with a degenerate POI error", np.flatnonzero(~usable).tolist())
+    if not usable.any():
+        msg = "no model of the envelope has a usable POI error"
+        raise FitError(msg)
+    fits = [f for f, ok in zip(fits, usable, strict=True) if ok]
     nll = np.array([f.nll for f in fits])
     vals = np.array([f.poi_value for f in fits])
-    lo = np.array([f.poi_error_low for f in fits])
-    hi = np.array([f.poi_error_high for f in fits])
+    lo = np.array([f.poi_error_low if f.poi_error_low > 0 else f.errors[f.poi] for f in fits])
+    hi = np.array([f.poi_error_high if f.poi_error_high > 0 else f.errors[f.poi] for f in fits])
     span = np.max(np.maximum(lo, hi))
     grid = np.linspace(vals.min() - 4 * span, vals.max() + 4 * span, 20001)
     d = grid[None, :] - vals[:, None]
