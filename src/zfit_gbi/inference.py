@@ -177,9 +177,18 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
             result.errors(params=[poi], name="minos", method="minuit_minos")
             mn = result.params[poi]["minos"]
             err_lo, err_hi = abs(float(mn["lower"])), abs(float(mn["upper"]))
-            method = "minos"
+            zfit.param.set_values(params, [best[p] for p in params])
+            # Minos can end on an invalid inner minimum and still return numbers (seen on the
+            # GBI model: +32.8 where the profile crosses 1 at +24.2): check its edges on the profile
+            q = 2 * (np.asarray(_conditional_nll(loss, poi, [best[poi] - err_lo, best[poi] + err_hi])) - float(result.fmin))
+            if np.all(np.abs(q - 1) < 0.1):
+                method = "minos"
+            else:
+                msg = f"its interval edges give -2 Delta ln L = {q[0]:.2f}, {q[1]:.2f} instead of 1"
+                raise RuntimeError(msg)
         except Exception as err:  # noqa: BLE001  (Minos fails where its inner Migrad does not converge)
             log.info("Minos failed for %s (%s); profiling the likelihood instead", poi.name, err)
+            err_lo = err_hi = hesse
             zfit.param.set_values(params, [best[p] for p in params])
             try:
                 err_lo, err_hi = _profile_errors(loss, poi, best[poi], hesse, float(result.fmin))
