@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 from pathlib import Path
@@ -26,13 +25,9 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from zfit_gbi.pipeline import versions as package_versions
 
-    out = {}
-    for pkg in ("zfit-gbi", "zfit", "hepstats", "pyhf", "tensorflow", "tensorflow-probability", "iminuit", "numpy"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
+    return package_versions()
 
 
 def device() -> str:

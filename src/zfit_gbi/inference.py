@@ -71,7 +71,7 @@ class _Minuit(zfit.minimize.Minuit):
         super().__init__(*args, **kwargs)
         self._poi = poi
 
-    def _feasible_start(self, loss, ps: list, start: list[float]) -> None:
+    def _feasible_start(self, ps: list, start: list[float]) -> None:
         zfit.param.set_values(ps, start)
         if self._poi is not None and any(p is self._poi for p in ps) and float(self._poi.value()) < 0:
             self._poi.set_value(0.0)
@@ -82,13 +82,13 @@ class _Minuit(zfit.minimize.Minuit):
         ps = list(params) if params is not None else list(loss.get_params(floating=True))
         start = [float(p.value()) for p in ps]
         if not np.isfinite(float(loss.value())):
-            self._feasible_start(loss, ps, start)
+            self._feasible_start(ps, start)
         else:
             try:
                 return super().minimize(loss, params=params, init=init)
             except (FailMinimizeNaN, RuntimeError) as err:
                 log.info("minimization reached the NaN region (%s); restarting from a feasible point", type(err).__name__)
-            self._feasible_start(loss, ps, start)
+            self._feasible_start(ps, start)
         retry = zfit.minimize.Minuit(gradient="zfit", tol=self.tol, verbosity=0, mode=2, strategy=make_pushback_strategy(nan_penalty=100, nan_tol=1000))
         try:
             return retry.minimize(loss, params=params, init=init)

@@ -24,7 +24,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "replot", "run", "scan", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "replot", "run", "scan", "versions", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
@@ -55,11 +55,12 @@ def _stage(timings: dict[str, float], name: str, quiet: bool):
     timings[name] = round(time.perf_counter() - t, 3)
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on (``unknown`` if absent)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("zfit-gbi", "zfit", "hepstats", "tensorflow", "tensorflow-probability", "iminuit", "numpy"):
+    for pkg in ("zfit-gbi", "zfit", "hepstats", "pyhf", "tensorflow", "tensorflow-probability", "iminuit", "numpy"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -100,6 +101,23 @@ def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str,
     )
 
 
+def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out: Path | None, timings: dict[str, float],
+                quiet: bool) -> tuple[Flow | FlowEnsemble, Flow | FlowEnsemble]:
+    """The background generator (sidebands) and the signal generator (simulation), trained or
+    loaded as the config says, and saved under ``out/models`` unless ``out`` is None."""
+    features, resonant = tuple(cfg.data.features), cfg.data.resonant
+    k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") else 1
+    gens = []
+    for what, g, events in (("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features])),
+                            ("signal", cfg.signal.generator, sim)):
+        with _stage(timings, f"{what} generator", quiet):
+            gen = _generator(g, events, features, resonant, box, what, quiet, k_min if what == "background" else 1)
+            if out is not None:
+                save(gen, out / "models" / what)
+        gens.append(gen)
+    return gens[0], gens[1]
+
+
 def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     """Run the analysis described by a validated config; returns the summary (also written)."""
     import zfit
@@ -111,9 +129,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    d = cfg.data
-    features = tuple(d.features)
-    resonant = d.resonant
+    resonant = cfg.data.resonant
     windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
     seed = int(cfg.inference.seed)
 
@@ -124,18 +140,12 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
 
     treatment = cfg.nuisances.generator
     poi_kind = cfg.inference.poi
-    ref = cfg.inference.reference_yield if poi_kind == "mu" else None
-    k_min = 2 if treatment in ("eigen", "envelope", "updown") else 1
-    with _stage(timings, "background generator", quiet):
-        bkg_gen = _generator(cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]), features, resonant, box, "background", quiet, k_min)
-        save(bkg_gen, out / "models" / "background")
-    with _stage(timings, "signal generator", quiet):
-        sig_gen = _generator(cfg.signal.generator, sim, features, resonant, box, "signal", quiet)
-        save(sig_gen, out / "models" / "signal")
+    bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
 
     with _stage(timings, "model", quiet):
         model, common = _build(cfg, bkg_gen, sig_gen, parts, sim, seed)
         loss = model.loss(fit_events)
+        scale = model.reference_yield if poi_kind == "mu" else 1.0  # POI units -> signal events
 
     with _stage(timings, "fit", quiet):
         summary_fit = fit(loss, model.poi, minos=cfg.inference.minos)
@@ -161,7 +171,6 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             scan = None if ul.scan is None else np.linspace(ul.scan[0], ul.scan[1], ul.n_points)
             lim = upper_limit(loss, model.poi, cl=ul.cl, calculator=ul.calculator, scan=scan, n_points=ul.n_points,
                               n_toys=ul.n_toys, n_asimov=cfg.inference.n_asimov, seed=seed)
-            scale = ref if poi_kind == "mu" else 1.0
             result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
                                      "calculator": lim.calculator, "scan": lim.scan}
 
@@ -180,7 +189,6 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             plots = _plots(cfg, out, model, fit_events, windows, bkg_gen, sig_gen, result, lim if cfg.inference.upper_limit is not None else None, seed)
 
     s = summary_fit
-    scale = ref if poi_kind == "mu" else 1.0
     summary = {
         "signal_yield": {"value": s.poi_value * scale, "error_low": s.poi_error_low * scale, "error_high": s.poi_error_high * scale, "error_method": s.poi_error_method},
         "mu": {"value": s.poi_value, "error_low": s.poi_error_low, "error_high": s.poi_error_high} if poi_kind == "mu" else None,
@@ -196,7 +204,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         "windows": {"fit": list(windows.fit), "signal_region": list(windows.signal_region)},
         "plots": plots,
         "timings": timings,
-        "versions": _versions(),
+        "versions": versions(),
         "config": json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else None,
     }
     write_json_atomic(out / "summary.json", summary)
@@ -284,16 +292,11 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     if bad.size:
         raise DataError(f"scan masses {bad.tolist()} lie outside the fit window {list(windows.fit)}")
     seed = int(cfg.inference.seed)
-    features, resonant = tuple(cfg.data.features), cfg.data.resonant
+    resonant = cfg.data.resonant
     timings: dict[str, float] = {}
     with _stage(timings, "read data", quiet):
         parts, sim, box = _read_inputs(cfg)
-    k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") else 1
-    with _stage(timings, "generators", quiet):
-        bkg_gen = _generator(cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]), features, resonant, box, "background", quiet, k_min)
-        save(bkg_gen, out / "models" / "background")
-        sig_gen = _generator(cfg.signal.generator, sim, features, resonant, box, "signal", quiet)
-        save(sig_gen, out / "models" / "signal")
+    bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
     ul = cfg.inference.upper_limit
     scale = cfg.inference.reference_yield if cfg.inference.poi == "mu" else 1.0
     rows = []
@@ -315,7 +318,7 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
                 lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
                 row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
             rows.append(row)
-    result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": _versions(),
+    result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": versions(),
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "scan.json", result)
     if cfg.plots.enabled:
@@ -369,9 +372,7 @@ def replot(out: str | Path, *, style: str | None = None, formats: list[str] | No
     cfg = validate_config(raw, source=path)
     seed = int(cfg.inference.seed)
     parts, sim, box = _read_inputs(cfg)
-    features, resonant = tuple(cfg.data.features), cfg.data.resonant
-    bkg_gen = _generator(cfg.background.generator, parts["sidebands"], features, resonant, box, "background", True)
-    sig_gen = _generator(cfg.signal.generator, sim, features, resonant, box, "signal", True)
+    bkg_gen, sig_gen = _generators(cfg, parts, sim, box, None, {}, True)
     model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed)
     values = summary.get("parameters", {})
     params = [p for p in model.loss(parts["fit"]).get_params(floating=True) if p.name in values]

@@ -375,7 +375,7 @@ def plot_brazil(
     if len(m) > 1:
         ax.set_xlim(m.min(), m.max())
     ax.set_xlabel(mass_label)
-    ax.set_ylabel(f"{limit_label} ({cl:.0%} CL)".replace("%", r"\%") if plt.rcParams.get("text.usetex") else f"{limit_label} ({cl:.0%} CL)")
+    ax.set_ylabel(f"{limit_label} ({100 * cl:g} % CL)")
     if log:
         ax.set_yscale("log")
     else:
