@@ -133,3 +133,60 @@ def test_scan(tmp_path, bench, capsys):
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "5.0", "2", "--quiet"]) == 1
     assert "scan masses [5.0] lie outside the fit window" in capsys.readouterr().err
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2.5"]) == 2
+
+
+def test_binned_backend_and_export(tmp_path, bench, capsys):
+    """backend both: the binned (pyhf) results next to the unbinned ones, the workspace files
+    written; gbi export-pyhf with the saved generators writes a workspace plain pyhf reads."""
+    import pyhf
+    import yaml
+
+    from pyhf_gbi import infer as B
+
+    ens = {"type": "maf-affine", "layers": 2, "hidden": 16, "epochs": 3, "batch_size": 256, "seed": 1, "ensemble": 2}
+    cfg = _tiny_config(tmp_path, bench, nuisances={"generator": "eigen", "n_eigen": 1},
+                       inference={"discovery": True, "backend": "both", "profile_points": 0},
+                       binned={"mass_bins": 2, "score_bins": 3, "n_generated": 20000})
+    raw = yaml.safe_load(cfg.read_text())
+    raw["background"]["generator"] = ens
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "both"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert "binned (pyhf) yield" in capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["backend"] == "both"
+    z, b = s["results"]["zfit"], s["results"]["pyhf"]
+    assert z["signal_yield"] == s["signal_yield"]
+    assert b["bins"]["mass"] == 2
+    assert b["workspace"] == ["workspace.json", "workspace_portable.json"]
+    assert "gen_eigen_0" in b["variations"]
+    assert b["discovery"]["significance"] >= 0
+    assert b["signal_yield"]["error_low"] > 0
+    for name in ("postfit_binned.png", "postfit_mass.png"):
+        assert name in s["plots"]
+    # export with the run's saved generators (no retraining); portable: plain pyhf reads it
+    raw["background"]["generator"] = {"path": str(out / "models" / "background")}
+    raw["signal"]["generator"] = {"path": str(out / "models" / "signal")}
+    cfg.write_text(yaml.safe_dump(raw))
+    ws_path = tmp_path / "export" / "workspace.json"
+    assert main(["export-pyhf", str(cfg), "--out", str(ws_path), "--quiet"]) == 0
+    assert "histosys:gen_eigen_0" in capsys.readouterr().out
+    spec = json.loads(ws_path.read_text())
+    ws = pyhf.Workspace(spec)
+    assert ws.model().config.poi_name == "n_sig"
+    lim = B.upper_limit(spec)
+    assert 0 < lim.expected[2] < lim.expected[4]
+    assert main(["export-pyhf", str(tmp_path / "missing.yaml"), "--out", str(ws_path)]) == 1
+    # backend pyhf alone: the binned results are the run's results
+    raw["inference"]["backend"] = "pyhf"
+    raw["plots"] = {"enabled": False}
+    cfg.write_text(yaml.safe_dump(raw))
+    only = tmp_path / "pyhf_only"
+    assert main(["run", str(cfg), "--out", str(only), "--quiet"]) == 0
+    s1 = json.loads((only / "summary.json").read_text())
+    assert s1["backend"] == "pyhf"
+    assert set(s1["results"]) == {"pyhf"}
+    assert s1["signal_yield"]["value"] == pytest.approx(b["signal_yield"]["value"], rel=1e-3)
+    assert "gen_eigen_0" in s1["nuisances"]
+    assert main(["plot", str(only)]) == 1
+    assert "binned-only run" in capsys.readouterr().err

@@ -416,19 +416,29 @@ def test_validate_config_without_a_file(monkeypatch, folder: Path) -> None:
 
 
 def test_backend_plots_and_profile_keys(folder: Path) -> None:
-    """The binned backend is rejected with a reason until it exists; plots and the profile scan
-    are configurable and their values checked."""
+    """The binned backend takes asymptotic calculators and eigen/updown nuisances only; the
+    binned section, plots and the profile scan are configurable and their values checked."""
     cfg = raw()
     cfg["inference"]["backend"] = "pyhf"
+    cfg["inference"]["upper_limit"] = {"calculator": "toys"}
+    cfg["binned"] = {"mass_bins": 0, "modifier": "shapesys"}
     cfg["inference"]["profile_points"] = 2
     cfg["plots"] = {"style": "Belle", "formats": ["png", "svg"]}
     msg = error(folder, cfg)
-    assert "inference.backend: 'pyhf' is not available yet" in msg
+    assert "inference.upper_limit.calculator: 'toys' is available for the zfit backend only (backend is 'pyhf')" in msg
+    assert "binned.mass_bins" in msg
+    assert "binned.modifier: unknown value 'shapesys'" in msg
     assert "inference.profile_points: 2: use 0 (no scan) or at least 3" in msg
     assert "plots.style: unknown value 'Belle'; allowed values: CMS, ATLAS, LHCb" in msg
     assert "plots.formats[1]: unknown value 'svg'; allowed values: 'png' or 'pdf'" in msg
+    cfg = raw()
+    cfg["inference"]["backend"] = "both"
+    cfg["nuisances"] = {"generator": "envelope"}
+    cfg["background"]["generator"]["ensemble"] = 3
+    assert "nuisances.generator: 'envelope' (profiling over models) has no binned equivalent" in error(folder, cfg)
     cfg = raw()
     cfg["plots"] = {"style": "ATLAS", "label": "Open Data", "enabled": False}
     run = load_config(write(folder, cfg))
     assert (run.plots.style, run.plots.label, run.plots.enabled, run.plots.formats) == ("ATLAS", "Open Data", False, ["png", "pdf"])
     assert run.inference.profile_points == 15
+    assert (run.binned.mass_bins, run.binned.score_bins, run.binned.modifier) == (4, 10, "custom")

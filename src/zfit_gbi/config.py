@@ -26,6 +26,9 @@ A config is a YAML mapping::
       generator: eigen             # none | envelope | eigen | updown
     model:
       hisigma_sidebands: false
+    binned:                        # the pyhf route (inference.backend: pyhf | both)
+      mass_bins: 4
+      score_bins: 10
     inference:
       discovery: true
       upper_limit: {cl: 0.95, calculator: asymptotic}   # asymptotic | toys
@@ -576,8 +579,8 @@ class InferenceConfig(_Section):
         minos: Asymmetric (Minos) errors of the POI besides Hesse.
         n_asimov: Size of the weighted Asimov sample of the asymptotic calculator.
         seed: Seed for toys and Asimov samples (a repeated run gives the same numbers).
-        backend: ``zfit`` (unbinned). ``pyhf`` (binned templates) and ``both`` are reserved
-            for the binned route and rejected until it exists.
+        backend: ``zfit`` (unbinned), ``pyhf`` (binned templates, :mod:`pyhf_gbi`; settings in
+            the ``binned`` section) or ``both`` (side by side in the summary).
         profile_points: POI values of the profile-likelihood scan written to the summary and
             plotted (0: no scan).
     """
@@ -597,8 +600,10 @@ class InferenceConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> InferenceConfig:
         p: list[tuple[str, str]] = []
-        if self.backend != "zfit":
-            p.append(("backend", f"{self.backend!r} is not available yet: the binned pyhf route is not built in this version; use 'zfit'"))
+        if self.backend != "zfit" and self.upper_limit is not None and self.upper_limit.calculator == "toys":
+            p.append(("upper_limit.calculator", f"'toys' is available for the zfit backend only (backend is {self.backend!r}); use 'asymptotic'"))
+        if self.backend != "zfit" and self.discovery and self.discovery_calculator == "toys":
+            p.append(("discovery_calculator", f"'toys' is available for the zfit backend only (backend is {self.backend!r}); use 'asymptotic'"))
         if 0 < self.profile_points < 3:
             p.append(("profile_points", f"{self.profile_points}: use 0 (no scan) or at least 3"))
         if self.poi == "mu" and self.reference_yield is None:
@@ -610,6 +615,26 @@ class InferenceConfig(_Section):
             )
         _problems(p)
         return self
+
+
+class BinnedConfig(_Section):
+    """The binned route (``inference.backend: pyhf | both`` and ``gbi export-pyhf``).
+
+    Args:
+        mass_bins: Equal-width bins of the resonant variable across the signal region.
+        score_bins: Bins of the learned score log p_S(x|m) - log p_B(x|m) (0: mass bins only);
+            edges at quantiles of the signal's score.
+        n_generated: Generated background events for the templates (their MC error enters as
+            ``staterror``).
+        modifier: How generator variations enter: ``custom`` (the ``gbi_expshape`` modifier,
+            the unbinned route's exponential shape-only interpolation) or ``histosys``
+            (standard HistFactory, portable).
+    """
+
+    mass_bins: Annotated[StrictInt, Field(ge=1, le=200)] = 4
+    score_bins: Annotated[StrictInt, Field(ge=0, le=200)] = 10
+    n_generated: Annotated[StrictInt, Field(ge=1000)] = 200_000
+    modifier: Literal["custom", "histosys"] = "custom"
 
 
 class PlotsConfig(_Section):
@@ -651,6 +676,7 @@ class RunConfig(_Section):
     nuisances: NuisanceConfig = Field(default_factory=NuisanceConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    binned: BinnedConfig = Field(default_factory=BinnedConfig)
     plots: PlotsConfig = Field(default_factory=PlotsConfig)
 
     @model_validator(mode="after")
@@ -672,6 +698,8 @@ class RunConfig(_Section):
                 ("signal.mass", f"{_fmt(m)} is outside the fit window [{_fmt(f0)}, {_fmt(f1)}]")
             )
         gen, kind = self.background.generator, self.nuisances.generator
+        if kind == "envelope" and self.inference.backend != "zfit":
+            p.append(("nuisances.generator", f"'envelope' (profiling over models) has no binned equivalent for inference.backend {self.inference.backend!r}; use 'eigen' or 'updown'"))
         if kind in ("envelope", "eigen", "updown") and not gen.is_saved:
             if gen.ensemble < 2:
                 msg = f"{kind!r} needs an ensemble: set background.generator.ensemble >= 2 (it is {gen.ensemble})"

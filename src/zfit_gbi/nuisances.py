@@ -20,6 +20,15 @@ The ensemble average (mean probability or mean log-probability) needs no paramet
 
 A variation is handed to :class:`~zfit_gbi.pdfs.JointFlowPDF` (``variation=``): it provides the
 per-event columns (computed once per dataset and cached) and the TF expressions in theta.
+
+Where it acts: Z(theta) is a Monte Carlo average over the reference masses only (e.g. the
+signal region's), so the varied density is a normalized density only there. ``mass_range`` (by
+default the span of the reference masses) is that region: :class:`~zfit_gbi.pdfs.JointFlowPDF`
+applies the variation to events inside it and the nominal density outside. (Applied at masses
+the reference sample never saw, e.g. the fit window's edges where sideband-trained ensemble
+members disagree by e^15 and more, the density integrated to 2.5 instead of 1 at the fitted
+theta, the sideband events pinned theta, and the weighted Asimov sample was carried by a
+handful of events.)
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ class Variation:
     constraint: zfit.constraint.GaussianConstraint
     mc_columns: np.ndarray  # (n_mc, n_columns) at the generator's own samples
     name: str
+    mass_range: tuple[float, float] | None = None  # where it acts (its normalization's masses); None: everywhere
 
     @property
     def n_columns(self) -> int:
@@ -76,6 +86,19 @@ def _constrained_params(prefix: str, n: int) -> tuple[list[zfit.Parameter], zfit
     return params, constraint
 
 
+def _mass_range(masses: np.ndarray, mass_range: tuple[float, float] | None) -> tuple[float, float]:
+    """The region where a variation normalized on ``masses`` acts: ``mass_range`` if given (it
+    must contain the masses), else their span."""
+    m = np.asarray(masses, dtype=np.float64).reshape(-1)
+    if mass_range is None:
+        return float(m.min()), float(m.max())
+    lo, hi = float(mass_range[0]), float(mass_range[1])
+    if not lo < hi or m.min() < lo or m.max() > hi:
+        msg = f"mass_range {(lo, hi)} must contain the reference masses [{m.min():.6g}, {m.max():.6g}]"
+        raise ValueError(msg)
+    return lo, hi
+
+
 def _reference(gen: Flow | FlowEnsemble, m: np.ndarray, n_mc: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The generator's own samples at masses drawn from ``m`` (the data's masses)."""
     rng = np.random.default_rng(seed)
@@ -104,6 +127,7 @@ class EigenVariation(Variation):
         n_mc: int = 20000,
         seed: int = 0,
         prefix: str = "gen_eigen",
+        mass_range: tuple[float, float] | None = None,
     ) -> EigenVariation:
         """Principal directions of the members' log-density deviations.
 
@@ -113,6 +137,8 @@ class EigenVariation(Variation):
                 signal-region masses), shape ``(n,)``.
             n_components: Number of directions (nuisance parameters) kept, at most K - 1.
             n_mc: Size of the reference / normalization sample.
+            mass_range: Where the variation acts (see the module docstring); default the span
+                of ``masses``.
         """
         k = len(ensemble)
         if k < 2:
@@ -125,7 +151,8 @@ class EigenVariation(Variation):
         u, s, _ = np.linalg.svd(d, full_matrices=False)
         directions = u[:, :n_components] / np.sqrt(k - 1)
         params, constraint = _constrained_params(prefix, n_components)
-        self = cls(params=params, constraint=constraint, mc_columns=np.empty((0, 1 + n_components)), name=prefix)
+        self = cls(params=params, constraint=constraint, mc_columns=np.empty((0, 1 + n_components)), name=prefix,
+                   mass_range=_mass_range(masses, mass_range))
         self.ensemble = ensemble
         self.directions = directions
         self.explained = (s**2 / np.sum(s**2))[:n_components]
@@ -147,7 +174,8 @@ class EigenVariation(Variation):
 
     def __repr__(self) -> str:
         ex = ", ".join(f"{e:.1%}" for e in self.explained)
-        return f"EigenVariation({len(self.params)} directions of a K={len(self.ensemble)} ensemble; variance explained {ex})"
+        where = "" if self.mass_range is None else f"; acts at masses [{self.mass_range[0]:.4g}, {self.mass_range[1]:.4g}]"
+        return f"EigenVariation({len(self.params)} directions of a K={len(self.ensemble)} ensemble; variance explained {ex}{where})"
 
 
 class UpDownVariation(Variation):
@@ -168,15 +196,17 @@ class UpDownVariation(Variation):
         n_mc: int = 20000,
         seed: int = 0,
         prefix: str = "gen_updown",
+        mass_range: tuple[float, float] | None = None,
     ) -> UpDownVariation:
-        """Args: the three generators (same features, box and context) and the masses at which
-        to draw the normalization sample (shape ``(n,)``)."""
+        """Args: the three generators (same features, box and context), the masses at which
+        to draw the normalization sample (shape ``(n,)``) and where the variation acts (default
+        the span of the masses)."""
         for g in (up, down):
             if g.features != nominal.features or g.context != nominal.context or g.bounds != nominal.bounds:
                 msg = "up/down generators must have the nominal's features, context and bounds"
                 raise ValueError(msg)
         params, constraint = _constrained_params(prefix, 1)
-        self = cls(params=params, constraint=constraint, mc_columns=np.empty((0, 3)), name=prefix)
+        self = cls(params=params, constraint=constraint, mc_columns=np.empty((0, 3)), name=prefix, mass_range=_mass_range(masses, mass_range))
         self.nominal, self.up, self.down = nominal, up, down
         x, m = _reference(nominal, masses, n_mc, seed)
         self.mc_columns = self.columns(x, m)

@@ -343,7 +343,9 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
         obs: The joint space (resonant variable and features, any order); default: the mass
             PDF's space times the generator's box.
         variation: A :class:`~zfit_gbi.nuisances.Variation` of the generator (its parameters
-            become parameters of this PDF; its constraint belongs in the loss).
+            become parameters of this PDF; its constraint belongs in the loss). It acts at the
+            masses of its ``mass_range`` (where its normalization was computed); outside, the
+            feature density is the nominal one.
         sideband_constant: ``(low, high)`` of the signal region: outside it the feature density
             is replaced by the uniform density on the box (HI-SIGMA's sideband treatment, so
             sideband events constrain only p(m); use the same for signal and background).
@@ -403,13 +405,22 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
     def _theta(self) -> list:
         return [self.params[p.name] for p in self.variation.params]
 
+    def _variation_acts(self, m: tf.Tensor) -> tf.Tensor | None:
+        """Boolean mask of the events (masses ``m``) the variation acts on; None: all of them."""
+        rng = getattr(self.variation, "mass_range", None)
+        if rng is None:
+            return None
+        return (m >= rng[0]) & (m <= rng[1])
+
     def _feature_log_density(self, x) -> tf.Tensor:
         if self.variation is None:
             return self._cached_log_density(x)
         values = x.value(obs=list(self._eval_columns))
         cols = tf.numpy_function(self._density_cache, [values], tf.float64, stateful=False)
         cols = tf.reshape(cols, [-1, self.variation.n_columns])
-        return self.variation.log_density(cols, self._theta())
+        varied = self.variation.log_density(cols, self._theta())
+        acts = self._variation_acts(values[:, -1])
+        return varied if acts is None else tf.where(acts, varied, cols[:, 0])
 
     def _log_density(self, x, norm):
         if norm is not False and not self._exact:
@@ -429,8 +440,9 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
 
         Returns ``(values, ratio)`` with ``values`` ``(n, n_obs)`` in the order of this PDF's
         space and ``ratio`` ``(n,)`` = f(x, theta) / Z(theta) at the current nuisance values
-        (all ones without a variation): a weighted sample whose density is this PDF exactly in
-        expectation, which sampling-importance-resampling is not (used for Asimov datasets).
+        where the variation acts (ones elsewhere, and everywhere without a variation): a
+        weighted sample whose density is this PDF exactly in expectation, which
+        sampling-importance-resampling is not (used for Asimov datasets).
         """
         gen = self.generator
         if seed is not None:
@@ -442,16 +454,33 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
             out = (m < lo) | (m >= hi)
             rng = np.random.default_rng(seed)
             x[out] = gen.low + (gen.high - gen.low) * rng.random((int(out.sum()), gen.n_features))
-        ratio = np.ones(len(m))
-        if self.variation is not None:
-            c = tf.constant(self.variation.columns(x, m), tf.float64)
-            theta = self._theta()
-            ratio = np.exp((self.variation.log_factor(c, theta) - self.variation.log_norm(theta)).numpy())
-            if self.sideband_constant is not None:
-                ratio[out] = 1.0
         cols = [self.resonant, *gen.features]
-        vals = np.column_stack([m, x])
-        return vals[:, [cols.index(o) for o in self.space.obs]], ratio
+        vals = np.column_stack([m, x])[:, [cols.index(o) for o in self.space.obs]]
+        return vals, np.exp(self.variation_log_ratio(vals))
+
+    def variation_log_ratio(self, values: np.ndarray) -> np.ndarray:
+        """log(this PDF / its nominal) per event, at the current nuisance values.
+
+        ``values`` is ``(n, n_obs)`` in the order of this PDF's space. The result is
+        log f(x, theta) - log Z(theta) where the variation acts and 0 elsewhere: outside its
+        ``mass_range``, outside the signal region with ``sideband_constant``, and everywhere
+        without a variation. (The nominal is what :meth:`weighted_sample` draws.)
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if self.variation is None or not len(values):
+            return np.zeros(len(values))
+        obs = list(self.space.obs)
+        m = values[:, obs.index(self.resonant)]
+        acts = np.ones(len(m), bool)
+        mass_range = getattr(self.variation, "mass_range", None)
+        if mass_range is not None:
+            acts &= (m >= mass_range[0]) & (m <= mass_range[1])
+        if self.sideband_constant is not None:
+            acts &= (m >= self.sideband_constant[0]) & (m < self.sideband_constant[1])
+        cols = self._density_cache(values[:, [obs.index(o) for o in self._eval_columns]])  # shared with the NLL's evaluation
+        theta = self._theta()
+        lr = (self.variation.log_factor(tf.constant(cols, tf.float64), theta) - self.variation.log_norm(theta)).numpy()
+        return np.where(acts, lr, 0.0)
 
     @zfit.supports()
     def _sample(self, n, limits):
@@ -490,7 +519,8 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
             if self.sideband_constant is not None:  # the variation acts in the signal region only
                 lo, hi = self.sideband_constant
                 accept = accept | (s[:, 0] < lo) | (s[:, 0] >= hi)
-            return accept
+            acts = self._variation_acts(s[:, 0])
+            return accept if acts is None else accept | ~acts
 
         full = np.allclose(flo, gen.low) and np.allclose(fhi, gen.high)
         if full and self.variation is None:

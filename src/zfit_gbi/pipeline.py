@@ -24,7 +24,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "replot", "run", "scan", "versions", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "versions", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
@@ -40,6 +40,8 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "profile_scan": "{poi, minus_2_delta_nll}: profile likelihood scan of the POI (null if disabled)",
     "correlation": "{name: {name: rho}} correlation matrix of the floating parameters at the minimum",
     "plots": "[file names] of the plots written next to summary.json",
+    "backend": "zfit | pyhf | both (inference.backend)",
+    "results": "{backend: {signal_yield, discovery, upper_limit, ...}} side by side; pyhf adds parameters, bins, background_yield (SR, from the sideband fit) and workspace (file names)",
     "timings": "{stage: seconds}",
     "versions": "{package: version}",
     "config": "the validated configuration",
@@ -119,12 +121,13 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
 
 
 def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
-    """Run the analysis described by a validated config; returns the summary (also written)."""
-    import zfit
+    """Run the analysis described by a validated config; returns the summary (also written).
 
+    ``inference.backend`` picks the unbinned route (``zfit``), the binned one (``pyhf``:
+    templates, ``out/workspace.json``, pyhf.infer) or ``both``; ``summary["results"]`` holds
+    each backend's signal yield, discovery and limit side by side, the top-level fields are the
+    unbinned ones (the binned ones for ``pyhf`` alone)."""
     from ._tf import tf  # noqa: F401
-    from .inference import discovery, envelope_discovery, fit, profile_scan, upper_limit
-    from .model import build_model
 
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -138,7 +141,6 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         fit_events = parts["fit"]
         counts = windows.counts(fit_events, resonant)
 
-    treatment = cfg.nuisances.generator
     poi_kind = cfg.inference.poi
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
 
@@ -147,10 +149,51 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         loss = model.loss(fit_events)
         scale = model.reference_yield if poi_kind == "mu" else 1.0  # POI units -> signal events
 
+    backend = cfg.inference.backend
+    plots: list[str] = []
+    summary: dict[str, Any] = {}
+    if backend in ("zfit", "both"):
+        summary, plots = _unbinned(cfg, out, model, common, loss, fit_events, windows, bkg_gen, sig_gen, counts, scale, timings, quiet)
+    binned = None
+    if backend in ("pyhf", "both"):
+        binned = _binned(cfg, out, model, bkg_gen, sig_gen, parts, sim, seed, timings, quiet)
+        plots = sorted({*plots, *binned.pop("_plots")})
+    if backend == "pyhf":  # the binned results are the run's results
+        summary = {
+            "signal_yield": binned["signal_yield"], "mu": binned["mu"], "background_yield": binned["background_yield"],
+            "discovery": binned["discovery"], "upper_limit": binned["upper_limit"], "profile_scan": None,
+            "nuisances": {k: v for k, v in binned["parameters"].items() if k in binned["variations"]},
+            "parameters": binned["parameters"], "fit_valid": True, "correlation": {},
+        }
+    summary.update({
+        "backend": backend,
+        "results": {"zfit": {k: summary.get(k) for k in ("signal_yield", "discovery", "upper_limit")}} if backend != "pyhf" else {},
+        "n_events": counts,
+        "windows": {"fit": list(windows.fit), "signal_region": list(windows.signal_region)},
+        "plots": plots,
+        "timings": timings,
+        "versions": versions(),
+        "config": json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else None,
+    })
+    if binned is not None:
+        summary["results"]["pyhf"] = binned
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any, fit_events: Events, windows: Windows, bkg_gen: Any,
+              sig_gen: Any, counts: dict[str, int], scale: float, timings: dict[str, float], quiet: bool) -> tuple[dict[str, Any], list[str]]:
+    """The unbinned (zfit + hepstats) inference of :func:`run`: the summary's result fields and the plots."""
+    import zfit
+
+    from .inference import discovery, envelope_discovery, fit, profile_scan, upper_limit
+    from .model import build_model
+
     with _stage(timings, "fit", quiet):
         summary_fit = fit(loss, model.poi, minos=cfg.inference.minos)
 
     result: dict[str, Any] = {}
+    treatment, poi_kind, seed = cfg.nuisances.generator, cfg.inference.poi, int(cfg.inference.seed)
     if cfg.inference.discovery:
         with _stage(timings, "discovery", quiet):
             if treatment == "envelope":
@@ -200,15 +243,105 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         "parameters": {k: {"value": v, "error": s.errors.get(k)} for k, v in s.values.items()},
         "fit_valid": s.valid,
         "correlation": s.correlation,
-        "n_events": counts,
-        "windows": {"fit": list(windows.fit), "signal_region": list(windows.signal_region)},
-        "plots": plots,
-        "timings": timings,
-        "versions": versions(),
-        "config": json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else None,
     }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+    return summary, plots
+
+
+def _templates(cfg: Any, model: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int) -> Any:
+    """The binned route's templates (:mod:`pyhf_gbi.templates`) from the run's objects."""
+    from pyhf_gbi.templates import make_templates
+
+    mu = cfg.inference.poi == "mu"
+    b = cfg.binned
+    return make_templates(
+        resonant=cfg.data.resonant, features=cfg.data.features, windows=Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region)),
+        mass_pdf=model.background.mass_pdf, background_generator=bkg_gen, signal_generator=sig_gen, data=parts["fit"],
+        sidebands=parts["sidebands"], simulation=sim, variation=model.variation, mass_bins=b.mass_bins, score_bins=b.score_bins,
+        n_generated=b.n_generated, signal_scale=float(cfg.inference.reference_yield) if mu else 1.0,
+        signal_mass_hypothesis=cfg.signal.mass, poi_name="mu" if mu else "n_sig", seed=seed,
+    )
+
+
+def export_workspace(cfg: Any, path: str | Path, *, custom: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """``gbi export-pyhf``: train (or load) the generators, build the binned templates and
+    write the HistFactory workspace to ``path`` (atomically). Standard modifiers only (plain
+    pyhf reads it) unless ``custom``: then the generator variations use ``gbi_expshape``.
+    Trained generators are saved next to it in ``<stem>_models/``. Returns the spec."""
+    from pyhf_gbi.workspace import build_spec, write_spec
+
+    from ._tf import tf  # noqa: F401
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    with _stage(timings, "read data", quiet):
+        parts, sim, box = _read_inputs(cfg)
+    bkg_gen, sig_gen = _generators(cfg, parts, sim, box, path.parent / f"{path.stem}_models", timings, quiet)
+    with _stage(timings, "binned templates", quiet):
+        model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, int(cfg.inference.seed))
+        t = _templates(cfg, model, bkg_gen, sig_gen, parts, sim, int(cfg.inference.seed))
+        spec = build_spec(t, variations="custom" if custom else "histosys")
+        write_spec(spec, path)
+    return spec
+
+
+def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int,
+            timings: dict[str, float], quiet: bool) -> dict[str, Any]:
+    """The binned (pyhf) inference of :func:`run`: templates, ``out/workspace.json`` (and its
+    portable twin when custom modifiers are used), fit, discovery, CLs limit and plots."""
+    from pyhf_gbi import infer as B
+    from pyhf_gbi.workspace import build_spec, is_portable, portable, write_spec
+
+    with _stage(timings, "binned templates", quiet):
+        t = _templates(cfg, model, bkg_gen, sig_gen, parts, sim, seed)
+        spec = build_spec(t, variations=cfg.binned.modifier)
+        files = [write_spec(spec, out / "workspace.json").name]
+        if not is_portable(spec):
+            files.append(write_spec(portable(spec), out / "workspace_portable.json").name)
+    scale = t.signal_scale
+    with _stage(timings, "binned fit", quiet):
+        f = B.fit(spec)
+    res: dict[str, Any] = {
+        "signal_yield": {"value": f.poi_value * scale, "error_low": f.poi_error_low * scale, "error_high": f.poi_error_high * scale,
+                         "error": f.poi_error * scale, "error_method": "profile"},
+        "mu": {"value": f.poi_value, "error_low": f.poi_error_low, "error_high": f.poi_error_high} if cfg.inference.poi == "mu" else None,
+        "parameters": {k: {"value": v, "error": f.errors[k]} for k, v in f.values.items()},
+        "variations": sorted(t.variations),
+        "background_yield": {"value": float(t.background.sum()), "error": float(t.background.sum() * t.sideband.rel_error),
+                             "region": "signal_region", "from": "sideband fit"},
+        "bins": {"mass": t.binning.n_mass, "score": t.binning.n_score, "mass_edges": t.binning.mass_edges.tolist(),
+                 "score_edges": t.binning.score_edges.tolist()},
+        "workspace": files,
+        "discovery": None,
+        "upper_limit": None,
+    }
+    if cfg.inference.discovery:
+        with _stage(timings, "binned discovery", quiet):
+            res["discovery"] = B.discovery(spec).to_dict()
+    lim = None
+    if cfg.inference.upper_limit is not None:
+        with _stage(timings, "binned upper limit", quiet):
+            lim = B.upper_limit(spec, cl=cfg.inference.upper_limit.cl)
+            res["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
+                                  "calculator": lim.calculator, "scan": lim.scan}
+    written: list[Path] = []
+    if cfg.plots.enabled:
+        from . import plotting as P
+
+        pc = cfg.plots
+        with _stage(timings, "binned plots", quiet), P.style(pc.style) as exp:
+            by = B.expected_by_sample(spec, f.pars)
+            fig, axes = P.mass_axes()
+            P.plot_binned_fit(t.data, {"background": by["background"], "signal": by["signal"]}, t.binning.mass_edges, t.binning.n_score,
+                              axes=axes, experiment=exp, text=pc.label, resonant=cfg.data.resonant, unit=pc.unit)
+            written += P.save(fig, out / "postfit_binned", pc.formats)
+            if lim is not None:
+                fig, ax = P.plt.subplots(figsize=(8, 6))
+                P.plot_cls(lim, ax=ax, poi_label=r"$\mu$" if cfg.inference.poi == "mu" else r"Signal yield $N_S$ (binned, pyhf)",
+                           experiment=exp, text=pc.label)
+                written += P.save(fig, out / "cls_scan_pyhf", pc.formats)
+    res["_plots"] = [p.name for p in written]
+    return res
 
 
 def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events, dict[str, tuple[float, float]]]:
@@ -253,9 +386,9 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
     variation = None
     if treatment == "eigen":
         variation = EigenVariation.from_ensemble(bkg_gen, sr_m, n_components=cfg.nuisances.n_eigen, n_mc=cfg.nuisances.n_mc, seed=seed,
-                                                 prefix=f"{prefix}gen_eigen")
+                                                 prefix=f"{prefix}gen_eigen", mass_range=windows.signal_region)
     elif treatment == "updown":
-        variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc, prefix=f"{prefix}gen_updown")
+        variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc, prefix=f"{prefix}gen_updown", mass_range=windows.signal_region)
     poi_kind = cfg.inference.poi
     ref = cfg.inference.reference_yield if poi_kind == "mu" else None
     common = {
@@ -362,6 +495,9 @@ def replot(out: str | Path, *, style: str | None = None, formats: list[str] | No
         raise DataError(f"{out}: no summary.json; is this a folder written by `gbi run`?") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a gbi summary ({err})") from None
+    if summary.get("backend") == "pyhf":
+        raise DataError(f"{path}: a binned-only run (inference.backend pyhf); gbi plot redraws the unbinned fit's plots, "
+                        "and the binned ones (postfit_binned, cls_scan_pyhf) are written by the run itself")
     for what in ("background", "signal"):
         raw[what] = {**raw[what], "generator": {"path": str(out / "models" / what)}}
     plots = {**raw.get("plots", {}), "enabled": True}
@@ -423,7 +559,8 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
     return sorted(p.name for p in written)
 
 
-def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc: int, prefix: str = "gen_updown"):
+def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc: int, prefix: str = "gen_updown",
+                          mass_range: tuple[float, float] | None = None):
     """Up/down generators from an ensemble: the two members whose mean log-density on the
     nominal's own signal-region samples is highest and lowest (the ensemble's extremes)."""
     from .nuisances import UpDownVariation
@@ -433,4 +570,4 @@ def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc
     x = ens.sample(len(m), m[:, None], seed=seed)
     scores = ens.member_log_probs(x, m[:, None]).mean(axis=1)
     up, down = ens.members[int(np.argmax(scores))], ens.members[int(np.argmin(scores))]
-    return UpDownVariation.from_generators(ens, up, down, masses, n_mc=n_mc, seed=seed, prefix=prefix)
+    return UpDownVariation.from_generators(ens, up, down, masses, n_mc=n_mc, seed=seed, prefix=prefix, mass_range=mass_range)

@@ -199,6 +199,74 @@ def plot_mass_fit(
     return ax, pax
 
 
+def plot_binned_fit(
+    data: np.ndarray,
+    samples: Mapping[str, np.ndarray],
+    mass_edges: Sequence[float],
+    n_score: int = 1,
+    *,
+    axes: tuple[Any, Any] | None = None,
+    experiment: str | None = "CMS",
+    text: str = "Simulation",
+    resonant: str = "m",
+    unit: str = "TeV",
+) -> tuple[Any, Any]:
+    """A binned (pyhf) signal-region fit: data, stacked post-fit samples per flat bin (mass
+    bins x score bins, score increasing within each mass bin), and a pull panel.
+
+    Args:
+        data: Observed counts, shape ``(n_mass * n_score,)``.
+        samples: Post-fit expected counts per sample (drawn bottom-up in the given order), each
+            shape ``(n_mass * n_score,)``.
+        mass_edges: The mass-bin edges (``n_mass + 1``), for the labels.
+        n_score: Score bins per mass bin.
+    """
+    if axes is None:
+        _, axes = mass_axes()
+    ax, pax = axes
+    data = np.asarray(data, dtype=float)
+    n = data.size
+    edges = np.arange(n + 1) - 0.5
+    colors = ["#92dadd", "#e42536", "#f89c20", "#964a8b"]
+    names = list(samples)
+    hep.histplot([np.asarray(samples[k], float) for k in names], bins=edges, ax=ax, stack=True, histtype="fill",
+                 color=colors[: len(names)], alpha=0.9, label=[f"{k.capitalize()} ({np.sum(samples[k]):,.1f})" for k in names])
+    ax.errorbar(np.arange(n), data, yerr=np.sqrt(data), label=f"Data ({data.sum():,.0f})", ls="none", **_DATA)
+    tot = np.sum([np.asarray(v, float) for v in samples.values()], axis=0)
+    ax.set_yscale("log")
+    pos = np.concatenate([data[data > 0], tot[tot > 0]])
+    ax.set_ylim(0.3 * pos.min(), 60 * pos.max())
+    ax.set_ylabel("Events / bin")
+    handles, labels = ax.get_legend_handles_labels()
+    order = [i for i, k in enumerate(labels) if k.startswith("Data")] + [i for i, k in enumerate(labels) if not k.startswith("Data")][::-1]
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper right", fontsize="small")
+    _label(ax, experiment, text)
+    pull = (data - tot) / np.sqrt(np.clip(tot, 1e-9, None))
+    pax.bar(np.arange(n), pull, width=1.0, color="0.4", edgecolor="none")
+    pax.axhline(0, color="black", lw=0.8)
+    for k in (-2, 2):
+        pax.axhline(k, color="0.5", lw=0.6, ls="--")
+    lim = max(3.0, float(np.nanmax(np.abs(pull))) * 1.15)
+    pax.set_ylim(-lim, lim)
+    pax.set_ylabel("Pull")
+    me = np.asarray(mass_edges, dtype=float)
+    for a in (ax, pax):
+        for i in range(1, len(me) - 1):
+            a.axvline(i * n_score - 0.5, color="0.3", lw=0.8, ls=":")
+        a.set_xlim(-0.5, n - 0.5)
+    if n_score > 1:
+        for i in range(len(me) - 1):
+            pax.text((i + 0.5) * n_score - 0.5, 0.95, f"{me[i]:.3g}-{me[i + 1]:.3g}", transform=pax.get_xaxis_transform(),
+                     ha="center", va="top", fontsize="x-small", color="0.2", bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+        pax.set_xlabel(f"Bin (${resonant}$ [{unit}] bins x learned-score bins, score increasing)")
+    else:
+        pax.set_xticks(np.arange(n))
+        pax.set_xticklabels([f"{me[i]:.3g}" for i in range(n)], fontsize="x-small")
+        pax.set_xlabel(f"${resonant}$ bin low edge [{unit}]")
+    ax.set_xlabel("")
+    return ax, pax
+
+
 # ---------------------------------------------------------------------------------------------
 # feature closure in the signal region
 # ---------------------------------------------------------------------------------------------
