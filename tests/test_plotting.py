@@ -68,3 +68,15 @@ def test_mass_histogram():
     h = P.mass_histogram(np.array([3.0, 3.05, 3.5, 5.0]), (2.9, 4.1), bins=12)
     assert h.sum().value == 3  # the event outside the window is not counted in range
     assert h.axes[0].edges[0] == pytest.approx(2.9)
+
+
+def test_binned_fit_pulls_and_mass_labels(tmp_path):
+    data = np.array([100.0, 20.0, 5.0, 90.0, 25.0, 9.0])
+    bkg = np.array([100.0, 20.0, 4.0, 90.0, 16.0, 1.0])
+    sig = np.array([0.0, 0.0, 1.0, 0.0, 4.0, 4.0])
+    ax, pax = P.plot_binned_fit(data, {"background": bkg, "signal": sig}, [3.3, 3.5, 3.7], n_score=3)
+    pulls = [bar.get_height() for bar in pax.patches]
+    np.testing.assert_allclose(pulls, (data - bkg - sig) / np.sqrt(bkg + sig))
+    assert [t.get_text() for t in pax.texts] == ["3.3-3.5", "3.5-3.7"]
+    assert ax.get_legend().get_texts()[0].get_text() == "Data (249)"
+    P.save(ax.figure, tmp_path / "binned", ("png",))

@@ -124,6 +124,18 @@ def _expected_counts(pdf, edges: np.ndarray, total: float, n_sub: int = 9) -> np
     return total * np.sum(dens * w[None, :], axis=1) * 0.5 * (hi - lo)[:, 0]
 
 
+def _pull_panel(pax, x: np.ndarray, observed: np.ndarray, expected: np.ndarray, width: float) -> None:
+    """Bars of (observed - expected) / sqrt(expected) with 0 and +-2 lines."""
+    pull = (observed - expected) / np.sqrt(np.clip(expected, 1e-9, None))
+    pax.bar(x, pull, width=width, color="0.4", edgecolor="none")
+    pax.axhline(0, color="black", lw=0.8)
+    for k in (-2, 2):
+        pax.axhline(k, color="0.5", lw=0.6, ls="--")
+    lim = max(3.0, float(np.nanmax(np.abs(pull))) * 1.15)
+    pax.set_ylim(-lim, lim)
+    pax.set_ylabel("Pull")
+
+
 def plot_mass_fit(
     model: GBIModel,
     events: Events,
@@ -184,16 +196,7 @@ def plot_mass_fit(
     ax.legend([handles[i] for i in order], [names[i] for i in order], loc="upper right", fontsize="small")
     ax.set_xlabel("")
     _label(ax, experiment, text)
-    tot = b + s
-    pull = (h.values() - tot) / np.sqrt(np.clip(tot, 1e-9, None))
-    centers = h.axes[0].centers
-    pax.bar(centers, pull, width=width, color="0.4", edgecolor="none")
-    pax.axhline(0, color="black", lw=0.8)
-    for k in (-2, 2):
-        pax.axhline(k, color="0.5", lw=0.6, ls="--")
-    lim = max(3.0, float(np.nanmax(np.abs(pull))) * 1.15)
-    pax.set_ylim(-lim, lim)
-    pax.set_ylabel("Pull")
+    _pull_panel(pax, h.axes[0].centers, h.values(), b + s, width)
     pax.set_xlabel(f"${model.resonant}$ [{unit}]")
     pax.set_xlim(*windows.fit)
     return ax, pax
@@ -241,14 +244,7 @@ def plot_binned_fit(
     order = [i for i, k in enumerate(labels) if k.startswith("Data")] + [i for i, k in enumerate(labels) if not k.startswith("Data")][::-1]
     ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper right", fontsize="small")
     _label(ax, experiment, text)
-    pull = (data - tot) / np.sqrt(np.clip(tot, 1e-9, None))
-    pax.bar(np.arange(n), pull, width=1.0, color="0.4", edgecolor="none")
-    pax.axhline(0, color="black", lw=0.8)
-    for k in (-2, 2):
-        pax.axhline(k, color="0.5", lw=0.6, ls="--")
-    lim = max(3.0, float(np.nanmax(np.abs(pull))) * 1.15)
-    pax.set_ylim(-lim, lim)
-    pax.set_ylabel("Pull")
+    _pull_panel(pax, np.arange(n), data, tot, 1.0)
     me = np.asarray(mass_edges, dtype=float)
     for a in (ax, pax):
         for i in range(1, len(me) - 1):
