@@ -23,7 +23,7 @@ EXAMPLES = {
     "inspect": "gbi inspect gbi-demo/result/models/background",
     "plot": "gbi plot gbi-demo/result --style ATLAS --label Internal",
     "scan": "gbi scan gbi-demo/demo.yaml --out scan --masses 3.35 3.65 7",
-    "export-pyhf": "gbi export-pyhf gbi-demo/demo.yaml --out workspace.json   # then: pyhf cls workspace.json",
+    "export-pyhf": "gbi export-pyhf gbi-demo/demo.yaml --out workspace.json   # then: pyhf cls --testpoi 80 workspace.json",
 }
 
 
