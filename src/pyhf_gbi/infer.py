@@ -168,7 +168,7 @@ def discovery(spec: dict[str, Any]) -> DiscoveryResult:
     return DiscoveryResult(q0=z * z, p0=p, significance=z, calculator="asymptotic (pyhf)")
 
 
-def upper_limit(spec: dict[str, Any], *, cl: float = 0.95, n_points: int = 8, refine: int = 2) -> LimitResult:
+def upper_limit(spec: dict[str, Any], *, cl: float = 0.95, n_points: int = 8, refine: int = 2, fitted: BinnedFit | None = None) -> LimitResult:
     """CLs upper limit on the POI (q~_mu, asymptotic, ``pyhf.infer.hypotest``): observed and
     the five expected limits.
 
@@ -177,10 +177,12 @@ def upper_limit(spec: dict[str, Any], *, cl: float = 0.95, n_points: int = 8, re
     ``refine`` rounds adding three points inside every interval, wider than 8 %, where a CLs
     curve crosses 1 - cl; the limits interpolate log CLs linearly between the bracketing
     points (as :func:`zfit_gbi.inference.upper_limit`). Agrees with pyhf's TOMS748 root
-    finding to about 1e-3 with a third of its hypothesis tests.
+    finding (``pyhf.infer.intervals.upper_limits.upper_limit``) to 1e-3
+    (``tests/test_pyhf_workspace.py``). ``fitted``: a :func:`fit` of this spec, if one exists
+    (saves refitting it).
     """
     level = 1.0 - cl
-    fitted = fit(spec)
+    fitted = fit(spec) if fitted is None else fitted  # only its POI value and Hesse error place the scan
     return _robust(lambda: _upper_limit(spec, fitted, cl, level, n_points, refine))
 
 

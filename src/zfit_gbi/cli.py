@@ -236,6 +236,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _command(sub: Any, common: argparse.ArgumentParser, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand with the common flags and its example (``EXAMPLES[name]``) in ``--help``."""
+    return sub.add_parser(name, parents=[common], help=help, epilog=f"example:\n  {EXAMPLES[name]}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gbi",
@@ -248,10 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo", parents=[common], help="run the full analysis on the embedded benchmark (about 5-6 minutes)",
-        epilog=f"example:\n  {EXAMPLES['demo']}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 5-6 minutes)")
     demo.add_argument("--out", default="gbi-demo", help="output folder (default: gbi-demo)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the benchmark events (default: 1)")
     demo.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window (default: 100000)")
@@ -261,45 +264,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="tiny networks and few epochs: checks the chain in about a minute")
     demo.set_defaults(func=cmd_demo)
 
-    runp = sub.add_parser(
-        "run", parents=[common], help="run the analysis of a YAML config: generators, fit, discovery, CLs limit",
-        epilog=f"example:\n  {EXAMPLES['run']}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    runp = _command(sub, common, "run", "run the analysis of a YAML config: generators, fit, discovery, CLs limit")
     runp.add_argument("config", help="the YAML config (see the README for the keys)")
     runp.add_argument("--out", required=True, help="output folder (summary.json, models/, plots)")
     runp.set_defaults(func=cmd_run)
 
-    insp = sub.add_parser(
-        "inspect", parents=[common], help="describe a saved generator",
-        epilog=f"example:\n  {EXAMPLES['inspect']}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    insp = _command(sub, common, "inspect", "describe a saved generator")
     insp.add_argument("model", help="folder written by gbi (model.json + weights.npz)")
     insp.set_defaults(func=cmd_inspect)
 
-    scanp = sub.add_parser(
-        "scan", parents=[common], help="mass scan: fit, local significance and CLs limit at each hypothesised mass",
-        epilog=f"example:\n  {EXAMPLES['scan']}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    scanp = _command(sub, common, "scan", "mass scan: fit, local significance and CLs limit at each hypothesised mass")
     scanp.add_argument("config", help="the YAML config (as for gbi run; signal.mass is overridden)")
     scanp.add_argument("--out", required=True, help="output folder (scan.json, models/, plots)")
     scanp.add_argument("--masses", nargs=3, type=float, required=True, metavar=("LOW", "HIGH", "N"),
                        help="N hypothesised masses from LOW to HIGH (resonant variable's unit)")
     scanp.set_defaults(func=cmd_scan)
 
-    exp = sub.add_parser(
-        "export-pyhf", parents=[common], help="write the binned HistFactory workspace (pyhf JSON) of a config",
-        epilog=f"example:\n  {EXAMPLES['export-pyhf']}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    exp = _command(sub, common, "export-pyhf", "write the binned HistFactory workspace (pyhf JSON) of a config")
     exp.add_argument("config", help="the YAML config (as for gbi run; the binned section sets the bins)")
     exp.add_argument("--out", required=True, help="the workspace JSON to write (trained generators go to <stem>_models/)")
     exp.add_argument("--custom", action="store_true",
                      help="generator variations as the gbi_expshape modifier (pyhf_gbi.modifiers) instead of standard histosys")
     exp.set_defaults(func=cmd_export_pyhf)
 
-    plot = sub.add_parser(
-        "plot", parents=[common], help="re-draw the plots of a results folder (e.g. in another experiment's style)",
-        epilog=f"example:\n  {EXAMPLES['plot']}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    plot = _command(sub, common, "plot", "re-draw the plots of a results folder (e.g. in another experiment's style)")
     plot.add_argument("folder", help="a folder written by gbi run (summary.json, models/)")
     plot.add_argument("--style", choices=["CMS", "ATLAS", "LHCb"], default=None, help="mplhep style (default: the run's)")
     plot.add_argument("--formats", nargs="+", choices=["png", "pdf"], default=None, help="file formats (default: the run's)")

@@ -290,8 +290,9 @@ def _shifted_constraints(constraints: Sequence, values: dict) -> list:
 class _GlobalObservablesAsimov:
     """Asimov losses whose auxiliary measurements sit at the conditional fit, as in pyhf and
     RooStats (Cowan, Cranmer, Gross, Vitells 2011): hepstats keeps the constraints'
-    observations at their nominal values, which for pulled nuisances lowers q_mu,A (expected
-    limits 14-20 % weaker than pyhf's on the same binned model)."""
+    observations at their nominal values, which for pulled nuisances lowers q_mu,A and weakens
+    the expected limits (``tests/test_pyhf_zfit_binned.py`` shows both conventions against
+    pyhf; ``tests/test_pyhf_workspace.py`` that this calculator gives pyhf's limits)."""
 
     _asimov_values: dict
 

@@ -405,8 +405,9 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
     def _theta(self) -> list:
         return [self.params[p.name] for p in self.variation.params]
 
-    def _variation_acts(self, m: tf.Tensor) -> tf.Tensor | None:
-        """Boolean mask of the events (masses ``m``) the variation acts on; None: all of them."""
+    def _variation_acts(self, m):
+        """Boolean mask (tensor or array, like ``m``) of the events with masses ``m`` the
+        variation acts on; None: all of them."""
         rng = getattr(self.variation, "mass_range", None)
         if rng is None:
             return None
@@ -471,10 +472,8 @@ class JointFlowPDF(_GeneratorPDFMixin, BaseFunctor):
             return np.zeros(len(values))
         obs = list(self.space.obs)
         m = values[:, obs.index(self.resonant)]
-        acts = np.ones(len(m), bool)
-        mass_range = getattr(self.variation, "mass_range", None)
-        if mass_range is not None:
-            acts &= (m >= mass_range[0]) & (m <= mass_range[1])
+        in_range = self._variation_acts(m)
+        acts = np.ones(len(m), bool) if in_range is None else np.asarray(in_range)
         if self.sideband_constant is not None:
             acts &= (m >= self.sideband_constant[0]) & (m < self.sideband_constant[1])
         cols = self._density_cache(values[:, [obs.index(o) for o in self._eval_columns]])  # shared with the NLL's evaluation
