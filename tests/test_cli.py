@@ -110,6 +110,50 @@ def test_run_writes_summary(tmp_path, bench, capsys):
     assert s2["signal_yield"]["value"] == pytest.approx(s["signal_yield"]["value"], rel=1e-6)
 
 
+def test_train_fit_limit(tmp_path, bench, capsys):
+    """gbi train saves the generators (and train.json, training curves); gbi fit and gbi limit
+    reuse them with --models: the same fit both times, only the limit computed by gbi limit,
+    with the flags overriding the config; bad --models and bad flag values are clear errors."""
+    cfg = _tiny_config(tmp_path, bench, inference={"discovery": True, "upper_limit": {"cl": 0.95, "n_points": 6}, "n_asimov": 5000})
+    trained = tmp_path / "trained"
+    assert main(["train", str(cfg), "--out", str(trained), "--quiet"]) == 0
+    assert "--models" in capsys.readouterr().out
+    rep = json.loads((trained / "train.json").read_text())
+    assert rep["generators"]["background"]["members"] == 1
+    assert rep["generators"]["signal"]["epochs"] == [3]
+    assert rep["n_events"]["simulation"] > 2000
+    assert (trained / "models" / "signal" / "model.json").exists()
+    assert "training_background.png" in rep["plots"]
+
+    models = str(trained / "models")
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "fit"), "--models", models, "--quiet"]) == 0
+    capsys.readouterr()
+    f = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert f["discovery"] is None
+    assert f["upper_limit"] is None
+    assert f["fit_valid"] is True
+    assert f["config"]["background"]["generator"] == {"path": str((trained / "models" / "background").absolute())}
+    assert "training_signal.png" in f["plots"]  # the loaded generators keep their training history
+
+    assert main(["limit", str(cfg), "--out", str(tmp_path / "lim"), "--models", models, "--cl", "0.9", "--n-points", "5", "--quiet"]) == 0
+    assert "CLs 90% upper limit" in capsys.readouterr().out
+    lim = json.loads((tmp_path / "lim" / "summary.json").read_text())
+    assert lim["discovery"] is None
+    assert lim["upper_limit"]["cl"] == 0.9
+    assert len(lim["upper_limit"]["scan"]["poi"]) >= 5
+    assert lim["upper_limit"]["observed"] > lim["signal_yield"]["value"]
+    assert lim["signal_yield"]["value"] == pytest.approx(f["signal_yield"]["value"], rel=1e-6)
+    assert "cls_scan.png" in lim["plots"]
+
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "x"), "--models", str(tmp_path / "nowhere")]) == 1
+    assert "no saved generator" in capsys.readouterr().err
+    assert main(["limit", str(cfg), "--out", str(tmp_path / "x"), "--models", models, "--cl", "1.5"]) == 1
+    err = capsys.readouterr().err
+    assert "inference.upper_limit.cl" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x" / "summary.json").exists()
+
+
 def test_run_config_error(tmp_path, bench, capsys):
     cfg = _tiny_config(tmp_path, bench, windows={"fit": [2.9, 4.1], "signal_region": [3.8, 3.7]})
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 1

@@ -442,3 +442,20 @@ def test_backend_plots_and_profile_keys(folder: Path) -> None:
     assert (run.plots.style, run.plots.label, run.plots.enabled, run.plots.formats) == ("ATLAS", "Open Data", False, ["png", "pdf"])
     assert run.inference.profile_points == 15
     assert (run.binned.mass_bins, run.binned.score_bins, run.binned.modifier) == (4, 10, "custom")
+
+
+def test_compute_executor_validated(tmp_path):
+    """compute.executor takes the executor names and scheduler addresses; a typo names the key
+    and the allowed forms."""
+    from zfit_gbi.config import ConfigError, validate_config
+
+    base = {"data": {"path": "d.npy", "columns": ["m", "a"], "resonant": "m", "features": ["a"]},
+            "windows": {"fit": [0.0, 1.0], "signal_region": [0.4, 0.6]},
+            "signal": {"simulation": {"path": "s.npy", "columns": ["m", "a"]}}}
+    for ok in ("sequential", "processes", "processes:4", "dask", "tcp://10.0.0.1:8786"):
+        assert validate_config({**base, "compute": {"executor": ok}}, base_dir=tmp_path).compute.executor == ok
+    assert validate_config(base, base_dir=tmp_path).compute.executor == "sequential"
+    with pytest.raises(ConfigError, match=r"compute\.executor.*unknown executor 'proceses'"):
+        validate_config({**base, "compute": {"executor": "proceses"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"compute\.executor"):
+        validate_config({**base, "compute": {"executor": "processes:0"}}, base_dir=tmp_path)

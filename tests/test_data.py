@@ -546,6 +546,8 @@ def test_read_cms_dimuon_csv(name, window):
     assert np.all((ev["delta_phi"] >= 0) & (ev["delta_phi"] <= np.pi))
     assert np.all(ev["delta_eta"] >= 0)
     assert np.all(ev["pt"] >= 0)
+    assert np.all(np.abs(ev["cos_theta"]) <= 1)
+    assert abs(np.mean(ev["cos_theta"])) < 0.1  # no forward-backward asymmetry to speak of at these masses
     lo, hi = window
     assert np.all((ev["M"] >= lo) & (ev["M"] <= hi))
 
@@ -562,6 +564,35 @@ def test_cms_dimuon_features_match_kinematics():
     dphi = np.abs(np.angle(np.exp(1j * (df.phi1 - df.phi2).to_numpy())))
     np.testing.assert_allclose(ev["delta_phi"], dphi, atol=1e-9)
     np.testing.assert_allclose(ev["M"], df.M.to_numpy())
+
+
+def test_helicity_cos_theta_known_decays():
+    """Pairs built in the rest frame with a known cos theta* (relative to the later boost
+    direction), boosted along random directions: the function recovers cos theta*."""
+    from zfit_gbi.data import helicity_cos_theta
+
+    rng = np.random.default_rng(0)
+    n, m, pstar = 500, 9.46, 4.72
+    cos = rng.uniform(-1, 1, n)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    sin = np.sqrt(1 - cos**2)
+    q = pstar * np.stack([sin * np.cos(phi), sin * np.sin(phi), cos], axis=1)  # mu+ in the rest frame, boost axis z
+    e = np.sqrt(pstar**2 + 0.1057**2)
+    beta = rng.uniform(0.05, 0.99, n)
+    gamma = 1 / np.sqrt(1 - beta**2)
+
+    def boost(e0, v):  # along z, then rotate z onto a random direction
+        ez = gamma * (e0 + beta * v[:, 2])
+        vz = gamma * (v[:, 2] + beta * e0)
+        return ez, np.stack([v[:, 0], v[:, 1], vz], axis=1)
+
+    rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    ep, vp = boost(e, q)
+    em, vm = boost(e, -q)
+    plus = np.column_stack([ep, vp @ rot.T])
+    minus = np.column_stack([em, vm @ rot.T])
+    np.testing.assert_allclose(helicity_cos_theta(plus, minus), cos, atol=1e-9)
+    assert np.isnan(helicity_cos_theta(np.array([[m / 2, 0, 0, 1.0]]), np.array([[m / 2, 0, 0, -1.0]])))[0]
 
 
 def test_read_zmumu_root():

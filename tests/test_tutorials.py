@@ -14,12 +14,18 @@ from pathlib import Path
 import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+NEEDS_DATA = {"04_lhco_rnd.py": SHARED / "lhco_rnd_sr", "05_cms_dimuon.py": SHARED / "cms_dimuon"}  # real data: --data FOLDER
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py")))
-def test_tutorial_smoke(script):
-    proc = subprocess.run(
-        [sys.executable, str(TUTORIALS / script), "--smoke"], capture_output=True, text=True, timeout=600, check=False
-    )
+def test_tutorial_smoke(script, tmp_path):
+    cmd = [sys.executable, str(TUTORIALS / script), "--smoke"]
+    if script in NEEDS_DATA:
+        folder = NEEDS_DATA[script].resolve()
+        if not folder.is_dir():
+            pytest.skip(f"{script} needs the real data in {folder} (absent)")
+        cmd += ["--data", str(folder)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the tutorial asserts its own result
     assert proc.stdout.strip()

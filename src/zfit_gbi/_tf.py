@@ -8,6 +8,7 @@ during the import and only lines that are not those informational notices are pa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -17,8 +18,11 @@ _NOISE = re.compile(r"^(I\d{4} |W\d{4} |E\d{4} .*(tfg_optimizer|cuda|cuInit)|WAR
 
 
 def _import_quietly():
-    user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # ours when a parent process (e.g. an executor's worker) inherited the value we set
+    user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ and os.environ.get("_ZFIT_GBI_TF_QUIET") != "1"
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        os.environ["_ZFIT_GBI_TF_QUIET"] = "1"
     os.environ.setdefault("ZFIT_DISABLE_TF_WARNINGS", "1")
     if user_set or "tensorflow" in sys.modules:
         import tensorflow
@@ -47,6 +51,17 @@ def _import_quietly():
 
 
 tf = _import_quietly()
+
+
+class _NoRetracingNotice(logging.Filter):
+    """Every flow, ensemble member and R-ANODE fold traces its own graphs once; TensorFlow's
+    "triggered tf.function retracing" warning counts those as retracings and is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
 
 import tensorflow_probability as tfp
 import tf_keras

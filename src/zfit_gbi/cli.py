@@ -18,8 +18,11 @@ __all__ = ["main"]
 log = logging.getLogger("zfit_gbi")
 
 EXAMPLES = {
-    "demo": "gbi demo --out gbi-demo            # the embedded benchmark, about 5-6 minutes on 2 CPU cores",
-    "run": "gbi run analysis.yaml --out results",
+    "demo": "gbi demo --out gbi-demo                 # the embedded benchmark, about 5-6 minutes on 2 CPU cores",
+    "run": "gbi run analysis.yaml --out results      # or --models trained/models to skip training",
+    "train": "gbi train analysis.yaml --out trained  # generators only: trained/models/{background,signal}",
+    "fit": "gbi fit analysis.yaml --out fit --models trained/models",
+    "limit": "gbi limit analysis.yaml --out limit --models trained/models --cl 0.95 --calculator asymptotic",
     "inspect": "gbi inspect gbi-demo/result/models/background",
     "plot": "gbi plot gbi-demo/result --style ATLAS --label Internal",
     "scan": "gbi scan gbi-demo/demo.yaml --out scan --masses 3.35 3.65 7",
@@ -39,12 +42,62 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the analysis of a YAML config and print the summary."""
-    from .config import load_config
-    from .pipeline import run
+def _config(args: argparse.Namespace, changes: dict[str, Any] | None = None) -> Any:
+    """The validated config of ``args.config`` with ``--models`` and ``changes`` applied."""
+    from .config import load_config, override_config
+    from .pipeline import use_models
 
     cfg = load_config(args.config)
+    if getattr(args, "models", None):
+        cfg = use_models(cfg, args.models)
+    return override_config(cfg, changes, source="command line") if changes else cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the analysis of a YAML config and print the summary."""
+    from .pipeline import run
+
+    summary = run(_config(args), args.out, quiet=args.quiet)
+    _print_summary(summary)
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train and save the generators of a config (no fit)."""
+    from .pipeline import train
+
+    rep = train(_config(args), args.out, quiet=args.quiet)
+    rows = []
+    for name, g in rep["generators"].items():
+        for k in range(g["members"]):
+            rows.append([name if k == 0 else "", str(k), str(g["n_train"][k]), f"{g['best_epoch'][k]}/{g['epochs'][k]}",
+                         f"{g['best_val_loss'][k]:.4f}", g["stopped"][k], f"{g['seconds'][k]:.0f}"])
+    print()
+    print(_table(rows, ["generator", "member", "train events", "best epoch", "val loss", "stopped", "time [s]"]))
+    print(f"wrote {Path(args.out) / 'models'} and {Path(args.out) / 'train.json'}; reuse with: --models {Path(args.out) / 'models'}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """The maximum-likelihood fit only: yields, errors, nuisances, profile scan and plots."""
+    from .pipeline import run
+
+    summary = run(_config(args, {"inference": {"discovery": False, "upper_limit": None}}), args.out, quiet=args.quiet)
+    _print_summary(summary)
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def cmd_limit(args: argparse.Namespace) -> int:
+    """The CLs upper limit (with the fit it starts from), no discovery test."""
+    from .config import override_config
+    from .pipeline import run
+
+    cfg = _config(args)
+    ul = cfg.inference.upper_limit.model_dump(mode="json") if cfg.inference.upper_limit is not None else {}
+    ul.update({k: getattr(args, k) for k in ("cl", "calculator", "n_toys", "n_points") if getattr(args, k) is not None})
+    cfg = override_config(cfg, {"inference": {"discovery": False, "upper_limit": ul, "profile_points": 0}}, source="command line")
     summary = run(cfg, args.out, quiet=args.quiet)
     _print_summary(summary)
     print(f"wrote {Path(args.out) / 'summary.json'}")
@@ -253,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="only print results and errors")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    models_help = "load both generators from this folder (models/ of gbi train or gbi run) instead of training"
 
     demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 5-6 minutes)")
     demo.add_argument("--out", default="gbi-demo", help="output folder (default: gbi-demo)")
@@ -267,7 +321,29 @@ def build_parser() -> argparse.ArgumentParser:
     runp = _command(sub, common, "run", "run the analysis of a YAML config: generators, fit, discovery, CLs limit")
     runp.add_argument("config", help="the YAML config (see the README for the keys)")
     runp.add_argument("--out", required=True, help="output folder (summary.json, models/, plots)")
+    runp.add_argument("--models", default=None, metavar="FOLDER", help=models_help)
     runp.set_defaults(func=cmd_run)
+
+    trainp = _command(sub, common, "train", "train and save the generators of a config (no fit)")
+    trainp.add_argument("config", help="the YAML config (as for gbi run)")
+    trainp.add_argument("--out", required=True, help="output folder (models/, train.json, training curves)")
+    trainp.set_defaults(func=cmd_train)
+
+    fitp = _command(sub, common, "fit", "fit the signal yield only (no discovery test, no limit)")
+    fitp.add_argument("config", help="the YAML config (as for gbi run; inference.discovery and upper_limit are ignored)")
+    fitp.add_argument("--out", required=True, help="output folder (summary.json, models/, plots)")
+    fitp.add_argument("--models", default=None, metavar="FOLDER", help=models_help)
+    fitp.set_defaults(func=cmd_fit)
+
+    limp = _command(sub, common, "limit", "CLs upper limit on the signal yield (no discovery test)")
+    limp.add_argument("config", help="the YAML config (as for gbi run; inference.upper_limit gives the defaults)")
+    limp.add_argument("--out", required=True, help="output folder (summary.json, models/, CLs plot)")
+    limp.add_argument("--models", default=None, metavar="FOLDER", help=models_help)
+    limp.add_argument("--cl", type=float, default=None, help="confidence level (default: the config's, else 0.95)")
+    limp.add_argument("--calculator", choices=["asymptotic", "toys"], default=None, help="CLs calculator (default: the config's, else asymptotic)")
+    limp.add_argument("--n-toys", type=int, default=None, help="toys per tested POI value (toys calculator)")
+    limp.add_argument("--n-points", type=int, default=None, help="POI values in the CLs scan (>= 4)")
+    limp.set_defaults(func=cmd_limit)
 
     insp = _command(sub, common, "inspect", "describe a saved generator")
     insp.add_argument("model", help="folder written by gbi (model.json + weights.npz)")

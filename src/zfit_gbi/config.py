@@ -35,6 +35,8 @@ A config is a YAML mapping::
     plots:
       style: CMS                   # CMS | ATLAS | LHCb
       formats: [png, pdf]
+    compute:
+      executor: sequential         # processes | processes:N | dask | tcp://scheduler:8786
 
 Rules (each violation is a :class:`ConfigError` naming the key path, e.g.
 ``background.generator.epochs``, and, for a choice, the allowed values):
@@ -85,6 +87,7 @@ __all__ = [
     "DATA_SUFFIXES",
     "SIGNAL_SHAPES",
     "BackgroundConfig",
+    "ComputeConfig",
     "ConfigError",
     "ConfigWarning",
     "DataConfig",
@@ -100,6 +103,7 @@ __all__ = [
     "WindowsConfig",
     "dump_config",
     "load_config",
+    "override_config",
     "validate_config",
 ]
 
@@ -656,6 +660,30 @@ class PlotsConfig(_Section):
     unit: str = "TeV"
 
 
+class ComputeConfig(_Section):
+    """Where the independent, seeded tasks run (:mod:`zfit_gbi.executor`).
+
+    Args:
+        executor: ``sequential`` (default, this process), ``processes`` / ``processes:N``
+            (local worker processes), ``dask`` (a local Dask cluster) or a Dask scheduler
+            address (``tcp://host:8786``). Today the members of a generator ensemble are
+            distributed; results are identical seed for seed whichever executor runs them.
+    """
+
+    executor: str = "sequential"
+
+    @field_validator("executor")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .executor import check_executor
+
+        try:
+            check_executor(v)
+        except ValueError as err:
+            raise PydanticCustomError("gbi_config", "{msg}", {"msg": str(err)}) from None
+        return v
+
+
 class RunConfig(_Section):
     """A whole ``gbi run`` config: see the module docstring for the YAML layout.
 
@@ -678,6 +706,7 @@ class RunConfig(_Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     binned: BinnedConfig = Field(default_factory=BinnedConfig)
     plots: PlotsConfig = Field(default_factory=PlotsConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -924,3 +953,29 @@ def dump_config(cfg: RunConfig, path: str | Path) -> Path:
     text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def override_config(
+    cfg: RunConfig, changes: Mapping[str, Any], *, source: str | Path = "command line"
+) -> RunConfig:
+    """A copy of ``cfg`` with ``changes`` merged in, validated again (as ``gbi fit``/``limit``
+    and ``--models`` change a loaded config).
+
+    ``changes`` is nested like the YAML, e.g. ``{"inference": {"discovery": False}}``; mappings
+    are merged key by key, except that a generator given with ``path`` replaces the whole
+    generator section (a saved generator takes no training settings).
+
+    Raises:
+        ConfigError: naming ``source`` and the key path of every problem.
+    """
+    raw = cfg.model_dump(mode="json")
+
+    def merge(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+        for k, v in src.items():
+            if isinstance(v, Mapping) and isinstance(dst.get(k), dict) and not (k == "generator" and "path" in v):
+                merge(dst[k], v)
+            else:
+                dst[k] = dict(v) if isinstance(v, Mapping) else v
+
+    merge(raw, changes)
+    return validate_config(raw, source=source)

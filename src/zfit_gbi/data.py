@@ -24,6 +24,7 @@ __all__ = [
     "Events",
     "Windows",
     "box_from_data",
+    "helicity_cos_theta",
     "read_cms_dimuon",
     "read_events",
     "read_lhco",
@@ -33,7 +34,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LHCO_COLUMNS = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2", "label")
-CMS_DIMUON_FEATURES = ("M", "pt", "y", "delta_eta", "delta_phi", "pt_asym")
+CMS_DIMUON_FEATURES = ("M", "pt", "y", "delta_eta", "delta_phi", "pt_asym", "cos_theta")
 
 Box = dict[str, tuple[float, float]]
 """Per-column bounds ``{name: (low, high)}`` in the column's units."""
@@ -473,15 +474,42 @@ def read_lhco(path: str | Path) -> Events:
     return read_events(path, LHCO_COLUMNS)
 
 
+def helicity_cos_theta(p_plus: np.ndarray, p_minus: np.ndarray) -> np.ndarray:
+    """cos theta* of the positive lepton in the helicity frame: the angle between its momentum in
+    the pair's rest frame and the pair's flight direction in the lab.
+
+    Args:
+        p_plus, p_minus: Four-momenta ``(E, px, py, pz)``, shape ``(n, 4)``, any energy unit.
+
+    Returns:
+        Shape ``(n,)``, in ``[-1, 1]``; ``nan`` for a pair at rest in the lab (no direction).
+    """
+    p_plus, p_minus = np.asarray(p_plus, dtype=float), np.asarray(p_minus, dtype=float)
+    tot = p_plus + p_minus
+    e, vec = tot[:, 0], tot[:, 1:]
+    pmag = np.linalg.norm(vec, axis=1)
+    mass = np.sqrt(np.maximum(e**2 - pmag**2, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n_hat = vec / pmag[:, None]
+        gamma, beta = e / mass, pmag / e
+        q = p_plus[:, 1:]
+        q_par = np.sum(q * n_hat, axis=1)
+        q_par_rest = gamma * (q_par - beta * p_plus[:, 0])  # boost along the flight direction
+        q_perp = np.linalg.norm(q - q_par[:, None] * n_hat, axis=1)
+        return np.clip(q_par_rest / np.hypot(q_par_rest, q_perp), -1.0, 1.0)
+
+
 def read_cms_dimuon(path: str | Path, *, tree: str | None = None) -> Events:
     """CMS open-data dimuon pairs (CSV or the scikit-hep ROOT file) with dimuon features.
 
     Columns: ``M`` (GeV, the resonant variable), ``pt`` (dimuon transverse momentum, GeV),
-    ``y`` (dimuon rapidity), ``delta_eta`` (``|eta1 - eta2|``), ``delta_phi`` (in ``[0, pi]``) and
-    ``pt_asym`` (``|pt1 - pt2| / (pt1 + pt2)``, in ``[0, 1]``), computed from the muon kinematics.
+    ``y`` (dimuon rapidity), ``delta_eta`` (``|eta1 - eta2|``), ``delta_phi`` (in ``[0, pi]``),
+    ``pt_asym`` (``|pt1 - pt2| / (pt1 + pt2)``, in ``[0, 1]``) and ``cos_theta`` (the positive
+    muon's helicity-frame cos theta*, :func:`helicity_cos_theta`; muon 1 for a same-sign pair),
+    computed from the muon kinematics.
     """
     path = Path(path)
-    need = ("E1", "px1", "py1", "pz1", "pt1", "eta1", "phi1", "E2", "px2", "py2", "pz2", "pt2", "eta2", "phi2", "M")
+    need = ("E1", "px1", "py1", "pz1", "pt1", "eta1", "phi1", "Q1", "E2", "px2", "py2", "pz2", "pt2", "eta2", "phi2", "Q2", "M")
     ev = read_events(path, need, tree=tree)
     e = ev["E1"] + ev["E2"]
     px, py, pz = ev["px1"] + ev["px2"], ev["py1"] + ev["py2"], ev["pz1"] + ev["pz2"]
@@ -497,9 +525,13 @@ def read_cms_dimuon(path: str | Path, *, tree: str | None = None) -> Events:
         "delta_phi": dphi,
         "pt_asym": np.abs(ev["pt1"] - ev["pt2"]) / (ev["pt1"] + ev["pt2"]),
     }
+    mu1 = np.stack([ev["E1"], ev["px1"], ev["py1"], ev["pz1"]], axis=1)
+    mu2 = np.stack([ev["E2"], ev["px2"], ev["py2"], ev["pz2"]], axis=1)
+    first_plus = (ev["Q1"] > 0) | (ev["Q1"] == ev["Q2"])
+    feats["cos_theta"] = helicity_cos_theta(np.where(first_plus[:, None], mu1, mu2), np.where(first_plus[:, None], mu2, mu1))
     out = Events.from_dict(feats, source=ev.source)
     good = np.all(np.isfinite(out.values), axis=1)
     if not good.all():
-        log.warning("%s: dropping %d events with undefined dimuon rapidity", path, int((~good).sum()))
+        log.warning("%s: dropping %d events with undefined dimuon rapidity or cos theta* (a pair at rest)", path, int((~good).sum()))
         out = out.select(good)
     return out

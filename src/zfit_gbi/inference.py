@@ -39,6 +39,7 @@ __all__ = [
     "FitSummary",
     "LimitResult",
     "UnbinnedAsimovCalculator",
+    "counting_significance",
     "discovery",
     "envelope_discovery",
     "envelope_interval",
@@ -501,6 +502,24 @@ def discovery(
     p0 = float(np.clip(p0, 0.0, 1.0))
     z = float(max(z, 0.0)) if np.isfinite(z) else math.inf
     return DiscoveryResult(q0=z**2, p0=p0, significance=z, calculator=calculator)
+
+
+def counting_significance(n_observed: float, b_expected: float, b_error: float = 0.0) -> float:
+    """Discovery Z of a cut-and-count: ``n_observed`` events over an expected background
+    ``b_expected`` known to +- ``b_error`` (events), from the profile likelihood of
+    Pois(n | s + b) x Gauss(b_hat | b, b_error) (Cowan et al., 2011; Cousins-Linnemann-Tucker
+    for the uncertain background). Z = 0 for a deficit.
+    """
+    n, b, s2 = float(n_observed), float(b_expected), float(b_error) ** 2
+    if b <= 0 or n < 0 or s2 < 0 or not all(map(math.isfinite, (n, b, s2))):
+        msg = f"counting_significance needs n >= 0, b > 0 and a finite b_error >= 0; got n={n}, b={b}, b_error={b_error}"
+        raise ValueError(msg)
+    if n <= b:
+        return 0.0
+    if s2 == 0:
+        return math.sqrt(2 * (n * math.log(n / b) - (n - b)))
+    q0 = 2 * (n * math.log(n * (b + s2) / (b * b + n * s2)) - b * b / s2 * math.log1p(s2 * (n - b) / (b * (b + s2))))
+    return math.sqrt(max(q0, 0.0))
 
 
 @dataclass(frozen=True)

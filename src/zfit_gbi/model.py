@@ -30,7 +30,7 @@ from .generators import Flow, FlowEnsemble
 from .pdfs import JointFlowPDF, to_zfit_data
 from .shapes import fit_mass_shape, mass_shape
 
-__all__ = ["GBIModel", "build_model"]
+__all__ = ["GBIModel", "MassModel", "build_mass_model", "build_model"]
 
 
 @dataclass
@@ -221,3 +221,96 @@ def build_model(
         signal_mass_params=sig_params,
         reference_yield=reference_yield,
     )
+
+
+@dataclass
+class MassModel:
+    """The mass-only bump hunt (the baseline GBI must beat): N_B p_B(m) + N_S p_S(m) in the
+    resonant variable alone, the features ignored."""
+
+    space: zfit.Space
+    model: zfit.pdf.SumPDF
+    n_sig: zfit.Parameter
+    n_bkg: zfit.Parameter
+    mass_params: dict[str, zfit.Parameter]
+    window: tuple[float, float]
+    signal_pdf: zfit.pdf.BasePDF
+    background_pdf: zfit.pdf.BasePDF
+    signal_params: dict[str, zfit.Parameter]
+
+    def log_densities(self, m: np.ndarray, region: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """log p_S(m) and log p_B(m) at the current parameter values, each normalized on
+        ``region`` (e.g. the signal region), shape ``(n,)`` each."""
+        space = zfit.Space(self.space.obs[0], limits=region)
+        m = np.asarray(m, dtype=float).ravel()
+        out = []
+        for pdf in (self.signal_pdf, self.background_pdf):
+            out.append(np.log(np.asarray(pdf.pdf(m, norm=space), dtype=float)))
+        return out[0], out[1]
+
+    def signal_fraction(self, region: tuple[float, float]) -> float:
+        """The fraction of the signal shape (fit-window normalized) inside ``region``."""
+        space = zfit.Space(self.space.obs[0], limits=region)
+        return float(np.asarray(self.signal_pdf.integrate(space, norm=self.space)).ravel()[0])
+
+    @property
+    def poi(self) -> zfit.Parameter:
+        return self.n_sig
+
+    def loss(self, m: np.ndarray | Events) -> zfit.loss.ExtendedUnbinnedNLL:
+        """The extended unbinned NLL of masses ``m`` (shape ``(n,)``, or events with the
+        resonant column); masses outside the fit window are an error."""
+        obs = self.space.obs[0]
+        m = np.asarray(m[obs] if isinstance(m, Events) else m, dtype=float).ravel()
+        lo, hi = self.window
+        if not np.all(np.isfinite(m)) or np.any((m < lo) | (m > hi)):
+            msg = f"{obs}: {int((~np.isfinite(m) | (m < lo) | (m > hi)).sum())} masses are NaN or outside the fit window [{lo}, {hi}]"
+            raise ValueError(msg)
+        data = zfit.Data.from_numpy(obs=self.space, array=m[:, None])
+        return zfit.loss.ExtendedUnbinnedNLL(self.model, data)
+
+
+def build_mass_model(
+    *,
+    resonant: str,
+    windows: Windows,
+    data_masses: np.ndarray,
+    signal_masses: np.ndarray | None = None,
+    background_mass: str = "dijet",
+    signal_mass: str = "gauss",
+    sqrt_s: float = 13.0,
+    signal_init: dict[str, float] | None = None,
+    prefix: str = "mass_",
+) -> MassModel:
+    """The mass-only model of the same data: the background shape floats (started from a fit
+    to ``data_masses``), the yields N_S (the POI, events in the fit window) and N_B float.
+
+    The signal shape is fitted to ``signal_masses`` (shape ``(n,)``, the simulation) and fixed;
+    without a simulation (``signal_masses=None``) it floats in the fit, started from
+    ``signal_init`` (e.g. ``{"mu": 9.46, "sigma": 0.08}``, the resonant variable's unit)."""
+    mspace = zfit.Space(resonant, limits=windows.fit)
+    m_in = np.asarray(data_masses, dtype=float)
+    m_in = m_in[windows.in_fit(m_in)]
+    if len(m_in) < 10:
+        msg = f"only {len(m_in)} events in the fit window {windows.fit}: too few to fit a mass shape"
+        raise ValueError(msg)
+    bkg_m, bkg_params = mass_shape(background_mass, mspace, prefix=f"{prefix}bkg", sqrt_s=sqrt_s)
+    fit_mass_shape(bkg_m, m_in)
+    if signal_masses is not None:
+        s_m = np.asarray(signal_masses, dtype=float)
+        s_m = s_m[windows.in_fit(s_m)]
+        init = {"mu": float(np.median(s_m)), "sigma": float(np.clip(np.std(s_m), 1e-3 * np.ptp(windows.fit), 0.3 * np.ptp(windows.fit)))}
+        sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init={**init, **(signal_init or {})})
+        fit_mass_shape(sig_m, s_m, floating=False)
+    elif signal_init is None or "mu" not in signal_init:
+        msg = "build_mass_model: give signal_masses (a simulation) or signal_init with at least 'mu' (the shape then floats)"
+        raise ValueError(msg)
+    else:
+        sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init=dict(signal_init))
+    n_tot = float(len(m_in))
+    n_bkg = zfit.Parameter(f"{prefix}n_bkg", n_tot, 0.0, 10.0 * n_tot + 100)
+    n_sig = zfit.Parameter(f"{prefix}n_sig", 0.0, -n_tot, n_tot)
+    bkg_m.set_yield(n_bkg)
+    sig_m.set_yield(n_sig)
+    return MassModel(mspace, zfit.pdf.SumPDF([sig_m, bkg_m], name=f"{prefix}mass_model"), n_sig, n_bkg, bkg_params, tuple(windows.fit),
+                     sig_m, bkg_m, sig_params)

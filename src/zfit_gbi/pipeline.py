@@ -24,7 +24,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "versions", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "train", "use_models", "versions", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
@@ -70,7 +70,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str, box: dict, what: str, quiet: bool, k_min: int = 1) -> Flow | FlowEnsemble:
+def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str, box: dict, what: str, quiet: bool, k_min: int = 1,
+               executor: Any = None) -> Flow | FlowEnsemble:
     """Load ``g.path`` or train on ``events`` (features | resonant)."""
     if g.is_saved:
         gen = load(g.path)
@@ -99,7 +100,7 @@ def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str,
         return flow
     return FlowEnsemble.train(
         x, m, features=features, bounds=box, context_names=(resonant,), k=k, config=fc, train=tc,
-        bootstrap=g.bootstrap, weights=events.weights, aggregate=g.aggregate,
+        bootstrap=g.bootstrap, weights=events.weights, aggregate=g.aggregate, executor=executor,
     )
 
 
@@ -113,11 +114,83 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
     for what, g, events in (("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features])),
                             ("signal", cfg.signal.generator, sim)):
         with _stage(timings, f"{what} generator", quiet):
-            gen = _generator(g, events, features, resonant, box, what, quiet, k_min if what == "background" else 1)
+            gen = _generator(g, events, features, resonant, box, what, quiet, k_min if what == "background" else 1,
+                             executor=None if cfg.compute.executor == "sequential" else cfg.compute.executor)
             if out is not None:
                 save(gen, out / "models" / what)
         gens.append(gen)
     return gens[0], gens[1]
+
+
+def _describe(gen: Flow | FlowEnsemble) -> dict[str, Any]:
+    """What ``train.json`` records of a generator: members, events, epochs, best validation loss."""
+    hs = gen.history if isinstance(gen.history, list) else [gen.history]
+    return {
+        "members": len(hs),
+        "features": list(gen.features),
+        "context": list(gen.context),
+        "n_train": [h.n_train for h in hs],
+        "epochs": [len(h.val_loss) for h in hs],
+        "best_epoch": [h.best_epoch + 1 for h in hs],
+        "best_val_loss": [h.best_val_loss for h in hs],
+        "stopped": [h.stopped for h in hs],
+        "seconds": [round(h.seconds, 2) for h in hs],
+    }
+
+
+def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+    """``gbi train``: train (or load) the background generator on the sidebands and the signal
+    generator on the simulation, save both under ``out/models/{background,signal}``, draw the
+    training curves and write ``out/train.json`` (atomically); returns that report.
+
+    ``gbi fit``, ``gbi limit`` and ``gbi run`` reuse the saved generators with
+    ``--models out/models`` (:func:`use_models`)."""
+    from ._tf import tf  # noqa: F401
+
+    out = Path(out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    with _stage(timings, "read data", quiet):
+        parts, sim, box = _read_inputs(cfg)
+    if cfg.background.generator.is_saved and cfg.signal.generator.is_saved:
+        log.warning("both generators are loaded from saved folders: nothing is trained, they are copied to %s", out / "models")
+    bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
+    plots: list[str] = []
+    if cfg.plots.enabled:
+        from . import plotting as P
+
+        with _stage(timings, "plots", quiet), P.style(cfg.plots.style):
+            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots.formats)
+    report = {
+        "models": {"background": str(out / "models" / "background"), "signal": str(out / "models" / "signal")},
+        "generators": {"background": _describe(bkg_gen), "signal": _describe(sig_gen)},
+        "n_events": {"sidebands": len(parts["sidebands"]), "simulation": len(sim)},
+        "bounds": {k: list(v) for k, v in box.items()},
+        "plots": plots,
+        "timings": timings,
+        "versions": versions(),
+        "config": json.loads(cfg.model_dump_json()),
+    }
+    write_json_atomic(out / "train.json", report)
+    return report
+
+
+def use_models(cfg: Any, folder: str | Path) -> Any:
+    """``cfg`` with both generators loaded from ``folder/background`` and ``folder/signal``
+    (the ``models`` folder written by :func:`train` or :func:`run`).
+
+    Raises:
+        DataError: when a generator folder is missing.
+    """
+    from .config import override_config
+
+    folder = Path(folder).expanduser().absolute()
+    missing = [str(folder / w) for w in ("background", "signal") if not (folder / w / "model.json").is_file()]
+    if missing:
+        msg = f"--models {folder}: no saved generator in {', '.join(missing)} (expected the models/ folder written by gbi train or gbi run)"
+        raise DataError(msg)
+    return override_config(cfg, {"background": {"generator": {"path": str(folder / "background")}},
+                                 "signal": {"generator": {"path": str(folder / "signal")}}}, source=f"--models {folder}")
 
 
 def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
@@ -549,14 +622,20 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
             P.plot_cls(limit, ax=ax, poi_label=poi_label, experiment=exp, text=pc.label)
             written += P.save(fig, out / "cls_scan", pc.formats)
 
-        for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
-            hist = gen.history
-            hs = hist if isinstance(hist, list) else [hist]
-            if any(len(h.train_loss) for h in hs):
-                fig, ax = P.plt.subplots(figsize=(8, 6))
-                P.plot_training(hs, ax=ax, title=f"{name.capitalize()} generator")
-                written += P.save(fig, out / f"training_{name}", pc.formats)
-    return sorted(p.name for p in written)
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats)})
+
+
+def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str]) -> list[str]:
+    """Training curves of both generators (every ensemble member); file names written."""
+    written: list[Path] = []
+    for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
+        hist = gen.history
+        hs = hist if isinstance(hist, list) else [hist]
+        if any(len(h.train_loss) for h in hs):
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_training(hs, ax=ax, title=f"{name.capitalize()} generator")
+            written += P.save(fig, out / f"training_{name}", formats)
+    return [p.name for p in written]
 
 
 def _updown_from_ensemble(ens: FlowEnsemble, masses: np.ndarray, seed: int, n_mc: int, prefix: str = "gen_updown",

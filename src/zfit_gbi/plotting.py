@@ -41,6 +41,7 @@ __all__ = [
     "plot_cls",
     "plot_feature_closure",
     "plot_mass_fit",
+    "plot_mixture_scan",
     "plot_p0_scan",
     "plot_profile_scan",
     "plot_roc",
@@ -383,6 +384,30 @@ def plot_profile_scan(values: np.ndarray, delta: np.ndarray, *, ax=None, poi_lab
     return ax
 
 
+def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", text: str = "Simulation", label: str = "R-ANODE (held out)"):
+    """The R-ANODE scan (:class:`zfit_gbi.ranode.MixtureScan`): 2 (LL_max - LL) against the
+    signal yield w N_SR in the signal region (log axis), the spline through the scanned points,
+    the background-only level (w = 0) and the 1 sigma interval."""
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    n = scan.n_events
+    w, ll = scan._curve()
+    top = max(float(ll.max()), 0.0)
+    ax.plot(w * n, 2 * (top - ll), "-", color="#3f90da", lw=2, label=label)
+    ax.plot(scan.w * n, 2 * (top - scan.log_likelihood), "o", color="#3f90da", ms=5)
+    ax.axhline(2 * top, color="#bd1f01", ls=":", lw=1.5, label=f"background only ($q_0$ = {scan.q0:.1f})")
+    lo, hi = scan.interval()
+    ax.axhline(1, color="0.4", ls="--", lw=1)
+    ax.axvspan(lo * n, hi * n, color="#94a4a2", alpha=0.3, lw=0,
+               label=rf"$\hat N_S$ = {scan.w_hat * n:.0f} [{lo * n:.0f}, {hi * n:.0f}]")
+    ax.set_xscale("log")
+    ax.set_ylim(0, max(6.0, min(2 * top * 1.2, 60)))
+    ax.set_xlabel(r"Signal yield in the signal region $w\,N_{SR}$")
+    ax.set_ylabel(r"$2\,(\ln L_{max} - \ln L)$, held out")
+    ax.legend(loc="upper left", fontsize="small")
+    _label(ax, experiment, text)
+    return ax
+
+
 def plot_cls(limit: LimitResult, *, ax=None, poi_label: str = r"$N_S$", experiment: str | None = "CMS", text: str = "Simulation"):
     """CLs against the POI (the hypothesis-test inversion): observed, expected median with
     +-1 and +-2 sigma bands, the 1 - CL line and the limits."""
@@ -504,11 +529,15 @@ def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=
     return ax
 
 
-def plot_roc(labels: np.ndarray, scores: Mapping[str, np.ndarray] | np.ndarray, *, axes=None, weights: np.ndarray | None = None):
+def plot_roc(labels: np.ndarray, scores: Mapping[str, np.ndarray] | np.ndarray, *, axes=None, weights: np.ndarray | None = None,
+             min_background: int = 20):
     """ROC (background rejection 1/eps_B vs signal efficiency, log) and SIC
-    (eps_S / sqrt(eps_B)) of one or several classifier scores. Returns ``(roc_ax, sic_ax)``."""
+    (eps_S / sqrt(eps_B)) of one or several classifier scores. Returns ``(roc_ax, sic_ax)``.
+
+    Points where fewer than ``min_background`` background events pass the cut are not drawn
+    (their eps_B is Poisson noise)."""
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+        _, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     rax, sax = axes
     y = np.asarray(labels).astype(bool)
     w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
@@ -517,7 +546,7 @@ def plot_roc(labels: np.ndarray, scores: Mapping[str, np.ndarray] | np.ndarray, 
         order = np.argsort(-np.asarray(s, float))
         ws, wb = np.cumsum((w * y)[order]), np.cumsum((w * ~y)[order])
         eff_s, eff_b = ws / ws[-1], wb / wb[-1]
-        ok = eff_b > 0
+        ok = (eff_b > 0) & (np.cumsum(~y[order]) >= min(min_background, int((~y).sum())))
         auc = float(np.trapezoid(eff_s, eff_b))
         rax.plot(eff_s[ok], 1 / eff_b[ok], lw=1.5, label=f"{name} (AUC {auc:.3f})")
         sax.plot(eff_s[ok], eff_s[ok] / np.sqrt(eff_b[ok]), lw=1.5, label=name)
@@ -528,8 +557,10 @@ def plot_roc(labels: np.ndarray, scores: Mapping[str, np.ndarray] | np.ndarray, 
     rax.set_xlabel(r"Signal efficiency $\epsilon_S$")
     rax.set_ylabel(r"Background rejection $1/\epsilon_B$")
     sax.set_xlabel(r"Signal efficiency $\epsilon_S$")
-    sax.set_ylabel(r"SIC $\epsilon_S/\sqrt{\epsilon_B}$")
+    sax.set_ylabel(r"SIC $\epsilon_S\,/\,\epsilon_B^{1/2}$")
     for a in axes:
         a.set_xlim(0, 1)
-        a.legend(loc="upper right", fontsize="small")
+    lo, hi = rax.get_ylim()
+    rax.set_ylim(lo, hi * 30)  # room for the legend above the curves (one legend: same colours in both panels)
+    rax.legend(loc="upper right", fontsize="x-small")
     return rax, sax

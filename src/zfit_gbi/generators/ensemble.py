@@ -104,27 +104,36 @@ class FlowEnsemble:
         bootstrap: bool = True,
         weights: np.ndarray | None = None,
         aggregate: Literal["prob", "logprob"] = "prob",
+        executor: Any = None,
         **overrides: Any,
     ) -> FlowEnsemble:
         """Train ``k`` members, member ``i`` with seed ``train.seed + i`` and (if ``bootstrap``)
-        on a bootstrap resample of the events drawn with that seed."""
-        from dataclasses import replace
+        on a bootstrap resample of the events drawn with that seed.
+
+        ``executor`` (:func:`zfit_gbi.executor.run_tasks`): ``None`` trains the members one
+        after the other here; ``"processes"``, ``"dask"``, a scheduler address or a Dask
+        ``Client`` train them in parallel, with the same result seed for seed."""
+        from dataclasses import asdict, replace
+
+        from ..executor import run_tasks
+        from .io import flow_from_state
 
         base = replace(train or TrainConfig(), **overrides)
         x = np.asarray(x, dtype=np.float64)
         c = None if context is None else np.asarray(context, dtype=np.float64)
-        members = []
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        remote = executor not in (None, "sequential") and k > 1
+        tasks = []
         for i in range(k):
             seed = base.seed + i
             idx = np.random.default_rng(10_000 + seed).integers(0, len(x), len(x)) if bootstrap else np.arange(len(x))
-            flow = Flow(features, bounds, context_names, config, seed=seed)
-            flow.fit(
-                x[idx],
-                None if c is None else c[idx],
-                None if weights is None else np.asarray(weights)[idx],
-                replace(base, seed=seed),
-            )
-            members.append(flow)
+            tasks.append({
+                "features": list(features), "bounds": {f: tuple(b) for f, b in bounds.items()}, "context": list(context_names),
+                "config": asdict(config or FlowConfig()), "train": asdict(replace(base, seed=seed, progress=base.progress and not remote)),
+                "seed": seed, "x": x[idx], "c": None if c is None else c[idx], "w": None if w is None else w[idx], "state": remote,
+            })
+        out = run_tasks(_train_member, tasks, executor=executor)
+        members = [flow_from_state(*o, source=f"ensemble member {i}") if remote else o for i, o in enumerate(out)]
         return cls(members, aggregate)
 
     # ---- densities --------------------------------------------------------------------------
@@ -232,3 +241,15 @@ class FlowEnsemble:
             f"FlowEnsemble(K={len(self)}, aggregate={self.aggregate!r}, p({', '.join(self.features)}{cond}); "
             f"member: {self.members[0].config}; best val loss {np.nanmean(vals):.4f} +- {np.nanstd(vals):.4f})"
         )
+
+
+def _train_member(task: dict[str, Any]) -> Any:
+    """One ensemble member (module level, so worker processes can run it): the trained
+    :class:`Flow`, or its plain-data state (``task["state"]``) to send back from a worker."""
+    from .io import flow_state
+
+    cfg = dict(task["config"])
+    cfg["hidden_units"] = tuple(cfg["hidden_units"])
+    flow = Flow(task["features"], task["bounds"], task["context"], FlowConfig(**cfg), seed=task["seed"])
+    flow.fit(task["x"], task["c"], task["w"], TrainConfig(**task["train"]))
+    return flow_state(flow) if task["state"] else flow

@@ -21,7 +21,7 @@ from .._atomic import write_atomic
 from .ensemble import FlowEnsemble
 from .flows import Flow, FlowConfig, TrainingHistory
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "save"]
+__all__ = ["FORMAT_VERSION", "ModelFileError", "flow_from_state", "flow_state", "load", "save"]
 
 FORMAT = "zfit-gbi-generator"
 FORMAT_VERSION = 1
@@ -152,6 +152,22 @@ def _build_flow(fm: dict[str, Any], meta_file: Path, k: int) -> Flow:
             raise ValueError(f"history best_epoch {h.best_epoch} does not fit {len(h.val_loss)} epochs")
     except (KeyError, TypeError, ValueError) as err:
         raise _fail(meta_file, f"flow {k}: invalid entry ({type(err).__name__}: {err})") from err
+    return flow
+
+
+def flow_state(flow: Flow) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A trained flow as plain data: its ``model.json`` entry and its weight arrays (what a
+    worker process sends back; :func:`flow_from_state` rebuilds it). No pickled code."""
+    return _flow_meta(flow), [np.asarray(w) for w in flow.get_weights()]
+
+
+def flow_from_state(meta: dict[str, Any], weights: list[np.ndarray], *, source: str = "<worker>") -> Flow:
+    """The flow described by :func:`flow_state`'s output (validated as :func:`load` does)."""
+    flow = _build_flow(meta, Path(source), 0)
+    try:
+        flow.set_weights(list(weights))
+    except ValueError as err:
+        raise _fail(Path(source), f"weights do not fit the architecture ({err})") from err
     return flow
 
 

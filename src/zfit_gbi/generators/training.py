@@ -38,6 +38,8 @@ def train_flow(
     context: np.ndarray | None,
     weights: np.ndarray | None,
     cfg: TrainConfig,
+    *,
+    mixture: tuple[float, np.ndarray, np.ndarray] | None = None,
 ) -> TrainingHistory:
     """Train ``flow`` in place (float32) and return its history.
 
@@ -47,6 +49,11 @@ def train_flow(
         context: Conditioning values ``(n_events, n_context)`` or ``None``.
         weights: Per-event weights ``(n_events,)`` or ``None``.
         cfg: Training settings.
+        mixture: ``(w, log_a, log_b)``: maximize the likelihood of the mixture
+            ``w * exp(log_a) * q(x | c) + (1 - w) * exp(log_b)`` instead of ``q(x | c)`` alone,
+            where ``q`` is the flow and ``log_a``, ``log_b`` (shape ``(n_events,)``) are fixed
+            per-event log-densities (R-ANODE: ``log_a`` = log p_S(m), ``log_b`` = the
+            background's log p_B(m) + log p_B(x | m)); ``0 < w <= 1``.
 
     Raises:
         ValueError: for bad shapes or too few events.
@@ -64,6 +71,18 @@ def train_flow(
     if n - n_val < 2:
         msg = f"too few events to train a flow: {n} (need at least 3 with a validation split)"
         raise ValueError(msg)
+    if mixture is not None:
+        w_mix, log_a, log_b = float(mixture[0]), np.asarray(mixture[1], np.float64), np.asarray(mixture[2], np.float64)
+        if not 0 < w_mix <= 1:
+            msg = f"mixture fraction w must lie in (0, 1], got {w_mix}"
+            raise ValueError(msg)
+        if log_a.shape != (n,) or log_b.shape != (n,) or not (np.all(np.isfinite(log_a)) and np.all(np.isfinite(log_b))):
+            msg = f"mixture log-densities must be finite and of shape ({n},)"
+            raise ValueError(msg)
+        ab = np.stack([np.log(w_mix) + log_a, np.log1p(-w_mix) + log_b if w_mix < 1 else np.full(n, -np.inf)], axis=1)
+    else:
+        ab = np.zeros((n, 2))
+    mix = mixture is not None
 
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(n)
@@ -79,36 +98,37 @@ def train_flow(
         return None if a is None else tf.constant(a, tf.float32)
 
     w_all = np.ones(n) if weights is None else weights
-    x_tr, c_tr, w_tr = x[i_tr], (None if c is None else c[i_tr]), w_all[i_tr]
-    x_val, c_val, w_val = as32(x[i_val]), as32(None if c is None else c[i_val]), as32(w_all[i_val])
+    x_tr, c_tr, w_tr, ab_tr = x[i_tr], (None if c is None else c[i_tr]), w_all[i_tr], ab[i_tr]
+    x_val, c_val, w_val, ab_val = as32(x[i_val]), as32(None if c is None else c[i_val]), as32(w_all[i_val]), as32(ab[i_val])
 
     variables = flow._nets32.trainable_variables
     lr = tf.Variable(cfg.learning_rate, dtype=tf.float32, trainable=False)
     opt = tf_keras.optimizers.Adam(learning_rate=lr, global_clipnorm=cfg.clipnorm)
 
-    def loss_fn(xb, cb, wb, training):
+    def event_log_lik(xb, cb, abb, training):
         lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
-        return -tf.reduce_sum(wb * lp) / tf.reduce_sum(wb)
+        if mix:  # log(w a q + (1 - w) b), the fixed terms carried in abb = [log w a, log (1 - w) b]
+            return tf.reduce_logsumexp(tf.stack([abb[:, 0] + lp, abb[:, 1]], axis=1), axis=1)
+        return lp
 
     @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True)
-    def train_step(xb, cb, wb):
+    def train_step(xb, cb, wb, abb):
         with tf.GradientTape() as tape:
-            loss = loss_fn(xb, cb, wb, True)
+            loss = -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, True)) / tf.reduce_sum(wb)
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables, strict=True))
         return loss
 
     @tf.function(reduce_retracing=True)
-    def val_sum(xb, cb, wb):
-        lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=False)
-        return -tf.reduce_sum(wb * lp), tf.reduce_sum(wb)
+    def val_sum(xb, cb, wb, abb):
+        return -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, False)), tf.reduce_sum(wb)
 
     def validation_loss() -> float:
         tot, sw = 0.0, 0.0
         step = 65536
         for i in range(0, n_val, step):
             cb = None if c_val is None else c_val[i : i + step]
-            a, b = val_sum(x_val[i : i + step], cb, w_val[i : i + step])
+            a, b = val_sum(x_val[i : i + step], cb, w_val[i : i + step], ab_val[i : i + step])
             tot, sw = tot + float(a), sw + float(b)
         return tot / sw
 
@@ -127,7 +147,8 @@ def train_flow(
             for b in range(n_batches):
                 idx = order[b * bs : (b + 1) * bs]
                 cb = None if c_tr is None else tf.constant(c_tr[idx], tf.float32)
-                total += float(train_step(tf.constant(x_tr[idx], tf.float32), cb, tf.constant(w_tr[idx], tf.float32)))
+                total += float(train_step(tf.constant(x_tr[idx], tf.float32), cb, tf.constant(w_tr[idx], tf.float32),
+                                          tf.constant(ab_tr[idx], tf.float32)))
             train_loss = total / n_batches
             val_loss = validation_loss() if math.isfinite(train_loss) else math.nan
             hist.train_loss.append(train_loss)

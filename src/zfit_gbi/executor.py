@@ -1,0 +1,87 @@
+"""Where independent tasks run: in this process, in local worker processes, or on Dask.
+
+One interface for the work that splits into independent, seeded tasks (the members of a
+generator ensemble today). Every task carries its own seed, so the results are the same, seed
+for seed, whichever executor runs them.
+
+``executor`` is one of:
+
+* ``None`` or ``"sequential"``: one after the other in this process (the default);
+* ``"processes"`` or ``"processes:N"``: N local worker processes (default: the CPU count);
+* ``"dask"``: a ``dask.distributed`` ``LocalCluster`` started for the call;
+* ``"tcp://host:port"`` (any scheduler address): the Dask cluster behind it (dask-jobqueue
+  users start their HTCondor / Slurm cluster and give its address);
+* a ``distributed.Client`` object.
+
+Dask needs the ``dask`` extra: ``pip install "zfit-gbi[dask]"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+__all__ = ["check_executor", "describe", "run_tasks"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def describe(executor: Any) -> str:
+    """A short name of an executor spec, for logs and summaries."""
+    if executor is None:
+        return "sequential"
+    if isinstance(executor, str):
+        return executor
+    return f"dask client {getattr(executor, 'scheduler_info', dict)().get('address', '?')}"
+
+
+def check_executor(executor: Any) -> None:
+    """Raise ``ValueError`` naming the allowed forms when ``executor`` is an unknown name."""
+    if executor is None or not isinstance(executor, str):
+        return
+    if executor in ("sequential", "processes", "dask") or executor.startswith(("tcp://", "tls://", "inproc://")):
+        return
+    if executor.startswith("processes:") and executor.split(":", 1)[1].isdigit() and int(executor.split(":", 1)[1]) >= 1:
+        return
+    msg = (f"unknown executor {executor!r}; use 'sequential', 'processes', 'processes:N' (N >= 1), 'dask' "
+           "or a Dask scheduler address such as 'tcp://host:8786'")
+    raise ValueError(msg)
+
+
+def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, executor: Any = None) -> list[R]:
+    """``[fn(t) for t in tasks]``, run where ``executor`` says, results in the order of ``tasks``.
+
+    ``fn`` must be a module-level function and the tasks and results plain data (arrays, dicts),
+    so they can travel to other processes or machines.
+
+    Raises:
+        ValueError: for an unknown executor name.
+        ImportError: for a Dask executor without dask installed (naming the extra).
+    """
+    check_executor(executor)
+    tasks = list(tasks)
+    if executor is None or executor == "sequential" or len(tasks) <= 1:
+        return [fn(t) for t in tasks]
+    if isinstance(executor, str) and executor.startswith("processes"):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        n = int(executor.split(":", 1)[1]) if ":" in executor else (os.cpu_count() or 1)
+        # spawn: a forked TensorFlow runtime is not safe to use in the child
+        with ProcessPoolExecutor(max_workers=min(n, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+            return list(pool.map(fn, tasks))
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        msg = f"executor {describe(executor)!r} needs dask: pip install 'zfit-gbi[dask]'"
+        raise ImportError(msg) from err
+    if isinstance(executor, str):
+        if executor == "dask":
+            with LocalCluster(n_workers=min(len(tasks), os.cpu_count() or 1), threads_per_worker=1, processes=True) as cluster, \
+                    Client(cluster) as client:
+                return client.gather(client.map(fn, tasks, pure=False))
+        with Client(executor) as client:
+            return client.gather(client.map(fn, tasks, pure=False))
+    return executor.gather(executor.map(fn, tasks, pure=False))

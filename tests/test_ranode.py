@@ -1,0 +1,81 @@
+"""R-ANODE on a small synthetic case with known densities (tiny flows, few epochs).
+
+Background: x ~ N(0, 1)^2 with m uniform on the signal region [0, 1]; signal: x ~ N(1.5, 0.3)^2
+with m ~ N(0.5, 0.1). Both densities are known exactly, so log p_B is exact and only the signal
+flow is learned. The signal's mass peak is what stops the flow from absorbing background: with
+p_S(m) = p_B(m) every w >= w_true would fit the data equally well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from zfit_gbi.data import DataError
+from zfit_gbi.generators import Flow, FlowConfig, TrainConfig
+from zfit_gbi.ranode import calibrated_p_value, mixture_scan
+
+BOX = {"a": (-5.0, 5.0), "b": (-5.0, 5.0)}
+
+
+def _flow(seed: int) -> Flow:
+    return Flow(("a", "b"), BOX, (), FlowConfig(n_layers=2, hidden_units=(16, 16)), seed=seed)
+
+
+def _scan(n_b: int, n_s: int, seed: int, *, epochs: int, n_folds: int, grid, refine: int):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(size=(n_b, 2)), rng.normal(1.5, 0.3, size=(n_s, 2))]).clip(-4.9, 4.9)
+    m = np.concatenate([rng.uniform(size=n_b), rng.normal(0.5, 0.1, size=n_s).clip(0.001, 0.999)])
+    train = TrainConfig(epochs=epochs, batch_size=256, learning_rate=3e-3, patience=6, progress=False, jit_compile=False)
+    return mixture_scan(x, m, log_signal_mass=norm.logpdf(m, 0.5, 0.1), log_background=norm.logpdf(x).sum(axis=1), make_flow=_flow,
+                        w_grid=grid, n_folds=n_folds, train=train, seed=seed, refine=refine, progress=False)
+
+
+def test_mixture_scan_mechanics():
+    scan = _scan(600, 100, 1, epochs=4, n_folds=2, grid=[0.03, 0.15, 0.6], refine=1)
+    assert scan.w.shape == (4,)
+    assert np.all(np.diff(scan.w) > 0)
+    assert scan.fold_log_likelihood.shape == (4, 2)
+    assert np.all(np.isfinite(scan.log_likelihood))
+    lo, hi = scan.interval()
+    assert lo <= scan.w_hat <= hi
+    assert scan.interval(2.0)[0] <= lo
+    assert scan.q0 >= 0
+    d = scan.to_dict()
+    assert d["signal_yield"]["value"] == pytest.approx(scan.w_hat * 700)
+    assert "N_S=" in repr(scan)
+
+
+def test_mixture_scan_errors():
+    with pytest.raises(ValueError, match="w_grid"):
+        mixture_scan(np.zeros((100, 2)), np.zeros(100), log_signal_mass=np.zeros(100), log_background=np.zeros(100),
+                     make_flow=_flow, w_grid=[0.1, 0.2])
+    with pytest.raises(DataError, match="log_background"):
+        mixture_scan(np.zeros((100, 2)), np.zeros(100), log_signal_mass=np.zeros(100), log_background=np.full(100, np.nan),
+                     make_flow=_flow, w_grid=[0.1, 0.2, 0.3])
+    with pytest.raises(DataError, match="too few"):
+        mixture_scan(np.zeros((30, 2)), np.zeros(30), log_signal_mass=np.zeros(30), log_background=np.zeros(30),
+                     make_flow=_flow, w_grid=[0.1, 0.2, 0.3], n_folds=3)
+
+
+@pytest.mark.slow
+def test_mixture_scan_recovers_the_fraction():
+    """200 signal events in 2200: the fitted yield within 3 sqrt(200) (its Poisson error; the
+    scan's own interval is not yet calibrated, see issue 8) and clearly significant; without
+    signal, no significance."""
+    scan = _scan(2000, 200, 1, epochs=40, n_folds=3, grid=np.geomspace(0.01, 0.5, 7), refine=4)
+    assert abs(scan.w_hat * 2200 - 200) < 3 * np.sqrt(200)
+    assert scan.significance > 5
+    null = _scan(2000, 0, 2, epochs=40, n_folds=3, grid=np.geomspace(0.003, 0.3, 6), refine=0)
+    assert null.significance < 3
+
+
+def test_calibrated_p_value():
+    null = np.arange(99.0)  # 99 pseudo-experiments
+    assert calibrated_p_value(200.0, null)[0] == pytest.approx(1 / 100)
+    p, z = calibrated_p_value(49.5, null)
+    assert p == pytest.approx(50 / 100)
+    assert z == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="non-empty"):
+        calibrated_p_value(1.0, [])

@@ -1,0 +1,219 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Real LHC Olympics R&D events: the signal yield, against a mass-only fit and CATHODE
+#
+# The LHCO 2020 R&D dataset (QCD dijets with a W' -> X(qq) Y(qq) signal, m_W' = 3.5 TeV) as
+# prepared by the CATHODE authors: every event has 3.3 < m_jj < 3.7 TeV, so we use a *pseudo*
+# signal region 3.44-3.56 TeV and the rest of 3.3-3.7 TeV as sidebands. Features: the lighter
+# jet mass mj1, delta_mj = mj2 - mj1 (TeV) and the N-subjettiness ratios tau21 of both jets.
+#
+# * Data: all background events of `sr_mixed_a.npy` and `sr_mixed_b.npy` (121,687 events), with
+#   signal injected at several levels by subsampling their 772 signal events.
+# * Background generator p_B(x | m_jj): an ensemble of conditional flows trained on the data's
+#   sidebands (signal included, as in a real search); its spread enters the fit as
+#   eigen-variation nuisance parameters.
+# * Signal model p_S(x | m_jj): a flow trained on `sr_signal_only.npy` (disjoint from the data),
+#   without the 20,000 signal events of `sr_sig_enriched.npy`, which serve as the test set of
+#   the ROC and SIC curves (the two files share them).
+# * For every injection level: the fitted signal yield against the true number (the label
+#   column is used only for that), the discovery significance of the GBI fit, of a mass-only
+#   fit and of a CATHODE-style cut (classifier between signal-region data and generated
+#   background; keep the most anomalous 2 % of the data; count against the generated
+#   background's efficiency times the sideband-fit background).
+#
+# Run: `python tutorials/04_lhco_rnd.py --data ../shared/data/lhco_rnd_sr` (full: about 10
+# minutes on 2 CPU cores) or with `--smoke` (a subsample, tiny networks, about 1 minute; the
+# numbers are not meaningful). Without the data folder it says so and exits. The README quotes
+# the full run's table.
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pyhf_gbi.templates import sideband_expectation
+from zfit_gbi import plotting as P
+from zfit_gbi.classifier import ClassifierConfig, cathode_scores
+from zfit_gbi.data import LHCO_COLUMNS, Events, Windows, box_from_data, read_lhco
+from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, TrainConfig
+from zfit_gbi.inference import counting_significance, discovery, fit, profile_scan
+from zfit_gbi.model import build_mass_model, build_model
+from zfit_gbi.nuisances import EigenVariation
+
+ap = argparse.ArgumentParser(description="GBI on the LHCO R&D events")
+ap.add_argument("--data", default="../shared/data/lhco_rnd_sr", help="folder with the sr_*.npy files")
+ap.add_argument("--out", default="tutorial-04", help="folder for the plots and results.json")
+ap.add_argument("--smoke", action="store_true", help="subsample, tiny networks: checks the chain")
+args = ap.parse_args()
+SMOKE = args.smoke
+folder, out = Path(args.data), Path(args.out)
+if not (folder / "sr_mixed_a.npy").exists():
+    print(f"LHCO data not found in {folder} (needs sr_mixed_a.npy, sr_mixed_b.npy, sr_signal_only.npy, sr_sig_enriched.npy); "
+          "pass --data FOLDER. Nothing to do.")
+    raise SystemExit(0)
+out.mkdir(parents=True, exist_ok=True)
+
+FEATURES = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")
+WINDOWS = Windows(fit=(3.3, 3.7), signal_region=(3.44, 3.56))
+LEVELS = [772] if SMOKE else [772, 386, 193, 0]  # injected signal events
+EPOCHS, K = (3, 2) if SMOKE else (30, 3)
+FLOW = FlowConfig(n_layers=4, hidden_units=(48, 48))
+TRAIN = TrainConfig(epochs=EPOCHS, batch_size=512, learning_rate=2e-3, patience=6, progress=not SMOKE, seed=1)
+CLF = ClassifierConfig(hidden=(64, 64, 64), epochs=2 if SMOKE else 20, batch_size=512, patience=4, seed=5)
+rng = np.random.default_rng(2026)
+
+# %% [markdown]
+# ## The events
+
+# %%
+mixed = [read_lhco(folder / f"sr_mixed_{s}.npy") for s in "ab"]
+pool = np.concatenate([e.values for e in mixed])
+bkg_pool, sig_pool = pool[pool[:, 5] == 0], pool[pool[:, 5] == 1]
+if SMOKE:
+    bkg_pool = bkg_pool[rng.choice(len(bkg_pool), 20_000, replace=False)]
+sig_only, enriched = read_lhco(folder / "sr_signal_only.npy"), read_lhco(folder / "sr_sig_enriched.npy")
+# the signal model must not see the test events of the ROC curves: drop them from its training set
+test_rows = {r.tobytes() for r in enriched.values[enriched["label"] == 1]}
+train_sim = sig_only.select(np.array([r.tobytes() not in test_rows for r in sig_only.values]))
+print(f"background {len(bkg_pool)}, signal to inject {len(sig_pool)}; signal simulation {len(train_sim)} "
+      f"({len(sig_only) - len(train_sim)} held out for the ROC curves)")
+if SMOKE:
+    train_sim = train_sim.select(rng.choice(len(train_sim), 3000, replace=False))
+box = box_from_data(Events(np.concatenate([pool, sig_only.values, enriched.values]), LHCO_COLUMNS), FEATURES, margin=0.01)
+
+# %% [markdown]
+# ## The signal model (once): a conditional flow on the simulation
+
+# %%
+sig_gen = Flow(FEATURES, box, ("mjj",), FLOW, seed=2)
+sig_gen.fit(train_sim.array(FEATURES), train_sim["mjj"], train=TRAIN)
+print(sig_gen)
+
+# %% [markdown]
+# ## Every injection level: generators, GBI fit, mass-only fit, CATHODE
+
+# %%
+rows, last = [], None
+for i, n_inj in enumerate(LEVELS):
+    data = Events(np.concatenate([bkg_pool, sig_pool[rng.choice(len(sig_pool), n_inj, replace=False)]]), LHCO_COLUMNS)
+    parts = WINDOWS.split(data, "mjj")
+    sb, sr = parts["sidebands"], parts["signal_region"]
+    truth_sr = int(sr["label"].sum())
+    bkg_gen = FlowEnsemble.train(sb.array(FEATURES), sb["mjj"], features=FEATURES, bounds=box, context_names=("mjj",), k=K,
+                                 config=FLOW, train=TRAIN, bootstrap=True)
+    var = EigenVariation.from_ensemble(bkg_gen, sr["mjj"], n_components=min(2, K - 1), seed=i, prefix=f"l{i}_eigen",
+                                       mass_range=WINDOWS.signal_region)
+    model = build_model(resonant="mjj", features=FEATURES, windows=WINDOWS, background_generator=bkg_gen, signal_generator=sig_gen,
+                        data_masses=data["mjj"], signal_masses=train_sim["mjj"], background_mass="exppoly2", variation=var,
+                        prefix=f"l{i}_")
+    loss = model.loss(data)
+    res = fit(loss, model.poi)
+    z_gbi = discovery(loss, model.poi, n_asimov=20_000, seed=i).significance
+
+    mm = build_mass_model(resonant="mjj", windows=WINDOWS, data_masses=data["mjj"], signal_masses=train_sim["mjj"],
+                          background_mass="exppoly2", prefix=f"mo{i}_")
+    mloss = mm.loss(data)
+    mres = fit(mloss, mm.poi, minos=False)
+    z_mass = math.sqrt(max(profile_scan(mloss, mm.poi, [0.0])[0], 0.0)) if mres.poi_value > 0 else 0.0
+
+    # CATHODE: keep the SR data events with the highest out-of-fold scores; the background they
+    # contain is estimated (a) as CATHODE does, by a bump hunt: the same cut applied to the
+    # sideband events and the mass shape fitted to the kept sideband events only, extrapolated
+    # into the SR; (b) from the generator: the SR background (sideband fit before the cut) times
+    # the generated background's efficiency of the cut, which trusts the generator's tails
+    cs = cathode_scores(sr.array(FEATURES), sr["mjj"], bkg_gen, n_folds=2 if SMOKE else 3, oversample=2, n_background=100_000,
+                        config=CLF, seed=i, progress=not SMOKE)
+    sb_scores = cs.score(sb.array(FEATURES), seed=i)
+    sbfit = sideband_expectation(model.background.mass_pdf, sb["mjj"], WINDOWS)
+    cuts = {}
+    for eff in (0.01, 0.02, 0.05):
+        thr, n_kept, eff_b = cs.cut(eff)
+        bump = sideband_expectation(model.background.mass_pdf, sb["mjj"][sb_scores >= thr], WINDOWS)
+        b_gen = sbfit.expected * eff_b
+        b_gen_err = b_gen * math.hypot(sbfit.rel_error, math.sqrt((1 - eff_b) / (eff_b * len(cs.background))))
+        cuts[eff] = {"kept": n_kept, "signal_kept": int(sr["label"][cs.data >= thr].sum()),
+                     "background": bump.expected, "background_error": bump.expected * bump.rel_error,
+                     "z": counting_significance(n_kept, bump.expected, bump.expected * bump.rel_error),
+                     "background_generator": b_gen, "z_generator": counting_significance(n_kept, b_gen, b_gen_err)}
+    row = {"injected": n_inj, "signal_in_sr": truth_sr, "s_over_b_sr": truth_sr / (len(sr) - truth_sr),
+           "gbi_yield": res.poi_value, "gbi_error_low": res.poi_error_low, "gbi_error_high": res.poi_error_high,
+           "gbi_z": z_gbi, "mass_only_yield": mres.poi_value, "mass_only_error": mres.errors[mm.poi.name], "mass_only_z": z_mass,
+           "cathode": {f"{e:.2f}": c for e, c in cuts.items()}, "fit_valid": res.valid}
+    rows.append(row)
+    err = res.poi_error_high if res.poi_value < n_inj else res.poi_error_low
+    print(f"\n[{n_inj} injected, S/B in the SR {row['s_over_b_sr']:.2%}] GBI N_S = {res.poi_value:.0f} "
+          f"-{res.poi_error_low:.0f} +{res.poi_error_high:.0f} (pull {(res.poi_value - n_inj) / err:+.2f}), Z = {z_gbi:.2f}; "
+          f"mass-only N_S = {mres.poi_value:.0f} +- {mres.errors[mm.poi.name]:.0f}, Z = {z_mass:.2f}; "
+          f"CATHODE 2 % cut: {cuts[0.02]['kept']} kept ({cuts[0.02]['signal_kept']} signal) over {cuts[0.02]['background']:.0f} "
+          f"+- {cuts[0.02]['background_error']:.0f} (bump hunt), Z = {cuts[0.02]['z']:.2f}; over {cuts[0.02]['background_generator']:.0f} "
+          f"(generator), Z = {cuts[0.02]['z_generator']:.2f}")
+    if i == 0:
+        last = (model, data, bkg_gen, cs, res, loss)
+
+# %% [markdown]
+# ## Summary table and plots
+# How to read it: the GBI yield should follow the injected number within its errors, and its Z
+# should vanish without signal. Two effects pull the other way on these events: the LHCO signal
+# is broad in m_jj, so more than half of it sits in the pseudo sidebands, where the background
+# generator learns part of it (GBI's yield then comes out low at large injections); and the
+# generator's training noise, which the ensemble's eigen-variations cover only in part. The
+# mass-only fit has no power here (the signal peak is a quarter of the fit window wide). The
+# CATHODE-style "generator count" shows why a cut's background must come from data (the bump
+# hunt): cutting on the most anomalous events selects where the generator is least accurate.
+
+# %%
+print(f"\n{'injected':>8} {'S/B(SR)':>8} {'GBI N_S':>16} {'GBI Z':>6} {'mass-only N_S':>14} {'mass Z':>6} "
+      f"{'CATHODE Z (1/2/5 %)':>20} {'(generator count)':>18}")
+for r in rows:
+    cz = "/".join(f"{r['cathode'][k]['z']:.1f}" for k in ("0.01", "0.02", "0.05"))
+    gz = "/".join(f"{r['cathode'][k]['z_generator']:.1f}" for k in ("0.01", "0.02", "0.05"))
+    print(f"{r['injected']:>8} {r['s_over_b_sr']:>8.2%} {r['gbi_yield']:>7.0f} -{r['gbi_error_low']:.0f} +{r['gbi_error_high']:.0f}"
+          f" {r['gbi_z']:>6.2f} {r['mass_only_yield']:>7.0f} +- {r['mass_only_error']:.0f} {r['mass_only_z']:>6.2f} {cz:>20} {gz:>18}")
+(out / "results.json").write_text(json.dumps({"rows": rows, "windows": {"fit": WINDOWS.fit, "signal_region": WINDOWS.signal_region},
+                                              "smoke": SMOKE}, indent=1))
+
+model, data, bkg_gen, cs, res, loss = last
+for p in loss.get_params(floating=True):  # back to the GBI best fit (the sideband fit moved the mass shape)
+    p.set_value(res.values[p.name])
+test = enriched.select(WINDOWS.in_signal_region(enriched["mjj"]))
+xt, mt = test.array(FEATURES), test["mjj"][:, None]
+scores = {"CATHODE classifier": np.mean([c.score(xt) for c in cs.classifiers], axis=0),
+          r"GBI $\log p_S/p_B$": sig_gen.log_prob(xt, mt) - bkg_gen.log_prob(xt, mt)}
+with P.style("CMS") as exp:
+    rax, sax = P.plot_roc(test["label"], scores)
+    P.save(rax.figure, out / "roc_sic", ["png"])
+    fig, ax = P.plt.subplots(figsize=(8, 6))
+    inj = np.array([r["injected"] for r in rows])
+    ax.errorbar(inj, [r["gbi_yield"] for r in rows], yerr=[[r["gbi_error_low"] for r in rows], [r["gbi_error_high"] for r in rows]],
+                fmt="ko", label="GBI fit")
+    mo_err = [r["mass_only_error"] for r in rows]
+    big = np.median(mo_err) > 1.5 * max(inj.max(), 100)  # the broad LHCO signal is nearly degenerate with the background shape
+    ax.errorbar(inj + 8, [r["mass_only_yield"] for r in rows], yerr=None if big else mo_err, fmt="s", color="C1",
+                label=f"mass-only fit (errors about $\\pm${np.median(mo_err):.0f}, off scale)" if big else "mass-only fit")
+    ax.plot([0, inj.max()], [0, inj.max()], "k:", label="injected")
+    ax.set_ylim(-0.4 * max(inj.max(), 100), 1.6 * max(inj.max(), 100))  # the mass-only errors can be far larger
+    ax.set_xlabel("Injected signal events")
+    ax.set_ylabel(r"Fitted signal yield $N_S$")
+    ax.legend(loc="upper left")
+    P.save(fig, out / "yield_vs_injected", ["png"])
+    fig, axes = P.mass_axes()
+    P.plot_mass_fit(model, data, WINDOWS, axes=axes, experiment=None, unit="TeV")  # LHCO R&D: Delphes simulation, no experiment
+    P.save(fig, out / "postfit_mass", ["png"])
+print(f"wrote {out}/results.json and plots")
+
+if not SMOKE:  # the claims the README quotes
+    top = rows[0]
+    assert top["gbi_z"] > 3 * top["mass_only_z"], "the features add sensitivity over the mass-only fit"
