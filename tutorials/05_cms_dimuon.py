@@ -24,11 +24,13 @@
 #    p_B fixed (the sideband-trained flows, the continuum shape of the mass fit) and p_S(M) the
 #    fitted peak (our documented choice for the signal's mass dependence); the signal flow q is
 #    trained by maximizing this mixture likelihood at every w of a scan, k-fold, and the
-#    held-out likelihood gives w, so the Upsilon yield, with its interval.
+#    held-out likelihood gives w, so the Upsilon yield. Every w has its own trained flows, so
+#    the held-out likelihood scatters about a smooth curve by tens of units of ln L here: the
+#    interval adds that training noise to the statistical error.
 # 5. The multi-dimensional fit: the GBI model with the background generator and the learned
 #    signal flow (trained on all peak-region events at the fitted w), fitted for the yield.
 #
-# Run: `python tutorials/05_cms_dimuon.py --data ../shared/data/cms_dimuon` (full: about 12
+# Run: `python tutorials/05_cms_dimuon.py --data ../shared/data/cms_dimuon` (full: about 15
 # minutes on 2 CPU cores) or with `--smoke` (tiny networks, about 2 minutes; the numbers are not
 # meaningful). Without the data folder it says so and exits.
 
@@ -118,9 +120,9 @@ def signal_flow(seed: int) -> Flow:
     return Flow(FEATURES, box, ("M",), FlowConfig(n_layers=3, hidden_units=(32, 32)), seed=seed)
 
 
-grid = np.geomspace(w0 / 4, min(4 * w0, 0.95), 5 if SMOKE else 7)
+grid = np.geomspace(w0 / 4, min(4 * w0, 0.95), 4 if SMOKE else 7)
 scan = mixture_scan(sr.array(FEATURES), sr["M"], log_signal_mass=log_ps_m, log_background=log_pb, make_flow=signal_flow,
-                    w_grid=grid, n_folds=FOLDS, seeds=(0,) if SMOKE else (0, 1), train=TRAIN, seed=3, refine=2 if SMOKE else 4,
+                    w_grid=grid, n_folds=FOLDS, seeds=(0,) if SMOKE else (0, 1), train=TRAIN, seed=3, refine=0 if SMOKE else 4,
                     progress=not SMOKE)
 lo, hi = scan.interval()
 n_ranode = scan.w_hat * len(sr)

@@ -306,7 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="only print results and errors")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    models_help = "load both generators from this folder (models/ of gbi train or gbi run) instead of training"
 
     demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 5-6 minutes)")
     demo.add_argument("--out", default="gbi-demo", help="output folder (default: gbi-demo)")
@@ -318,27 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="tiny networks and few epochs: checks the chain in about a minute")
     demo.set_defaults(func=cmd_demo)
 
-    runp = _command(sub, common, "run", "run the analysis of a YAML config: generators, fit, discovery, CLs limit")
-    runp.add_argument("config", help="the YAML config (see the README for the keys)")
-    runp.add_argument("--out", required=True, help="output folder (summary.json, models/, plots)")
-    runp.add_argument("--models", default=None, metavar="FOLDER", help=models_help)
-    runp.set_defaults(func=cmd_run)
+    def analysis(name: str, help: str, config_help: str, out_help: str, *, models: bool = True) -> argparse.ArgumentParser:
+        """A subcommand on a YAML config: CONFIG, --out and (for those that can load them) --models."""
+        p = _command(sub, common, name, help)
+        p.add_argument("config", help=config_help)
+        p.add_argument("--out", required=True, help=out_help)
+        if models:
+            p.add_argument("--models", default=None, metavar="FOLDER",
+                           help="load both generators from this folder (models/ of gbi train or gbi run) instead of training")
+        return p
 
-    trainp = _command(sub, common, "train", "train and save the generators of a config (no fit)")
-    trainp.add_argument("config", help="the YAML config (as for gbi run)")
-    trainp.add_argument("--out", required=True, help="output folder (models/, train.json, training curves)")
-    trainp.set_defaults(func=cmd_train)
-
-    fitp = _command(sub, common, "fit", "fit the signal yield only (no discovery test, no limit)")
-    fitp.add_argument("config", help="the YAML config (as for gbi run; inference.discovery and upper_limit are ignored)")
-    fitp.add_argument("--out", required=True, help="output folder (summary.json, models/, plots)")
-    fitp.add_argument("--models", default=None, metavar="FOLDER", help=models_help)
-    fitp.set_defaults(func=cmd_fit)
-
-    limp = _command(sub, common, "limit", "CLs upper limit on the signal yield (no discovery test)")
-    limp.add_argument("config", help="the YAML config (as for gbi run; inference.upper_limit gives the defaults)")
-    limp.add_argument("--out", required=True, help="output folder (summary.json, models/, CLs plot)")
-    limp.add_argument("--models", default=None, metavar="FOLDER", help=models_help)
+    analysis("run", "run the analysis of a YAML config: generators, fit, discovery, CLs limit",
+             "the YAML config (see the README for the keys)", "output folder (summary.json, models/, plots)").set_defaults(func=cmd_run)
+    analysis("train", "train and save the generators of a config (no fit)", "the YAML config (as for gbi run)",
+             "output folder (models/, train.json, training curves)", models=False).set_defaults(func=cmd_train)
+    analysis("fit", "fit the signal yield only (no discovery test, no limit)",
+             "the YAML config (as for gbi run; inference.discovery and upper_limit are ignored)",
+             "output folder (summary.json, models/, plots)").set_defaults(func=cmd_fit)
+    limp = analysis("limit", "CLs upper limit on the signal yield (no discovery test)",
+                    "the YAML config (as for gbi run; inference.upper_limit gives the defaults)", "output folder (summary.json, models/, CLs plot)")
     limp.add_argument("--cl", type=float, default=None, help="confidence level (default: the config's, else 0.95)")
     limp.add_argument("--calculator", choices=["asymptotic", "toys"], default=None, help="CLs calculator (default: the config's, else asymptotic)")
     limp.add_argument("--n-toys", type=int, default=None, help="toys per tested POI value (toys calculator)")

@@ -88,6 +88,26 @@ class GBIModel:
         )
 
 
+def _background_mass(resonant: str, windows: Windows, data_masses: np.ndarray, kind: str, sqrt_s: float, prefix: str):
+    """The fit window's space, the data masses inside it and the background mass shape started
+    from a fit to them (it floats in the full fit)."""
+    mspace = zfit.Space(resonant, limits=windows.fit)
+    m_in = np.asarray(data_masses, dtype=float)
+    m_in = m_in[windows.in_fit(m_in)]
+    if len(m_in) < 10:
+        msg = f"only {len(m_in)} events in the fit window {windows.fit}: too few to fit a mass shape"
+        raise ValueError(msg)
+    bkg_m, bkg_params = mass_shape(kind, mspace, prefix=f"{prefix}bkg", sqrt_s=sqrt_s)
+    fit_mass_shape(bkg_m, m_in)
+    return mspace, m_in, bkg_m, bkg_params
+
+
+def _signal_init(m: np.ndarray, windows: Windows) -> dict[str, float]:
+    """Starting peak position and width from simulated masses inside the fit window."""
+    width = np.ptp(windows.fit)
+    return {"mu": float(np.median(m)), "sigma": float(np.clip(np.std(m), 1e-3 * width, 0.3 * width))}
+
+
 def build_model(
     *,
     resonant: str,
@@ -143,19 +163,11 @@ def build_model(
     if background_generator.bounds != signal_generator.bounds:
         msg = f"signal and background generators must share the feature box: {signal_generator.bounds} vs {background_generator.bounds}"
         raise ValueError(msg)
-    mspace = zfit.Space(resonant, limits=windows.fit)
-    m_in = np.asarray(data_masses, dtype=float)
-    m_in = m_in[windows.in_fit(m_in)]
-    if len(m_in) < 10:
-        msg = f"only {len(m_in)} events in the fit window {windows.fit}: too few to fit a mass shape"
-        raise ValueError(msg)
-
-    bkg_m, bkg_params = mass_shape(background_mass, mspace, prefix=f"{prefix}bkg", sqrt_s=sqrt_s)
-    fit_mass_shape(bkg_m, m_in)  # starting values; the shape floats in the full fit
+    mspace, m_in, bkg_m, bkg_params = _background_mass(resonant, windows, data_masses, background_mass, sqrt_s, prefix)
 
     s_m = np.asarray(signal_masses, dtype=float)
     keep = windows.in_fit(s_m)
-    init = {"mu": float(np.median(s_m[keep])), "sigma": float(np.clip(np.std(s_m[keep]), 1e-3 * np.ptp(windows.fit), 0.3 * np.ptp(windows.fit)))}
+    init = _signal_init(s_m[keep], windows)
     sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init=init)
     sfit = fit_mass_shape(sig_m, s_m[keep], None if signal_weights is None else np.asarray(signal_weights)[keep])
     if signal_mass_hypothesis is not None:
@@ -288,19 +300,11 @@ def build_mass_model(
     The signal shape is fitted to ``signal_masses`` (shape ``(n,)``, the simulation) and fixed;
     without a simulation (``signal_masses=None``) it floats in the fit, started from
     ``signal_init`` (e.g. ``{"mu": 9.46, "sigma": 0.08}``, the resonant variable's unit)."""
-    mspace = zfit.Space(resonant, limits=windows.fit)
-    m_in = np.asarray(data_masses, dtype=float)
-    m_in = m_in[windows.in_fit(m_in)]
-    if len(m_in) < 10:
-        msg = f"only {len(m_in)} events in the fit window {windows.fit}: too few to fit a mass shape"
-        raise ValueError(msg)
-    bkg_m, bkg_params = mass_shape(background_mass, mspace, prefix=f"{prefix}bkg", sqrt_s=sqrt_s)
-    fit_mass_shape(bkg_m, m_in)
+    mspace, m_in, bkg_m, bkg_params = _background_mass(resonant, windows, data_masses, background_mass, sqrt_s, prefix)
     if signal_masses is not None:
         s_m = np.asarray(signal_masses, dtype=float)
         s_m = s_m[windows.in_fit(s_m)]
-        init = {"mu": float(np.median(s_m)), "sigma": float(np.clip(np.std(s_m), 1e-3 * np.ptp(windows.fit), 0.3 * np.ptp(windows.fit)))}
-        sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init={**init, **(signal_init or {})})
+        sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init={**_signal_init(s_m, windows), **(signal_init or {})})
         fit_mass_shape(sig_m, s_m, floating=False)
     elif signal_init is None or "mu" not in signal_init:
         msg = "build_mass_model: give signal_masses (a simulation) or signal_init with at least 'mu' (the shape then floats)"

@@ -385,25 +385,33 @@ def plot_profile_scan(values: np.ndarray, delta: np.ndarray, *, ax=None, poi_lab
 
 
 def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", text: str = "Simulation", label: str = "R-ANODE (held out)"):
-    """The R-ANODE scan (:class:`zfit_gbi.ranode.MixtureScan`): 2 (LL_max - LL) against the
-    signal yield w N_SR in the signal region (log axis), the spline through the scanned points,
-    the background-only level (w = 0) and the 1 sigma interval."""
+    """The R-ANODE scan (:class:`zfit_gbi.ranode.MixtureScan`): 2 (LL_max - LL) of the scan
+    points against the signal yield w N_SR in the signal region, the parabola fitted to the
+    highest points, and the interval (statistical and training-noise errors)."""
     ax = ax or plt.subplots(figsize=(8, 6))[1]
     n = scan.n_events
-    w, ll = scan._curve()
-    top = max(float(ll.max()), 0.0)
-    ax.plot(w * n, 2 * (top - ll), "-", color="#3f90da", lw=2, label=label)
-    ax.plot(scan.w * n, 2 * (top - scan.log_likelihood), "o", color="#3f90da", ms=5)
-    ax.axhline(2 * top, color="#bd1f01", ls=":", lw=1.5, label=f"background only ($q_0$ = {scan.q0:.1f})")
+    w_hat, a, _, rms, ll_hat = scan._parabola()
+    ref = ll_hat if np.isfinite(a) else float(scan.log_likelihood.max())  # 0 at the fitted maximum
+    y = 2 * (ref - scan.log_likelihood)  # points above the parabola (training noise) lie below 0
     lo, hi = scan.interval()
-    ax.axhline(1, color="0.4", ls="--", lw=1)
-    ax.axvspan(lo * n, hi * n, color="#94a4a2", alpha=0.3, lw=0,
+    ax.plot(scan.w * n, y, "o", color="#3f90da", ms=6, label=f"{label}, each point its own flows")
+    if np.isfinite(a):
+        span = max(hi - lo, 4 * (hi - w_hat), 1e-3)
+        ww = np.linspace(max(w_hat - 3 * span, scan.w[0]), min(w_hat + 3 * span, scan.w[-1]), 200)
+        yy = 2 * (ref - (ll_hat + a * np.log(ww / w_hat) ** 2))
+        ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5, label=f"parabola, point scatter {rms:.1f} in ln L")
+    ax.axvspan(lo * n, hi * n, color="#94a4a2", alpha=0.35, lw=0,
                label=rf"$\hat N_S$ = {scan.w_hat * n:.0f} [{lo * n:.0f}, {hi * n:.0f}]")
-    ax.set_xscale("log")
-    ax.set_ylim(0, max(6.0, min(2 * top * 1.2, 60)))
+    ax.axhline(1, color="0.4", ls="--", lw=1)
+    ymax = max(6.0, 1.2 * float(np.sort(y)[min(4, len(y) - 1)]))
+    keep = y <= ymax
+    ax.set_ylim(min(0.0, float(y.min())) - 0.05 * ymax, 1.6 * ymax)  # headroom for the legend
+    xs = scan.w[keep] * n
+    ax.set_xlim(0.9 * min(xs.min(), lo * n), 1.1 * max(xs.max(), hi * n))
     ax.set_xlabel(r"Signal yield in the signal region $w\,N_{SR}$")
     ax.set_ylabel(r"$2\,(\ln L_{max} - \ln L)$, held out")
-    ax.legend(loc="upper left", fontsize="small")
+    ax.plot([], [], " ", label=f"background only (w = 0): $q_0$ = {scan.q0:.1f}")
+    ax.legend(loc="upper left", fontsize="x-small")
     _label(ax, experiment, text)
     return ax
 

@@ -12,9 +12,11 @@ density q a flow trained by maximizing the *mixture* likelihood at fixed w.
 
 :func:`mixture_scan` trains q at every w of a log-spaced grid, k-fold (each event is scored by
 flows that did not see it; several seeds averaged), and returns the held-out log-likelihood
-ratio to the background-only hypothesis, LL(w) = sum_i log(p_data,i(w) / p_B,i). Its maximum
-estimates w (so the signal yield w N_SR), 2 (LL_max - LL) = 1 gives the interval, and
-q0 = 2 LL_max the discovery statistic: asymptotically chi2-like, but the flows are trained on
+ratio to the background-only hypothesis, LL(w) = sum_i log(p_data,i(w) / p_B,i). Every w has
+its own trained flows, so LL(w) scatters about a smooth curve (training noise): a parabola fitted
+to the highest points gives w (so the signal yield w N_SR), its curvature the statistical error
+(2 delta LL = 1) and the points' scatter the training-noise error, and q0 = 2 LL_max is the
+discovery statistic: asymptotically chi2-like, but the flows are trained on
 the data, so quote the p-value calibrated on background-only pseudo-experiments
 (:func:`calibrated_p_value`), which is what the asymptotic Z must be checked against.
 """
@@ -79,53 +81,67 @@ class MixtureScan:
     fold_log_likelihood: np.ndarray
     n_events: int
 
-    def _curve(self) -> tuple[np.ndarray, np.ndarray]:
-        """LL on a fine log-w grid: a cubic spline through the scan points (and LL(0) = 0 is
-        not on it: w = 0 is the background-only end, handled by the callers)."""
-        from scipy.interpolate import CubicSpline
-
-        lw = np.log(self.w)
-        fine = np.linspace(lw[0], lw[-1], 4001)
-        return np.exp(fine), CubicSpline(lw, self.log_likelihood)(fine)
+    def _parabola(self) -> tuple[float, float, float, float, float]:
+        """Least-squares parabola LL = a u^2 + b u + c in u = log w through the (up to) five
+        highest scan points: the held-out LL of independently trained flows scatters (training
+        noise), so the maximum and the curvature come from a fit, not from the best point.
+        Returns ``(w_hat, a, sigma_noise, rms, ll_hat)``: the vertex, the curvature in log w,
+        the vertex's error in w from the points' scatter about the parabola, that scatter (LL
+        units) and LL at the vertex."""
+        order = np.argsort(self.log_likelihood)[::-1][: min(5, len(self.w))]
+        u, ll = np.log(self.w[order]), self.log_likelihood[order]
+        if len(u) < 4:
+            return float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0])
+        X = np.stack([u**2, u, np.ones_like(u)], axis=1)
+        coef, *_ = np.linalg.lstsq(X, ll, rcond=None)
+        a, b, c = coef
+        if a >= 0:
+            return float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0])
+        u_hat = float(np.clip(-b / (2 * a), np.log(self.w[0]), np.log(self.w[-1])))
+        resid = ll - X @ coef
+        rms = float(np.sqrt(np.sum(resid**2) / max(len(u) - 3, 1)))
+        cov = rms**2 * np.linalg.pinv(X.T @ X)[:2, :2]
+        grad = np.array([b / (2 * a * a), -1 / (2 * a)])  # d(-b / 2a) / d(a, b)
+        w_hat = math.exp(u_hat)
+        return w_hat, float(a), w_hat * float(np.sqrt(max(grad @ cov @ grad, 0.0))), rms, float(a * u_hat**2 + b * u_hat + c)
 
     @property
     def w_hat(self) -> float:
-        """The maximum of LL(w) on the spline through the scan; 0 when LL < 0 everywhere."""
-        w, ll = self._curve()
-        i = int(np.argmax(ll))
-        return float(w[i]) if ll[i] > 0 else 0.0
+        """The fitted maximum of LL(w) (:meth:`_parabola`); 0 when LL < 0 at every scan point."""
+        return self._parabola()[0] if self.log_likelihood.max() > 0 else 0.0
 
     @property
     def q0(self) -> float:
-        """Discovery statistic 2 max(LL, 0)."""
-        return 2.0 * max(float(self._curve()[1].max()), 0.0)
+        """Discovery statistic 2 max(LL, 0) over the scan points."""
+        return 2.0 * max(float(self.log_likelihood.max()), 0.0)
 
     @property
     def significance(self) -> float:
         """Asymptotic Z = sqrt(q0) (check it with :func:`calibrated_p_value`)."""
         return math.sqrt(self.q0)
 
+    def errors(self) -> tuple[float, float]:
+        """``(statistical, training noise)`` errors of :attr:`w_hat`: from the parabola's
+        curvature (2 delta LL = 1) and from the scatter of the scan points about it."""
+        w_hat, a, noise, _, _ = self._parabola()
+        stat = w_hat * math.sqrt(0.5 / -a) if math.isfinite(a) else math.nan  # from the curvature in log w
+        return stat, noise
+
     def interval(self, level: float = 1.0) -> tuple[float, float]:
-        """The w range where 2 (LL_max - LL(w)) <= ``level``**2 on the spline; 0 as the lower
-        end when the background-only point (LL(0) = 0) lies inside, the grid edge when the
-        curve does not come down within the scan (widen ``w_grid`` then)."""
-        w, ll = self._curve()
-        top = max(float(ll.max()), 0.0)
-        cut = top - 0.5 * level**2
-        inside = np.flatnonzero(ll >= cut)
-        if top == 0.0 or cut < 0:
-            return 0.0, float(w[inside[-1]]) if inside.size else float(w[0])
-        i = int(np.argmax(ll))
-        lo, hi = i, i
-        while lo > 0 and ll[lo - 1] >= cut:
-            lo -= 1
-        while hi < len(ll) - 1 and ll[hi + 1] >= cut:
-            hi += 1
-        return float(w[lo]), float(w[hi])
+        """``w_hat`` -+ ``level`` times the statistical and training-noise errors added in
+        quadrature, clipped to [0, 1]; [0, upper] when the background-only point (LL = 0) is
+        within that reach of the maximum."""
+        w_hat = self.w_hat
+        stat, noise = self.errors()
+        err = level * math.hypot(stat, noise) if math.isfinite(stat) else math.inf
+        lo = 0.0 if self.q0 < level**2 else max(w_hat - err, 0.0)
+        return lo, min(w_hat + err, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         lo, hi = self.interval()
+        stat, noise = self.errors()
         return {"w": self.w.tolist(), "log_likelihood": self.log_likelihood.tolist(), "w_hat": self.w_hat, "w_interval": [lo, hi],
+                "w_error_statistical": stat, "w_error_training_noise": noise, "ll_scatter": self._parabola()[3],
                 "q0": self.q0, "significance": self.significance, "n_events": self.n_events,
                 "signal_yield": {"value": self.w_hat * self.n_events, "low": lo * self.n_events, "high": hi * self.n_events}}
 
