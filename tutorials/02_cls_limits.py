@@ -47,7 +47,7 @@ from zfit_gbi.model import build_model
 SMOKE = "--smoke" in sys.argv
 OUT = Path("tutorial-02")
 OUT.mkdir(exist_ok=True)
-N_BKG, N_SIG, EPOCHS, N_TOYS = (3_000, 10, 3, 10) if SMOKE else (10_000, 25, 25, 150)
+N_BKG, N_SIG, EPOCHS, N_TOYS = (3_000, 10, 3, 6) if SMOKE else (10_000, 25, 25, 150)
 MASSES = [3.45, 3.55] if SMOKE else [3.4, 3.45, 3.5, 3.55, 3.6]
 
 # %% [markdown]
@@ -95,7 +95,7 @@ for n, cls_obs, cls_exp in zip(grid, pv["cls"], pv["expected"], strict=True):
 # median and +-1, +-2 sigma) cross 0.05, and interpolates log CLs between the bracketing points.
 
 # %%
-asym = upper_limit(loss, model.poi, calculator="asymptotic", n_points=8, n_asimov=50_000, seed=7)
+asym = upper_limit(loss, model.poi, calculator="asymptotic", n_points=8, n_asimov=10_000 if SMOKE else 50_000, seed=7)
 e = asym.expected
 print(f"asymptotic 95% CLs limit on N_S: observed {asym.observed:.1f}; expected {e[2]:.1f} "
       f"(-1 sigma {e[1]:.1f}, +1 sigma {e[3]:.1f}; -2 sigma {e[0]:.1f}, +2 sigma {e[4]:.1f})")
@@ -140,7 +140,7 @@ for name, n in (("observed", asym.observed), ("expected", e[2])):
 observed, expected = [], []
 for i, m in enumerate(MASSES):
     mk = build_model(**common, signal_mass_hypothesis=m, prefix=f"m{i}_")
-    lim = upper_limit(mk.loss(data), mk.poi, calculator="asymptotic", n_points=6, n_asimov=20_000, seed=7)
+    lim = upper_limit(mk.loss(data), mk.poi, calculator="asymptotic", n_points=4 if SMOKE else 6, n_asimov=5_000 if SMOKE else 20_000, seed=7)
     observed.append(lim.observed)
     expected.append(lim.expected)
     print(f"m = {m:.2f} TeV: observed {lim.observed:.1f}, expected {lim.expected[2]:.1f}")
