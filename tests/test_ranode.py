@@ -47,6 +47,29 @@ def test_mixture_scan_mechanics():
     assert "N_S=" in repr(scan)
 
 
+def test_mixture_scan_estimates():
+    """The estimator on a made-up scan: an exact parabola in log w gives its vertex, zero
+    training noise and the curvature's error; scatter adds a noise error; a scan without a
+    maximum among its best points gives no interval ([0, 1])."""
+    from zfit_gbi.ranode import MixtureScan
+
+    w = np.geomspace(0.02, 0.5, 9)
+    ll = 100 - 50 * np.log(w / 0.1) ** 2
+    s = MixtureScan(w, ll, ll[:, None], 1000)
+    assert s.w_hat == pytest.approx(0.1, rel=1e-9)
+    stat, noise = s.errors()
+    assert stat == pytest.approx(0.1 * np.sqrt(0.5 / 50), rel=1e-9)
+    assert noise == pytest.approx(0.0, abs=1e-9)
+    assert s.q0 == pytest.approx(200, rel=1e-9)
+    noisy = MixtureScan(w, ll + np.array([0, 3, -3, 3, -3, 3, -3, 3, 0]), ll[:, None], 1000)
+    assert noisy.errors()[1] > 0
+    lo, hi = noisy.interval()
+    assert lo < noisy.w_hat < hi
+    rising = MixtureScan(w, np.linspace(1, 50, 9), np.zeros((9, 1)), 1000)
+    assert rising.interval() == (0.0, 1.0)
+    assert np.isnan(rising.errors()[0])
+
+
 def test_mixture_scan_errors():
     with pytest.raises(ValueError, match="w_grid"):
         mixture_scan(np.zeros((100, 2)), np.zeros(100), log_signal_mass=np.zeros(100), log_background=np.zeros(100),

@@ -85,7 +85,8 @@ class MixtureScan:
         """Least-squares parabola LL = a u^2 + b u + c in u = log w through the (up to) five
         highest scan points: the held-out LL of independently trained flows scatters (training
         noise), so the maximum and the curvature come from a fit, not from the best point.
-        Returns ``(w_hat, a, sigma_noise, rms, ll_hat)``: the vertex, the curvature in log w,
+        Without a maximum bracketed by those points, ``a`` is ``-inf`` and ``w_hat`` the best
+        point. Returns ``(w_hat, a, sigma_noise, rms, ll_hat)``: the vertex, the curvature in log w,
         the vertex's error in w from the points' scatter about the parabola, that scatter (LL
         units) and LL at the vertex."""
         order = np.argsort(self.log_likelihood)[::-1][: min(5, len(self.w))]
@@ -95,9 +96,9 @@ class MixtureScan:
         X = np.stack([u**2, u, np.ones_like(u)], axis=1)
         coef, *_ = np.linalg.lstsq(X, ll, rcond=None)
         a, b, c = coef
-        if a >= 0:
+        if a >= 0 or not u.min() <= -b / (2 * a) <= u.max():  # no maximum bracketed by the best points
             return float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0])
-        u_hat = float(np.clip(-b / (2 * a), np.log(self.w[0]), np.log(self.w[-1])))
+        u_hat = float(-b / (2 * a))
         resid = ll - X @ coef
         rms = float(np.sqrt(np.sum(resid**2) / max(len(u) - 3, 1)))
         cov = rms**2 * np.linalg.pinv(X.T @ X)[:2, :2]
@@ -124,17 +125,19 @@ class MixtureScan:
         """``(statistical, training noise)`` errors of :attr:`w_hat`: from the parabola's
         curvature (2 delta LL = 1) and from the scatter of the scan points about it."""
         w_hat, a, noise, _, _ = self._parabola()
-        stat = w_hat * math.sqrt(0.5 / -a) if math.isfinite(a) else math.nan  # from the curvature in log w
-        return stat, noise
+        if not math.isfinite(a):  # fewer than 4 points, or no maximum inside the best ones: unknown
+            return math.nan, math.nan
+        return w_hat * math.sqrt(0.5 / -a), noise  # the statistical one from the curvature in log w
 
     def interval(self, level: float = 1.0) -> tuple[float, float]:
         """``w_hat`` -+ ``level`` times the statistical and training-noise errors added in
         quadrature, clipped to [0, 1]; [0, upper] when the background-only point (LL = 0) is
-        within that reach of the maximum."""
+        within that reach of the maximum; [0, 1] when the scan has no parabolic maximum (widen
+        or refine ``w_grid``)."""
         w_hat = self.w_hat
         stat, noise = self.errors()
         err = level * math.hypot(stat, noise) if math.isfinite(stat) else math.inf
-        lo = 0.0 if self.q0 < level**2 else max(w_hat - err, 0.0)
+        lo = 0.0 if self.q0 < level**2 or not math.isfinite(err) else max(w_hat - err, 0.0)
         return lo, min(w_hat + err, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
