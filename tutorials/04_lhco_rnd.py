@@ -202,12 +202,12 @@ with P.style("CMS") as exp:
     mo_err = [r["mass_only_error"] for r in rows]
     big = np.median(mo_err) > 1.5 * max(inj.max(), 100)  # the broad LHCO signal is nearly degenerate with the background shape
     ax.errorbar(inj + 8, [r["mass_only_yield"] for r in rows], yerr=None if big else mo_err, fmt="s", color="C1",
-                label=f"mass-only fit (errors about $\\pm${np.median(mo_err):.0f}, off scale)" if big else "mass-only fit")
+                label=f"mass-only fit (errors $\\pm${np.median(mo_err):.0f})" if big else "mass-only fit")
     ax.plot([0, inj.max()], [0, inj.max()], "k:", label="injected")
     ax.set_ylim(-0.4 * max(inj.max(), 100), 1.6 * max(inj.max(), 100))  # the mass-only errors can be far larger
     ax.set_xlabel("Injected signal events")
     ax.set_ylabel(r"Fitted signal yield $N_S$")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize="small")
     P.save(fig, out / "yield_vs_injected", ["png"])
     fig, axes = P.mass_axes()
     P.plot_mass_fit(model, data, WINDOWS, axes=axes, experiment=None, unit="TeV")  # LHCO R&D: Delphes simulation, no experiment
