@@ -131,5 +131,5 @@ def test_mass_only_baseline(bench):
         pulls.append((res.poi_value - 600) / res.errors[mm.poi.name])
     assert abs(np.mean(pulls)) < 3 / np.sqrt(6)
     assert 50 < res.errors[mm.poi.name] < 400
-    with pytest.raises(ValueError, match="outside the fit window"):
+    with pytest.raises(ValueError, match="outside the declared bounds"):
         mm.loss(np.array([3.0, 5.0]))

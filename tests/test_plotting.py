@@ -80,3 +80,18 @@ def test_binned_fit_pulls_and_mass_labels(tmp_path):
     assert [t.get_text() for t in pax.texts] == ["3.3-3.5", "3.5-3.7"]
     assert ax.get_legend().get_texts()[0].get_text() == "Data (249)"
     P.save(ax.figure, tmp_path / "binned", ("png",))
+
+
+def test_mixture_scan_plot(tmp_path):
+    """The R-ANODE scan plot: the points, the fitted parabola with its vertex at 0 and the
+    interval in the legend."""
+    from zfit_gbi.ranode import MixtureScan
+
+    w = np.geomspace(0.02, 0.5, 9)
+    ll = 100 - 50 * np.log(w / 0.1) ** 2
+    ax = P.plot_mixture_scan(MixtureScan(w, ll, ll[:, None], 1000))
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("= 100 [" in t for t in texts)  # N_S = w_hat * 1000 = 100
+    curve = ax.get_lines()[1].get_ydata()
+    assert min(curve) == pytest.approx(0.0, abs=0.01)  # sampled on 200 points around the vertex
+    P.save(ax.figure, tmp_path / "scan", ("png",))

@@ -41,7 +41,6 @@ def test_mixture_scan_mechanics():
     lo, hi = scan.interval()
     assert lo <= scan.w_hat <= hi
     assert scan.interval(2.0)[0] <= lo
-    assert scan.q0 >= 0
     d = scan.to_dict()
     assert d["signal_yield"]["value"] == pytest.approx(scan.w_hat * 700)
     assert "N_S=" in repr(scan)

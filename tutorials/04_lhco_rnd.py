@@ -119,6 +119,10 @@ for i, n_inj in enumerate(LEVELS):
     model = build_model(resonant="mjj", features=FEATURES, windows=WINDOWS, background_generator=bkg_gen, signal_generator=sig_gen,
                         data_masses=data["mjj"], signal_masses=train_sim["mjj"], background_mass="exppoly2", variation=var,
                         prefix=f"l{i}_")
+    if i == 0:
+        sm = {k: float(v.value()) for k, v in model.signal_mass_params.items()}
+        print(f"signal m_jj shape fitted to the simulation: mean {sm['mu']:.3f} TeV, sigma {sm['sigma']:.3f} TeV "
+              f"(fit window {WINDOWS.fit[1] - WINDOWS.fit[0]:.1f} TeV wide)")
     loss = model.loss(data)
     res = fit(loss, model.poi)
     z_gbi = discovery(loss, model.poi, n_asimov=20_000, seed=i).significance
@@ -154,7 +158,7 @@ for i, n_inj in enumerate(LEVELS):
            "cathode": {f"{e:.2f}": c for e, c in cuts.items()}, "fit_valid": res.valid}
     rows.append(row)
     err = res.poi_error_high if res.poi_value < n_inj else res.poi_error_low
-    print(f"\n[{n_inj} injected, S/B in the SR {row['s_over_b_sr']:.2%}] GBI N_S = {res.poi_value:.0f} "
+    print(f"\n[{n_inj} injected, {truth_sr} of them in the SR, S/B in the SR {row['s_over_b_sr']:.2%}] GBI N_S = {res.poi_value:.0f} "
           f"-{res.poi_error_low:.0f} +{res.poi_error_high:.0f} (pull {(res.poi_value - n_inj) / err:+.2f}), Z = {z_gbi:.2f}; "
           f"mass-only N_S = {mres.poi_value:.0f} +- {mres.errors[mm.poi.name]:.0f}, Z = {z_mass:.2f}; "
           f"CATHODE 2 % cut: {cuts[0.02]['kept']} kept ({cuts[0.02]['signal_kept']} signal) over {cuts[0.02]['background']:.0f} "
@@ -170,7 +174,8 @@ for i, n_inj in enumerate(LEVELS):
 # is broad in m_jj, so more than half of it sits in the pseudo sidebands, where the background
 # generator learns part of it (GBI's yield then comes out low at large injections); and the
 # generator's training noise, which the ensemble's eigen-variations cover only in part. The
-# mass-only fit has no power here (the signal peak is a quarter of the fit window wide). The
+# mass-only fit has no power here (the signal's Gaussian sigma, printed above, is about a third
+# of the fit window). The
 # CATHODE-style "generator count" shows why a cut's background must come from data (the bump
 # hunt): cutting on the most anomalous events selects where the generator is least accurate.
 

@@ -10,6 +10,7 @@ generated events scored the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,13 +115,7 @@ class CathodeScores:
     def score(self, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
         """Scores of other events (e.g. the sidebands), shape ``(n,)``: each event scored by a
         random fold's classifier, as the data and the generated background are."""
-        x = _matrix(x, "x")
-        which = np.random.default_rng(seed).integers(0, len(self.classifiers), len(x))
-        out = np.empty(len(x))
-        for k, clf in enumerate(self.classifiers):
-            if np.any(which == k):
-                out[which == k] = clf.score(x[which == k])
-        return out
+        return _score_by_random_fold(self.classifiers, _matrix(x, "x"), seed)
 
     def cut(self, data_efficiency: float) -> tuple[float, int, float]:
         """The threshold keeping the top ``data_efficiency`` of the data, the data events kept
@@ -179,8 +174,17 @@ def cathode_scores(
         classifiers.append(clf)
     mb = rng.choice(m, size=n_background)
     xb = np.asarray(background_generator.sample(n_background, mb[:, None], seed=seed + 999))
-    res = CathodeScores(scores, np.empty(0), tuple(classifiers))
-    return CathodeScores(scores, res.score(xb, seed=seed + 998), tuple(classifiers))
+    return CathodeScores(scores, _score_by_random_fold(classifiers, xb, seed + 998), tuple(classifiers))
+
+
+def _score_by_random_fold(classifiers: Sequence[Classifier], x: np.ndarray, seed: int) -> np.ndarray:
+    """Each event scored by one randomly chosen fold's classifier, shape ``(n,)``."""
+    which = np.random.default_rng(seed).integers(0, len(classifiers), len(x))
+    out = np.empty(len(x))
+    for k, clf in enumerate(classifiers):
+        if np.any(which == k):
+            out[which == k] = clf.score(x[which == k])
+    return out
 
 
 def _matrix(x: Any, name: str) -> np.ndarray:

@@ -245,7 +245,6 @@ class MassModel:
     n_sig: zfit.Parameter
     n_bkg: zfit.Parameter
     mass_params: dict[str, zfit.Parameter]
-    window: tuple[float, float]
     signal_pdf: zfit.pdf.BasePDF
     background_pdf: zfit.pdf.BasePDF
     signal_params: dict[str, zfit.Parameter]
@@ -273,13 +272,8 @@ class MassModel:
         """The extended unbinned NLL of masses ``m`` (shape ``(n,)``, or events with the
         resonant column); masses outside the fit window are an error."""
         obs = self.space.obs[0]
-        m = np.asarray(m[obs] if isinstance(m, Events) else m, dtype=float).ravel()
-        lo, hi = self.window
-        if not np.all(np.isfinite(m)) or np.any((m < lo) | (m > hi)):
-            msg = f"{obs}: {int((~np.isfinite(m) | (m < lo) | (m > hi)).sum())} masses are NaN or outside the fit window [{lo}, {hi}]"
-            raise ValueError(msg)
-        data = zfit.Data.from_numpy(obs=self.space, array=m[:, None])
-        return zfit.loss.ExtendedUnbinnedNLL(self.model, data)
+        events = m if isinstance(m, Events) else Events.from_dict({obs: np.asarray(m, dtype=float).ravel()}, source="masses")
+        return zfit.loss.ExtendedUnbinnedNLL(self.model, to_zfit_data(events, self.space))
 
 
 def build_mass_model(
@@ -316,5 +310,5 @@ def build_mass_model(
     n_sig = zfit.Parameter(f"{prefix}n_sig", 0.0, -n_tot, n_tot)
     bkg_m.set_yield(n_bkg)
     sig_m.set_yield(n_sig)
-    return MassModel(mspace, zfit.pdf.SumPDF([sig_m, bkg_m], name=f"{prefix}mass_model"), n_sig, n_bkg, bkg_params, tuple(windows.fit),
-                     sig_m, bkg_m, sig_params)
+    return MassModel(mspace, zfit.pdf.SumPDF([sig_m, bkg_m], name=f"{prefix}mass_model"), n_sig, n_bkg, bkg_params, sig_m, bkg_m,
+                     sig_params)

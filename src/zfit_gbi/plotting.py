@@ -390,16 +390,17 @@ def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", tex
     highest points, and the interval (statistical and training-noise errors)."""
     ax = ax or plt.subplots(figsize=(8, 6))[1]
     n = scan.n_events
-    w_hat, a, _, rms, ll_hat = scan._parabola()
-    ref = ll_hat if np.isfinite(a) else float(scan.log_likelihood.max())  # 0 at the fitted maximum
+    fit = scan.parabola()
+    w_hat, a = fit.w_hat, fit.curvature
+    ref = fit.ll_hat if np.isfinite(a) else float(scan.log_likelihood.max())  # 0 at the fitted maximum
     y = 2 * (ref - scan.log_likelihood)  # points above the parabola (training noise) lie below 0
     lo, hi = scan.interval()
     ax.plot(scan.w * n, y, "o", color="#3f90da", ms=6, label=f"{label}, each point its own flows")
     if np.isfinite(a):
         span = max(hi - lo, 4 * (hi - w_hat), 1e-3)
         ww = np.linspace(max(w_hat - 3 * span, scan.w[0]), min(w_hat + 3 * span, scan.w[-1]), 200)
-        yy = 2 * (ref - (ll_hat + a * np.log(ww / w_hat) ** 2))
-        ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5, label=f"parabola, point scatter {rms:.1f} in ln L")
+        yy = 2 * (ref - (fit.ll_hat + a * np.log(ww / w_hat) ** 2))
+        ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5, label=f"parabola, point scatter {fit.scatter:.1f} in ln L")
     ax.axvspan(lo * n, hi * n, color="#94a4a2", alpha=0.35, lw=0,
                label=rf"$\hat N_S$ = {scan.w_hat * n:.0f} [{lo * n:.0f}, {hi * n:.0f}]")
     ax.axhline(1, color="0.4", ls="--", lw=1)

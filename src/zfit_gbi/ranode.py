@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import logsumexp
@@ -34,7 +34,7 @@ from scipy.special import logsumexp
 from .data import DataError
 from .generators import Flow, TrainConfig
 
-__all__ = ["MixtureScan", "calibrated_p_value", "mixture_scan", "train_in_mixture"]
+__all__ = ["MixtureScan", "Parabola", "calibrated_p_value", "mixture_scan", "train_in_mixture"]
 
 
 def train_in_mixture(
@@ -60,8 +60,18 @@ def train_in_mixture(
 
     m = np.asarray(m, dtype=float).ravel()
     c = m[:, None] if flow.n_context else None
-    flow.history = train_flow(flow, x, c, None, train or TrainConfig(), mixture=(w, log_signal_mass, log_background))
+    train_flow(flow, x, c, None, train or TrainConfig(), mixture=(w, log_signal_mass, log_background))  # keeps flow.history
     return flow
+
+
+class Parabola(NamedTuple):
+    """The parabola LL = ll_hat + curvature (log w - log w_hat)^2 fitted to a scan's best points."""
+
+    w_hat: float  # the vertex (the best point when no maximum is bracketed)
+    curvature: float  # in log w; -inf when no maximum is bracketed
+    noise_error: float  # error of w_hat from the points' scatter about the parabola
+    scatter: float  # that scatter, in units of ln L
+    ll_hat: float  # LL at the vertex
 
 
 @dataclass(frozen=True)
@@ -81,35 +91,33 @@ class MixtureScan:
     fold_log_likelihood: np.ndarray
     n_events: int
 
-    def _parabola(self) -> tuple[float, float, float, float, float]:
+    def parabola(self) -> Parabola:
         """Least-squares parabola LL = a u^2 + b u + c in u = log w through the (up to) five
         highest scan points: the held-out LL of independently trained flows scatters (training
         noise), so the maximum and the curvature come from a fit, not from the best point.
-        Without a maximum bracketed by those points, ``a`` is ``-inf`` and ``w_hat`` the best
-        point. Returns ``(w_hat, a, sigma_noise, rms, ll_hat)``: the vertex, the curvature in log w,
-        the vertex's error in w from the points' scatter about the parabola, that scatter (LL
-        units) and LL at the vertex."""
+        Without a maximum bracketed by those points the curvature is ``-inf`` and ``w_hat`` the
+        best point."""
         order = np.argsort(self.log_likelihood)[::-1][: min(5, len(self.w))]
         u, ll = np.log(self.w[order]), self.log_likelihood[order]
         if len(u) < 4:
-            return float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0])
+            return Parabola(float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0]))
         X = np.stack([u**2, u, np.ones_like(u)], axis=1)
         coef, *_ = np.linalg.lstsq(X, ll, rcond=None)
         a, b, c = coef
         if a >= 0 or not u.min() <= -b / (2 * a) <= u.max():  # no maximum bracketed by the best points
-            return float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0])
+            return Parabola(float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0]))
         u_hat = float(-b / (2 * a))
         resid = ll - X @ coef
         rms = float(np.sqrt(np.sum(resid**2) / max(len(u) - 3, 1)))
         cov = rms**2 * np.linalg.pinv(X.T @ X)[:2, :2]
         grad = np.array([b / (2 * a * a), -1 / (2 * a)])  # d(-b / 2a) / d(a, b)
         w_hat = math.exp(u_hat)
-        return w_hat, float(a), w_hat * float(np.sqrt(max(grad @ cov @ grad, 0.0))), rms, float(a * u_hat**2 + b * u_hat + c)
+        return Parabola(w_hat, float(a), w_hat * float(np.sqrt(max(grad @ cov @ grad, 0.0))), rms, float(a * u_hat**2 + b * u_hat + c))
 
     @property
     def w_hat(self) -> float:
-        """The fitted maximum of LL(w) (:meth:`_parabola`); 0 when LL < 0 at every scan point."""
-        return self._parabola()[0] if self.log_likelihood.max() > 0 else 0.0
+        """The fitted maximum of LL(w) (:meth:`parabola`); 0 when LL < 0 at every scan point."""
+        return self.parabola().w_hat if self.log_likelihood.max() > 0 else 0.0
 
     @property
     def q0(self) -> float:
@@ -124,10 +132,10 @@ class MixtureScan:
     def errors(self) -> tuple[float, float]:
         """``(statistical, training noise)`` errors of :attr:`w_hat`: from the parabola's
         curvature (2 delta LL = 1) and from the scatter of the scan points about it."""
-        w_hat, a, noise, _, _ = self._parabola()
-        if not math.isfinite(a):  # fewer than 4 points, or no maximum inside the best ones: unknown
+        p = self.parabola()
+        if not math.isfinite(p.curvature):  # fewer than 4 points, or no maximum inside the best ones: unknown
             return math.nan, math.nan
-        return w_hat * math.sqrt(0.5 / -a), noise  # the statistical one from the curvature in log w
+        return p.w_hat * math.sqrt(0.5 / -p.curvature), p.noise_error  # the statistical one from the curvature in log w
 
     def interval(self, level: float = 1.0) -> tuple[float, float]:
         """``w_hat`` -+ ``level`` times the statistical and training-noise errors added in
@@ -144,7 +152,7 @@ class MixtureScan:
         lo, hi = self.interval()
         stat, noise = self.errors()
         return {"w": self.w.tolist(), "log_likelihood": self.log_likelihood.tolist(), "w_hat": self.w_hat, "w_interval": [lo, hi],
-                "w_error_statistical": stat, "w_error_training_noise": noise, "ll_scatter": self._parabola()[3],
+                "w_error_statistical": stat, "w_error_training_noise": noise, "ll_scatter": self.parabola().scatter,
                 "q0": self.q0, "significance": self.significance, "n_events": self.n_events,
                 "signal_yield": {"value": self.w_hat * self.n_events, "low": lo * self.n_events, "high": hi * self.n_events}}
 

@@ -81,7 +81,7 @@ def train_flow(
             raise ValueError(msg)
         ab = np.stack([np.log(w_mix) + log_a, np.log1p(-w_mix) + log_b if w_mix < 1 else np.full(n, -np.inf)], axis=1)
     else:
-        ab = np.zeros((n, 2))
+        ab = None  # plain maximum likelihood: nothing extra per batch
     mix = mixture is not None
 
     rng = np.random.default_rng(cfg.seed)
@@ -98,8 +98,9 @@ def train_flow(
         return None if a is None else tf.constant(a, tf.float32)
 
     w_all = np.ones(n) if weights is None else weights
-    x_tr, c_tr, w_tr, ab_tr = x[i_tr], (None if c is None else c[i_tr]), w_all[i_tr], ab[i_tr]
-    x_val, c_val, w_val, ab_val = as32(x[i_val]), as32(None if c is None else c[i_val]), as32(w_all[i_val]), as32(ab[i_val])
+    x_tr, c_tr, w_tr, ab_tr = x[i_tr], (None if c is None else c[i_tr]), w_all[i_tr], (None if ab is None else ab[i_tr])
+    x_val, c_val, w_val = as32(x[i_val]), as32(None if c is None else c[i_val]), as32(w_all[i_val])
+    ab_val = as32(None if ab is None else ab[i_val])
 
     variables = flow._nets32.trainable_variables
     lr = tf.Variable(cfg.learning_rate, dtype=tf.float32, trainable=False)
@@ -128,7 +129,7 @@ def train_flow(
         step = 65536
         for i in range(0, n_val, step):
             cb = None if c_val is None else c_val[i : i + step]
-            a, b = val_sum(x_val[i : i + step], cb, w_val[i : i + step], ab_val[i : i + step])
+            a, b = val_sum(x_val[i : i + step], cb, w_val[i : i + step], None if ab_val is None else ab_val[i : i + step])
             tot, sw = tot + float(a), sw + float(b)
         return tot / sw
 
@@ -147,8 +148,8 @@ def train_flow(
             for b in range(n_batches):
                 idx = order[b * bs : (b + 1) * bs]
                 cb = None if c_tr is None else tf.constant(c_tr[idx], tf.float32)
-                total += float(train_step(tf.constant(x_tr[idx], tf.float32), cb, tf.constant(w_tr[idx], tf.float32),
-                                          tf.constant(ab_tr[idx], tf.float32)))
+                abb = None if ab_tr is None else tf.constant(ab_tr[idx], tf.float32)
+                total += float(train_step(tf.constant(x_tr[idx], tf.float32), cb, tf.constant(w_tr[idx], tf.float32), abb))
             train_loss = total / n_batches
             val_loss = validation_loss() if math.isfinite(train_loss) else math.nan
             hist.train_loss.append(train_loss)
