@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# GBI_BENCH_RESULTS redirects the JSON (run_all.py --quick writes to results/quick, which is not committed)
+RESULTS = Path(os.environ.get("GBI_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def machine() -> dict[str, Any]:
-    import os
-
     info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     try:
         import tensorflow as tf

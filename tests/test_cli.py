@@ -174,6 +174,13 @@ def test_scan(tmp_path, bench, capsys):
     assert all(r["fit_valid"] and r["significance"] >= 0 for r in res["rows"])
     assert (out / "scan_p0.png").exists()
     assert "local Z" in capsys.readouterr().out
+    # the same scan on two worker processes (the generators loaded from the first run): same rows
+    out2 = tmp_path / "scan2"
+    assert main(["scan", str(cfg), "--out", str(out2), "--masses", "3.4", "3.6", "2", "--quiet",
+                 "--models", str(out / "models"), "--executor", "processes:2"]) == 0
+    assert json.loads((out2 / "scan.json").read_text())["rows"] == res["rows"]
+    assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2", "--executor", "threads"]) == 1
+    assert "unknown executor 'threads'" in capsys.readouterr().err
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "5.0", "2", "--quiet"]) == 1
     assert "scan masses [5.0] lie outside the fit window" in capsys.readouterr().err
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2.5"]) == 2

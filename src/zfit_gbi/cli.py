@@ -18,7 +18,7 @@ __all__ = ["main"]
 log = logging.getLogger("zfit_gbi")
 
 EXAMPLES = {
-    "demo": "gbi demo --out gbi-demo                 # the embedded benchmark, about 5-6 minutes on 2 CPU cores",
+    "demo": "gbi demo --out gbi-demo                 # the embedded benchmark, about 4-5 minutes on 2 CPU cores",
     "run": "gbi run analysis.yaml --out results      # or --models trained/models to skip training",
     "train": "gbi train analysis.yaml --out trained  # generators only: trained/models/{background,signal}",
     "fit": "gbi fit analysis.yaml --out fit --models trained/models",
@@ -241,10 +241,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     """Mass scan over signal-region hypotheses with one set of generators."""
     import numpy as np
 
-    from .config import load_config
     from .pipeline import scan
 
-    cfg = load_config(args.config)
+    changes = {"compute": {"executor": args.executor}} if args.executor else None
+    cfg = _config(args, changes)
     lo, hi, n = args.masses
     if int(n) != n or n < 1:
         print(f"gbi: error: --masses LOW HIGH N needs an integer N >= 1, got {n:g}", file=sys.stderr)
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 5-6 minutes)")
+    demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 4-5 minutes)")
     demo.add_argument("--out", default="gbi-demo", help="output folder (default: gbi-demo)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the benchmark events (default: 1)")
     demo.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window (default: 100000)")
@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     scanp.add_argument("--out", required=True, help="output folder (scan.json, models/, plots)")
     scanp.add_argument("--masses", nargs=3, type=float, required=True, metavar=("LOW", "HIGH", "N"),
                        help="N hypothesised masses from LOW to HIGH (resonant variable's unit)")
+    scanp.add_argument("--models", default=None, metavar="FOLDER",
+                       help="load both generators from this folder (models/ of gbi train or gbi run) instead of training")
+    scanp.add_argument("--executor", default=None, metavar="WHERE",
+                       help="where the masses run: sequential, processes[:N], dask or a Dask scheduler address (default: compute.executor)")
     scanp.set_defaults(func=cmd_scan)
 
     exp = _command(sub, common, "export-pyhf", "write the binned HistFactory workspace (pyhf JSON) of a config")

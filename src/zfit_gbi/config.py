@@ -666,8 +666,9 @@ class ComputeConfig(_Section):
     Args:
         executor: ``sequential`` (default, this process), ``processes`` / ``processes:N``
             (local worker processes), ``dask`` (a local Dask cluster) or a Dask scheduler
-            address (``tcp://host:8786``). Today the members of a generator ensemble are
-            distributed; results are identical seed for seed whichever executor runs them.
+            address (``tcp://host:8786``). The members of a generator ensemble (bootstrap
+            retrainings included) and the masses of ``gbi scan`` are distributed; results are
+            identical seed for seed whichever executor runs them.
     """
 
     executor: str = "sequential"

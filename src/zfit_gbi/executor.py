@@ -1,8 +1,9 @@
 """Where independent tasks run: in this process, in local worker processes, or on Dask.
 
-One interface for the work that splits into independent, seeded tasks (the members of a
-generator ensemble today). Every task carries its own seed, so the results are the same, seed
-for seed, whichever executor runs them.
+One interface for the work that splits into independent, seeded tasks: the members of a
+generator ensemble (:meth:`~zfit_gbi.generators.FlowEnsemble.train`, bootstrap retrainings
+included) and the masses of a scan (:func:`zfit_gbi.pipeline.scan`). Every task carries its own
+seed, so the results are the same, seed for seed, whichever executor runs them.
 
 ``executor`` is one of:
 

@@ -9,6 +9,7 @@ the trained models under ``out/models/`` and a post-fit plot. Every file is writ
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -482,13 +483,16 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     ``out/scan.json`` (one row per mass), the trained models, and the Brazil band and local-p0
     plots; returns the scan.
 
+    The masses run where ``compute.executor`` says (:mod:`zfit_gbi.executor`): one after the
+    other here, or in worker processes / on Dask, each worker reading the data and the saved
+    generators once; the rows are the same either way.
+
     Args:
         masses: Hypothesised signal masses (resonant variable's unit), inside the fit window.
     """
     from tqdm.auto import tqdm
 
     from ._tf import tf  # noqa: F401
-    from .inference import FitError, discovery, fit, upper_limit
 
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -497,33 +501,24 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     bad = masses[~((masses > windows.fit[0]) & (masses < windows.fit[1]))]
     if bad.size:
         raise DataError(f"scan masses {bad.tolist()} lie outside the fit window {list(windows.fit)}")
-    seed = int(cfg.inference.seed)
     resonant = cfg.data.resonant
     timings: dict[str, float] = {}
     with _stage(timings, "read data", quiet):
         parts, sim, box = _read_inputs(cfg)
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
     ul = cfg.inference.upper_limit
-    scale = cfg.inference.reference_yield if cfg.inference.poi == "mu" else 1.0
-    rows = []
+    executor = cfg.compute.executor
     with _stage(timings, "scan", quiet):
-        for i, m in enumerate(tqdm(masses, desc="mass scan", unit="mass", disable=quiet or None)):
-            model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed, prefix=f"scan{i}_", mass=float(m))
-            model.reset(len(parts["fit"]))
-            loss = model.loss(parts["fit"])
-            row: dict[str, Any] = {"mass": float(m)}
-            try:
-                f = fit(loss, model.poi, minos=False)
-            except FitError as err:
-                rows.append({**row, "fit_valid": False, "error": str(err)})
-                continue
-            d = discovery(loss, model.poi, n_asimov=cfg.inference.n_asimov, seed=seed)
-            row.update({"fit_valid": True, "signal_yield": f.poi_value * scale, "signal_yield_error": f.errors[model.poi.name] * scale,
-                        "q0": d.q0, "p0": d.p0, "significance": d.significance})
-            if ul is not None:
-                lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
-                row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
-            rows.append(row)
+        if executor == "sequential":
+            rows = [_scan_point(cfg, bkg_gen, sig_gen, parts, sim, i, float(m))
+                    for i, m in enumerate(tqdm(masses, desc="mass scan", unit="mass", disable=quiet or None))]
+        else:  # each worker loads the data and the just-saved generators once, then fits its masses
+            from .executor import run_tasks
+
+            config = cfg.model_dump(mode="json")
+            tasks = [{"config": config, "models": str((out / "models").absolute()), "index": i, "mass": float(m)}
+                     for i, m in enumerate(masses)]
+            rows = run_tasks(_scan_task, tasks, executor=executor)
     result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": versions(),
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "scan.json", result)
@@ -547,6 +542,50 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
         result["plots"] = sorted(p.name for p in written)
         write_json_atomic(out / "scan.json", result)
     return result
+
+
+def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, i: int, mass: float) -> dict[str, Any]:
+    """One row of :func:`scan`: fit, discovery and (if configured) the CLs limit at ``mass``."""
+    from .inference import FitError, discovery, fit, upper_limit
+
+    seed = int(cfg.inference.seed)
+    ul = cfg.inference.upper_limit
+    scale = cfg.inference.reference_yield if cfg.inference.poi == "mu" else 1.0
+    model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed, prefix=f"scan{i}_", mass=mass)
+    model.reset(len(parts["fit"]))
+    loss = model.loss(parts["fit"])
+    row: dict[str, Any] = {"mass": mass}
+    try:
+        f = fit(loss, model.poi, minos=False)
+    except FitError as err:
+        return {**row, "fit_valid": False, "error": str(err)}
+    d = discovery(loss, model.poi, n_asimov=cfg.inference.n_asimov, seed=seed)
+    row.update({"fit_valid": True, "signal_yield": f.poi_value * scale, "signal_yield_error": f.errors[model.poi.name] * scale,
+                "q0": d.q0, "p0": d.p0, "significance": d.significance})
+    if ul is not None:
+        lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
+        row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
+    return row
+
+
+@functools.lru_cache(maxsize=2)
+def _scan_inputs(config_json: str, models: str) -> tuple[Any, Any, Any, dict[str, Events], Events]:
+    """A worker's config, generators and data, read once per worker process."""
+    from .config import validate_config
+
+    cfg = use_models(validate_config(json.loads(config_json), source="<scan task>"), models)
+    parts, sim, box = _read_inputs(cfg)
+    bkg_gen, sig_gen = _generators(cfg, parts, sim, box, None, {}, True)
+    return cfg, bkg_gen, sig_gen, parts, sim
+
+
+def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
+    """:func:`scan` on another executor: one mass, from plain data (module level, so that worker
+    processes and Dask can run it)."""
+    from ._tf import tf  # noqa: F401
+
+    cfg, bkg_gen, sig_gen, parts, sim = _scan_inputs(json.dumps(task["config"], sort_keys=True), task["models"])
+    return _scan_point(cfg, bkg_gen, sig_gen, parts, sim, int(task["index"]), float(task["mass"]))
 
 
 def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:

@@ -25,6 +25,11 @@ from .._tf import tf, tf_keras, tfb, tfd
 __all__ = ["Flow", "FlowConfig", "TrainConfig", "TrainingHistory"]
 
 _EPS = {tf.float32: 1e-6, tf.float64: 1e-12}
+_OUTPUT_INIT_SCALE = 0.01
+# Batch-norm running statistics (used at evaluation) follow the last ~10 minibatches. Keras'
+# default 0.99 averages over ~100: with CATHODE's batch 2048 that is several epochs of stale
+# statistics behind the weights (nflows averages over ~20).
+_BN_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,9 @@ class TrainConfig:
 @dataclass
 class TrainingHistory:
     """Per-epoch losses (mean negative log-likelihood per event, in the preprocessed space
-    plus the box Jacobian, i.e. ``-mean log p(x | c)``) and how training ended."""
+    plus the box Jacobian, i.e. ``-mean log p(x | c)``) and how training ended; ``seconds`` is
+    the whole training, ``epoch_seconds`` the wall time of each epoch (the first one includes
+    compiling the training step)."""
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -137,6 +144,7 @@ class TrainingHistory:
     n_train: int = 0
     n_val: int = 0
     seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
 
     @property
     def best_val_loss(self) -> float:
@@ -180,7 +188,7 @@ class _Networks:
             for k in range(cfg.n_layers)
         ]
         self.bns = (
-            [tf_keras.layers.BatchNormalization(dtype=dtype, name=f"bn{k}") for k in range(cfg.n_layers)]
+            [tf_keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=dtype, name=f"bn{k}") for k in range(cfg.n_layers)]
             if cfg.batch_norm
             else []
         )
@@ -189,6 +197,7 @@ class _Networks:
         c = tf.zeros([1, n_context], dtype) if n_context else None
         for made in self.mades:
             made(x, conditional_input=c) if n_context else made(x)
+            _shrink_output_layer(made)
         for bn in self.bns:
             bn(x, training=False)
 
@@ -214,6 +223,18 @@ class _Networks:
         if i != len(weights):
             msg = f"expected {i} weight arrays, got {len(weights)}"
             raise ValueError(msg)
+
+
+def _shrink_output_layer(made) -> None:
+    """Start every block near the identity: the MADE's output layers (those after its last
+    activation) get ``_OUTPUT_INIT_SCALE`` times their Glorot weights. With plain Glorot outputs
+    each block's shift is of the order of its input, so an untrained stack of 15 blocks (CATHODE)
+    maps sideband events to |z| ~ 1e16 and the first minibatch's loss is NaN."""
+    layers = made._network.layers
+    last_act = max(i for i, layer in enumerate(layers) if isinstance(layer, tf_keras.layers.Activation))
+    for layer in layers[last_act + 1 :]:
+        if layer.weights:
+            layer.set_weights([w * _OUTPUT_INIT_SCALE for w in layer.get_weights()])
 
 
 def _affine_fn(made):
@@ -387,7 +408,13 @@ class Flow:
         lo, hi = tf.constant(self.low, dtype), tf.constant(self.high, dtype)
         eps = _EPS[dtype] * (hi - lo)
         x = tf.clip_by_value(x, lo + eps, hi - eps)  # an event on the box edge has a finite density
-        return dist.log_prob(x, bijector_kwargs=self._condition(context))
+        # log N(z) + ILDJ, not dist.log_prob: TFP's log_prob takes the Jacobian from the forward
+        # log-det at z, which for batch norm uses the *moving* variance even in training, while
+        # the normalization uses the batch's; that mismatch made the training objective improper
+        # (train loss falling below the true density's, validation loss diverging)
+        kw = self._condition(context)
+        z = dist.bijector.inverse(x, **kw)
+        return dist.distribution.log_prob(z) + dist.bijector.inverse_log_det_jacobian(x, event_ndims=1, **kw)
 
     def sample_tensor(self, n: int | tf.Tensor, context: tf.Tensor | None = None, *, seed=None) -> tf.Tensor:
         """``n`` float64 samples as a tensor; ``context`` is ``(n, n_context)`` if conditional."""
