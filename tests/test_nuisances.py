@@ -111,6 +111,7 @@ def test_hisigma_sideband_constant(bench, cond_flow):
     assert abs(s[side, 2].mean() - 0.5) < 0.03  # uniform features in the sidebands
 
 
+@pytest.mark.slow  # a statistical check on large samples: 90 s on 2 cores
 def test_weighted_sample_is_the_varied_density(pair, masses):
     """JointFlowPDF.weighted_sample (the Asimov sample): nominal events with the exact ratio
     varied / nominal. At theta = 0 every ratio is 1; at theta != 0 the ratios average to 1

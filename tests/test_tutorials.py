@@ -18,7 +18,13 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 NEEDS_DATA = {"04_lhco_rnd.py": SHARED / "lhco_rnd_sr", "05_cms_dimuon.py": SHARED / "cms_dimuon"}  # real data: --data FOLDER
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py")))
+# the binned tutorial's smoke run takes over 2 minutes on 2 cores and its pieces are tested in
+# test_pyhf_*.py and test_cli.py: it runs with the slow suite (pytest -m slow) to keep CI short
+SLOW = {"03_binned_pyhf.py"}
+
+
+@pytest.mark.parametrize("script", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                    for n in sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py"))])
 def test_tutorial_smoke(script, tmp_path):
     cmd = [sys.executable, str(TUTORIALS / script), "--smoke"]
     if script in NEEDS_DATA:
