@@ -25,6 +25,7 @@ from torch.nn import functional as F
 def build(s: dict, n_features: int, n_context: int) -> flows.Flow:
     layers = []
     for k in range(s["n_layers"]):
+        # nflows' MADE: an input layer plus num_blocks hidden layers, so 2 hidden layers = 1 block
         common = {"features": n_features, "hidden_features": s["hidden"], "context_features": n_context,
                   "num_blocks": s["hidden_layers"] - 1, "use_residual_blocks": False, "activation": F.relu}
         if s["transform"] == "affine":
@@ -44,7 +45,8 @@ def main(data_path: str, settings_path: str) -> None:
         s = json.load(fh)
     d = np.load(data_path)
     torch.manual_seed(s["seed"])
-    dev = torch.device(s.get("device", "cpu") if torch.cuda.is_available() or s.get("device", "cpu") == "cpu" else "cpu")
+    want = s.get("device", "cpu")
+    dev = torch.device(want if want == "cpu" or torch.cuda.is_available() else "cpu")  # the device used is reported
 
     def t(a):
         return torch.as_tensor(a, dtype=torch.float32, device=dev)
@@ -78,7 +80,7 @@ def main(data_path: str, settings_path: str) -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         epoch_seconds.append(time.perf_counter() - t0)
-    print(json.dumps({"epoch_seconds": epoch_seconds, "val_loss": val_losses, "n_parameters": int(n_params),
+    print(json.dumps({"n_train": n, "epoch_seconds": epoch_seconds, "val_loss": val_losses, "n_parameters": int(n_params),
                       "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU",
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 

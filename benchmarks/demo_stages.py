@@ -51,7 +51,7 @@ def main() -> None:
         s = json.loads((out / "result" / "summary.json").read_text())
     rows = [{"stage": k, "seconds": float(v), "fraction": float(v) / wall} for k, v in s["timings"].items()]
     rows.append({"stage": "whole command (wall, with start-up)", "seconds": wall, "fraction": 1.0})
-    report(args.name, rows, {"command": " ".join(cmd[1:3] + cmd[5:]), "signal_yield": s["signal_yield"],
+    report(args.name, rows, {"command": "gbi demo" + (" --smoke" if args.quick else ""), "signal_yield": s["signal_yield"],
                              "significance": (s.get("discovery") or {}).get("significance")})
 
 

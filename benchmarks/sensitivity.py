@@ -43,6 +43,9 @@ import time
 import numpy as np
 from _common import report
 
+from pyhf_gbi import infer as B
+from pyhf_gbi.templates import make_templates, sideband_expectation
+from pyhf_gbi.workspace import build_spec
 from zfit_gbi._tf import tf  # noqa: F401
 from zfit_gbi.benchmark import ResonantBenchmark
 from zfit_gbi.classifier import ClassifierConfig, cathode_scores
@@ -68,14 +71,15 @@ def counting_limit(n: float, b: float, b_err: float) -> float:
     return float(obs) * unit
 
 
-def unbinned(name, bkg_gen, sig_gen, data, sim, windows, prefix, seed, n_asimov, limits):
-    model = build_model(resonant="mjj", features=sim.columns[1:5], windows=windows, background_generator=bkg_gen,
+def unbinned(name, features, bkg_gen, sig_gen, data, sim, windows, prefix, seed, n_asimov, limits):
+    """Fit, discovery and (if ``limits``) the CLs limit of the GBI model: ``(row, model)``."""
+    model = build_model(resonant="mjj", features=features, windows=windows, background_generator=bkg_gen,
                         signal_generator=sig_gen, data_masses=data["mjj"], signal_masses=sim["mjj"], prefix=prefix)
     loss = model.loss(data)
     res = fit(loss, model.poi, minos=False)
     z = discovery(loss, model.poi, n_asimov=n_asimov, seed=seed).significance
     lim = upper_limit(loss, model.poi, cl=0.95, n_points=8, n_asimov=n_asimov, seed=seed).observed if limits else math.nan
-    return {"method": name, "signal_yield": res.poi_value, "significance": z, "upper_limit": lim, "_model": model}
+    return {"method": name, "signal_yield": res.poi_value, "significance": z, "upper_limit": lim}, model
 
 
 def main() -> None:
@@ -99,7 +103,7 @@ def main() -> None:
     train = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=2e-3, patience=6, progress=False, seed=1)
     clf = ClassifierConfig(hidden=(64, 64, 64), epochs=args.clf_epochs, batch_size=512, patience=4, seed=5)
     sim = bench.signal_simulation(20_000, seed=2)
-    sim = Events(sim.values[windows.in_fit(sim["mjj"])], sim.columns)
+    sim = sim.select(windows.in_fit(sim["mjj"]))
     sig_gen = FlowEnsemble.train(sim.array(features), sim["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
                                  k=1, config=SIG_FLOW, train=train, bootstrap=False)
     eff_sr = float(np.mean(windows.in_signal_region(bench.sample(0, 100_000, seed=3)["mjj"])))
@@ -127,18 +131,17 @@ def main() -> None:
             found = []
             o = bench.oracle(data)
             found.append({"method": "oracle", "signal_yield": o["signal_yield"], "significance": o["significance"], "upper_limit": math.nan})
+            models = {}
             for name, gen in (("gbi_unbinned", bkg_gen), ("idealized", ideal_gen)):
                 try:
-                    found.append(unbinned(name, gen, sig_gen, data, sim, windows, f"{name[:2]}{tag}", seed, args.n_asimov, args.limits))
+                    row, models[name] = unbinned(name, features, gen, sig_gen, data, sim, windows, f"{name[:2]}{tag}", seed,
+                                                 args.n_asimov, args.limits)
                 except FitError as err:
-                    found.append({"method": name, "signal_yield": math.nan, "significance": math.nan, "upper_limit": math.nan, "error": str(err)})
-            gbi_model = found[1].get("_model")
+                    row = {"method": name, "signal_yield": math.nan, "significance": math.nan, "upper_limit": math.nan, "error": str(err)}
+                found.append(row)
+            gbi_model = models.get("gbi_unbinned")
 
             # the binned route: the same generators as pyhf templates
-            from pyhf_gbi import infer as B
-            from pyhf_gbi.templates import make_templates, sideband_expectation
-            from pyhf_gbi.workspace import build_spec
-
             parts = windows.split(data, "mjj")
             if gbi_model is not None:
                 t = make_templates(resonant="mjj", features=features, windows=windows, mass_pdf=gbi_model.background.mass_pdf,
@@ -172,9 +175,7 @@ def main() -> None:
                 lim = (counting_limit(n_kept, b, b_err) / sig_eff if sig_eff > 0 else math.inf) if args.limits else math.nan
                 found.append({"method": "cathode_cut", "signal_yield": (n_kept - b) / sig_eff if sig_eff > 0 else math.nan,
                               "significance": counting_significance(n_kept, b, b_err), "upper_limit": lim})
-            for r in found:
-                r.pop("_model", None)
-                rows.append({**common, **r})
+            rows += [{**common, **r} for r in found]
             z = {r["method"]: r["significance"] for r in found}
             print(f"[seed {seed}, S/sqrt(B) {k:g}, {n_inj} injected, {time.perf_counter() - t0:.0f} s] "
                   + ", ".join(f"{m} {v:.2f}" for m, v in z.items()), flush=True)

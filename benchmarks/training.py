@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import report
+from _common import device, report
 
 from zfit_gbi._tf import tf
 from zfit_gbi.benchmark import ResonantBenchmark
@@ -77,14 +77,19 @@ def time_to(r: dict, target: float) -> float:
     return float(t[hit[0]]) if hit.size else math.inf
 
 
+def train_split(n: int, tcfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(validation, training)`` indices exactly as ``train_flow`` draws them (seeded permutation)."""
+    perm = np.random.default_rng(tcfg.seed).permutation(n)
+    n_val = max(1, round(tcfg.validation_fraction * n))
+    return perm[:n_val], perm[n_val:]
+
+
 def nflows_inputs(folder: Path, name: str, flow: Flow, x: np.ndarray, m: np.ndarray, tcfg: TrainConfig, device: str) -> tuple[Path, Path]:
     """The worker's inputs: the events in the flow's preprocessed coordinates with train_flow's
     seeded split (so both frameworks see the same training and validation events), and the
     settings. ``flow`` must be adapted (its standardization set) on the training part."""
     fcfg = flow.config
-    perm = np.random.default_rng(tcfg.seed).permutation(len(x))
-    n_val = max(1, round(tcfg.validation_fraction * len(x)))
-    i_val, i_tr = perm[:n_val], perm[n_val:]
+    i_val, i_tr = train_split(len(x), tcfg)
     box = flow._preprocessing(tf.float64)
     z = box.inverse(tf.constant(x, tf.float64)).numpy()
     logj = box.inverse_log_det_jacobian(tf.constant(x[i_val], tf.float64), event_ndims=1).numpy()
@@ -108,8 +113,7 @@ def gpu_inputs(folder: Path, args: argparse.Namespace, x: np.ndarray, m: np.ndar
         fcfg, tcfg = settings(name)
         tcfg = TrainConfig(**{**tcfg.__dict__, "epochs": args.epochs, "seed": args.seed, "progress": False})
         flow = Flow(features, bounds, ("mjj",), fcfg)
-        n_val = max(1, round(tcfg.validation_fraction * len(x)))
-        i_tr = np.random.default_rng(tcfg.seed).permutation(len(x))[n_val:]
+        _, i_tr = train_split(len(x), tcfg)
         flow.adapt(x[i_tr], m[i_tr])  # what train_flow does before its first epoch
         nflows_inputs(folder, name, flow, x, m, tcfg, "cuda")
     print(f"wrote {folder}")
@@ -135,8 +139,7 @@ def main() -> None:
         rows = []
         for name in args.settings:
             out = json.loads((args.gpu_outputs / f"{name}.out.json").read_text())
-            n_train = len(np.load(args.gpu_outputs / f"{name}.npz")["z_train"]) if (args.gpu_outputs / f"{name}.npz").exists() else out.get("n_train", 0)
-            r = row(f"nflows {out['torch']} (PyTorch)", name, out["device"], n_train, out["epoch_seconds"], out["val_loss"], out["n_parameters"])
+            r = row(f"nflows {out['torch']} (PyTorch)", name, out["device"], out["n_train"], out["epoch_seconds"], out["val_loss"], out["n_parameters"])
             r.pop("_epoch_seconds"), r.pop("_val_losses")
             rows.append(r)
         report(args.name, rows, {"device": f"GPU {rows[0]['device']} (nflows rows only)", "events": args.events, "epochs": args.epochs,
@@ -146,7 +149,6 @@ def main() -> None:
     if args.gpu_inputs is not None:
         gpu_inputs(args.gpu_inputs, args, x, m, features, bounds)
         return
-    tf_device = "GPU " + tf.config.list_physical_devices("GPU")[0].name if tf.config.list_physical_devices("GPU") else "CPU"
     rows, notes = [], []
     for name in args.settings:
         fcfg, tcfg = settings(name)
@@ -157,11 +159,10 @@ def main() -> None:
             label = "zfit_gbi (TFP, XLA)" if jit else "zfit_gbi (TFP, no XLA)"
             print(f"[{name}] {label}: {len(x)} events, {args.epochs} epochs ...", flush=True)
             h = flow.fit(x, m, train=TrainConfig(**{**tcfg.__dict__, "jit_compile": jit}))
-            variants.append(row(label, name, tf_device, h.n_train, h.epoch_seconds, h.val_loss, flow.n_parameters))
+            variants.append(row(label, name, device(), h.n_train, h.epoch_seconds, h.val_loss, flow.n_parameters))
         rows += variants
         ours = variants[0]
 
-        n_train = h.n_train
         with tempfile.TemporaryDirectory() as tmp:
             data, sfile = nflows_inputs(Path(tmp), name, flow, x, m, tcfg, args.nflows_device)
             print(f"[{name}] nflows (PyTorch) ...", flush=True)
@@ -172,7 +173,7 @@ def main() -> None:
             print(notes[-1], file=sys.stderr)
             continue
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-        theirs = row(f"nflows {out['torch']} (PyTorch)", name, out["device"], n_train, out["epoch_seconds"], out["val_loss"], out["n_parameters"])
+        theirs = row(f"nflows {out['torch']} (PyTorch)", name, out["device"], out["n_train"], out["epoch_seconds"], out["val_loss"], out["n_parameters"])
         rows.append(theirs)
         target = max(ours["best_val_loss"], theirs["best_val_loss"])
         for r in (*variants, theirs):

@@ -175,8 +175,7 @@ for i, n_inj in enumerate(LEVELS):
 # generator learns part of it (GBI's yield then comes out low at large injections); and the
 # generator's training noise, which the ensemble's eigen-variations cover only in part. The
 # mass-only fit has no power here (the signal's Gaussian sigma, printed above, is about a third
-# of the fit window). The
-# CATHODE-style "generator count" shows why a cut's background must come from data (the bump
+# of the fit window). The CATHODE-style "generator count" shows why a cut's background must come from data (the bump
 # hunt): cutting on the most anomalous events selects where the generator is least accurate.
 
 # %%
