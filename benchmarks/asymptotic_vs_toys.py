@@ -80,6 +80,9 @@ def main() -> None:
     # toys exactly at the asymptotic limits: if the asymptotic formulae hold, the toys' CLs there
     # is 1 - CL (observed at the observed limit, the expected median at the expected one, ...)
     grid = np.unique(np.round([0.0, asym.observed, *asym.expected[1:4], 1.5 * asym.expected[4]], 6))
+    if not np.all(np.isfinite(grid)):  # a NaN POI would send the minimizer into a NaN region
+        print(f"warning: asymptotic limits not all finite ({asym.problems or 'scan did not cross'}); toys skip them")
+        grid = grid[np.isfinite(grid)]
     print(f"asymptotic: observed {asym.observed:.2f}, expected {np.round(asym.expected, 2)}; toy grid {np.round(grid, 2)}")
     model.reset(len(data0))
     asym_grid = upper_limit(loss0, model.poi, calculator="asymptotic", scan=grid, n_asimov=100_000, seed=7, refine=False)
@@ -106,6 +109,8 @@ def main() -> None:
     at = {}
     for name, key, value in (("observed", "cls_observed", asym.observed), ("-1s", "cls_expected_m1", asym.expected[1]),
                              ("median", "cls_expected", asym.expected[2]), ("+1s", "cls_expected_p1", asym.expected[3])):
+        if not np.isfinite(value):
+            continue
         i = int(np.argmin(np.abs(grid - value)))
         c = float(toys.scan[key][i])
         at[name] = {"poi": float(grid[i]), "cls_toys": c, "binomial_error": math.sqrt(0.025 * 0.975 / n_toys) / 0.5 if name == "median" else math.nan}

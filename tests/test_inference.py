@@ -154,6 +154,24 @@ def test_fit_recovers_from_a_start_where_the_density_is_negative():
     assert s.poi_value > -2000 / 80
 
 
+def test_default_limit_scan_reaches_every_expected_band():
+    """Data with a deficit under the peak (70 % of the events within 2 widths removed): the
+    fitted n_S is negative (-22) and its Hesse error small (2.4), so four of those errors fall
+    short of the +2 sigma expected limit (27); the default scan is extended until every CLs
+    curve crosses 0.05, so no limit comes back NaN."""
+    loss, ns, _ = _peak_model("deficit")
+    x = loss.data[0].value()[:, 0].numpy()
+    drop = (np.abs(x - 0.5) < 0.01) & (np.random.default_rng(5).random(x.size) > 0.3)
+    data = zfit.Data.from_numpy(obs=loss.data[0].space, array=x[~drop])
+    loss = zfit.loss.ExtendedUnbinnedNLL(loss.model[0], data)
+    s = fit(loss, ns, minos=False)
+    assert s.poi_value < 0
+    lim = upper_limit(loss, ns, n_points=8)
+    assert np.all(np.isfinite(lim.expected)), lim.expected
+    assert np.isfinite(lim.observed)
+    assert lim.expected[4] > 4 * s.errors[ns.name]  # the band lies beyond the original scan
+
+
 def test_profile_errors_match_hesse_for_a_parabolic_likelihood():
     """Where Minos is not used, the profile-likelihood crossings (secant on sqrt(2 dNLL)) equal
     the Hesse error for a Gaussian mean (an exactly parabolic NLL) and are asymmetric for a

@@ -556,13 +556,16 @@ def upper_limit(
     Args:
         scan: POI values to test; default ``n_points`` values from 0 to four Hesse errors (where
             the expected limits lie) and ``n_points // 2 + 2`` from the fitted POI to six
-            errors above it (the observed limit).
+            errors above it (the observed limit), extended up to three times (each quadrupling the
+            range) while one of the six CLs curves has not crossed 1 - cl: the Hesse error at a
+            negative fitted POI can be much smaller than the expected band's width.
         refine: After the scan, add three points inside every scan interval where one of the
             six CLs curves (observed, expected -2..+2 sigma) crosses 1 - cl, recompute, and
             repeat once: the limits are then interpolated over 1/16 of the original spacing.
             Default: on for ``asymptotic`` (cheap), off for ``toys``.
     """
-    if scan is None:  # near zero (expected limits) and above the fitted value (observed limit)
+    auto = scan is None
+    if auto:  # near zero (expected limits) and above the fitted value (observed limit)
         summary = fit(loss, poi, minos=False)
         err, hat = summary.errors[poi.name], max(summary.poi_value, 0.0)
         scan = np.unique(np.concatenate([np.linspace(0.0, 4 * err, n_points), np.linspace(hat, hat + 6 * err, n_points // 2 + 2)]))
@@ -577,6 +580,12 @@ def upper_limit(
 
     values = np.unique(np.asarray(scan, dtype=float))
     pv = pvalues(values)
+    for _ in range(3 if auto else 0):  # a default scan is extended upwards until every curve crosses 1 - cl
+        if all(np.any(pv[k][np.isfinite(pv[k])] <= alpha) for k in keys):
+            break
+        top = values.max()
+        values = np.unique(np.concatenate([values, np.linspace(top, 4 * top, n_points // 2 + 2)[1:]]))
+        pv = pvalues(values)
     for _ in range(2 if refine else 0):  # two rounds: the crossings to 1/16 of the first spacing
         extra = []
         for k in keys:
