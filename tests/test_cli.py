@@ -147,6 +147,29 @@ def test_train_fit_limit(tmp_path, bench, capsys):
 
     assert main(["fit", str(cfg), "--out", str(tmp_path / "x"), "--models", str(tmp_path / "nowhere")]) == 1
     assert "no saved generator" in capsys.readouterr().err
+
+    # saved generators must model what the config asks for, on a box that holds the data
+    import numpy as np
+    import yaml
+
+    for change, text in ((lambda c: c["data"].update(features=c["data"]["features"][:3], bounds={}),
+                          ("the saved background generator models p(mj1, delta_mj, tau21_j1, tau21_j2 | mjj) but the config asks for "
+                          "p(mj1, delta_mj, tau21_j1 | mjj)")),
+                         (lambda c: c["data"]["bounds"].update(mj1=[-1.0, 1.0]),
+                          "the data's mj1 range (-1.0, 1.0) reaches outside the saved generator's box [0.0, 1.0]")):
+        c = yaml.safe_load(cfg.read_text())
+        change(c)
+        other = tmp_path / "other.yaml"
+        other.write_text(yaml.safe_dump(c))
+        assert main(["fit", str(other), "--out", str(tmp_path / "x"), "--models", models, "--quiet"]) == 1
+        assert text in capsys.readouterr().err
+    # a signal simulation with almost nothing in the fit window
+    np.save(tmp_path / "few.npy", bench.signal_simulation(3000, seed=6).values[:5])
+    c = yaml.safe_load(cfg.read_text())
+    c["signal"]["simulation"]["path"] = "few.npy"
+    (tmp_path / "few.yaml").write_text(yaml.safe_dump(c))
+    assert main(["fit", str(tmp_path / "few.yaml"), "--out", str(tmp_path / "x"), "--models", models, "--quiet"]) == 1
+    assert "few.npy: only 5 signal-simulation events inside the fit window (2.9, 4.1)" in capsys.readouterr().err
     assert main(["limit", str(cfg), "--out", str(tmp_path / "x"), "--models", models, "--cl", "1.5"]) == 1
     err = capsys.readouterr().err
     assert "inference.upper_limit.cl" in err
@@ -241,3 +264,81 @@ def test_binned_backend_and_export(tmp_path, bench, capsys):
     assert "gen_eigen_0" in s1["nuisances"]
     assert main(["plot", str(only)]) == 1
     assert "binned-only run" in capsys.readouterr().err
+
+
+def test_run_fit_that_does_not_converge(tmp_path, bench, capsys, monkeypatch):
+    """A minimizer starved of calls (3 per Migrad, also in the NaN-region restart) never yields a
+    result: exit 1, the error says what was tried, no summary.json; the trained generators stay."""
+    import zfit
+
+    from zfit_gbi import inference
+
+    cfg = _tiny_config(tmp_path, bench, inference={"discovery": False})
+    real = zfit.minimize.Minuit.__init__
+
+    def starved(self, *args, **kwargs):
+        kwargs["maxiter"] = 3
+        real(self, *args, **kwargs)
+
+    real_fit = inference.fit
+
+    def starving_fit(*args, **kwargs):  # the mass-shape prefits run normally, the model fit starves
+        monkeypatch.setattr(zfit.minimize.Minuit, "__init__", starved)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "fit", starving_fit)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no valid minimum after 3 attempts (Minuit strategies 0 and 2, jittered starts)" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o" / "summary.json").exists()
+    assert (tmp_path / "o" / "models" / "background" / "model.json").exists()
+
+
+class _InterruptingBar:
+    """A training progress bar whose ``update`` raises KeyboardInterrupt (Ctrl-C) at call ``at``."""
+
+    calls = 0
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def update(self, *args):
+        _InterruptingBar.calls += 1
+        if _InterruptingBar.calls == self.at:
+            raise KeyboardInterrupt
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(("ensemble", "at", "kind", "members"), [(1, 2, "Flow", 0), (2, 5, "FlowEnsemble", 1)])
+def test_run_interrupted_during_training(tmp_path, bench, capsys, monkeypatch, ensemble, at, kind, members):
+    """Ctrl-C in the background training: exit 130, no summary, nothing half-written, and what
+    was trained so far saved as models/background.interrupted (a single flow: its best weights;
+    an ensemble: the finished members)."""
+    from zfit_gbi.generators import load, training
+
+    gen = {"type": "maf-affine", "layers": 2, "hidden": 16, "epochs": 3, "patience": 5, "batch_size": 256, "seed": 1, "ensemble": ensemble}
+    cfg = _tiny_config(tmp_path, bench, background={"mass_shape": "exppoly2", "generator": gen})
+    _InterruptingBar.calls = 0
+    monkeypatch.setattr(training, "_progress", _InterruptingBar(at))
+    out = tmp_path / "o"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 130
+    assert "gbi: interrupted" in capsys.readouterr().err
+    assert not (out / "summary.json").exists()
+    assert not (out / "models" / "background").exists()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    kept = load(out / "models" / "background.interrupted")
+    assert type(kept).__name__ == kind
+    if kind == "Flow":
+        assert kept.history.stopped == "interrupted"
+        assert len(kept.history.val_loss) == 2  # Ctrl-C at the end of epoch 2: its weights were the best
+    else:
+        assert len(kept.members) == members

@@ -355,6 +355,27 @@ def test_relative_paths_resolve_against_the_yaml_folder(folder: Path, monkeypatc
     assert load_config(sub / "run.yaml", check_paths=False).data.path == sub / "nothere.npy"
 
 
+def test_yaml_python_tags_are_not_executed(folder: Path) -> None:
+    """The safe loader refuses Python tags anywhere in the file; nothing runs."""
+    marker = folder / "executed"
+    for text in (f"!!python/object/apply:os.system ['touch {marker}']\n",
+                 f"data: !!python/object/apply:os.system ['touch {marker}']\nwindows: {{}}\n"):
+        msg = error(folder, text)
+        assert "could not determine a constructor for the tag" in msg
+        assert "python/object/apply" in msg
+    assert not marker.exists()
+
+
+def test_no_config_key_names_an_output_path(folder: Path) -> None:
+    """Outputs go under --out with fixed names: the only key that shapes a file name, the plot
+    format, takes png or pdf only (no '../' smuggled into a suffix)."""
+    cfg = raw()
+    cfg["plots"] = {"formats": ["png", "../../escape"]}
+    msg = error(folder, cfg)
+    assert "plots.formats" in msg
+    assert "png" in msg
+
+
 def test_yaml_syntax_errors_have_line_numbers(folder: Path) -> None:
     text = REFERENCE.replace("  resonant: mjj\n", "  resonant: mjj\n   oops: 1\n")
     msg = error(folder, text)

@@ -903,3 +903,60 @@ def test_windows_split_no_events_names_window():
     ev = Events(np.empty((0, 1)), ("mjj",), source="none.npy")
     with pytest.raises(DataError, match=r"none\.npy: no events, so every window"):
         w.split(ev, "mjj")
+
+
+def test_read_truncated_csv_names_the_cut(tmp_path):
+    """A CSV cut inside its last row is reported as truncated (not as a NaN event later)."""
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "cut.csv"
+    pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0), "c": np.arange(50.0)}).to_csv(path, index=False)
+    text = path.read_bytes()
+    path.write_bytes(text[: text.rindex(b",")])  # the last row loses its last field
+    with pytest.raises(DataError, match=re.escape(f"{path}: the last row has 2 of the header's 3 fields; the file looks truncated")):
+        read_events(path)
+
+
+def test_read_csv_without_final_line_break_warns(tmp_path, caplog):
+    path = tmp_path / "noeol.csv"
+    path.write_text("a,b\n1,2\n3,4")
+    ev = read_events(path)
+    assert len(ev) == 2
+    assert "does not end with a line break" in caplog.text
+
+
+def test_read_binary_file_named_csv(tmp_path):
+    path = tmp_path / "binary.csv"
+    np.save(tmp_path / "arr.npy", np.ones((5, 2)))
+    path.write_bytes((tmp_path / "arr.npy").read_bytes())
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a text .csv file")):
+        read_events(path)
+
+
+def test_read_truncated_parquet(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"a": np.arange(1000.0), "b": np.arange(1000.0)}).to_parquet(path)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DataError, match=re.escape(f"{path}: could not read as .parquet")):
+        read_events(path)
+
+
+def test_read_truncated_root(tmp_path):
+    uproot = pytest.importorskip("uproot")
+    path = tmp_path / "cut.root"
+    with uproot.recreate(path) as f:
+        f["events"] = {"a": np.arange(100_000.0)}  # large enough that a cut hits the baskets
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=re.escape(f"{path}: could not read as .root")):
+        read_events(path, tree="events")
+
+
+def test_read_root_without_trees(tmp_path):
+    uproot = pytest.importorskip("uproot")
+    path = tmp_path / "hist.root"
+    with uproot.recreate(path) as f:
+        f["h"] = np.histogram(np.arange(10.0), bins=5)
+    with pytest.raises(DataError, match=re.escape(f"{path}: the file holds no TTree or RNTuple (its keys: ['h'])")):
+        read_events(path)

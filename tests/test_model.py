@@ -140,3 +140,10 @@ def test_mass_only_baseline(bench):
     assert 50 < res.errors[mm.poi.name] < 400
     with pytest.raises(ValueError, match="outside the declared bounds"):
         mm.loss(np.array([3.0, 5.0]))
+
+
+def test_too_few_events_in_the_fit_window(bench, sideband_flow, signal_flow):
+    sig_flow, sim = signal_flow
+    with pytest.raises(ValueError, match=r"only 5 events in the fit window \(2.9, 4.1\): too few to fit a mass shape"):
+        build_model(resonant="mjj", features=bench.features, windows=bench.windows, background_generator=sideband_flow,
+                    signal_generator=sig_flow, data_masses=bench.sample(5, 0, seed=1)["mjj"], signal_masses=sim["mjj"], prefix="few_")

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        print(f"gbi: error: {err}", file=sys.stderr)
+        print(f"gbi: error: {str(err) or type(err).__name__}", file=sys.stderr)
         return 1
 
 

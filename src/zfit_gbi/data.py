@@ -386,6 +386,7 @@ def read_events(
         if suffix == ".csv":
             import pandas as pd
 
+            _check_csv_end(path)
             df = pd.read_csv(path)
             return _from_frame(df, columns, src)
         if suffix in (".parquet", ".pq"):
@@ -402,6 +403,31 @@ def read_events(
         raise DataError(msg) from err
     msg = f"{path}: unknown file type {suffix!r}; supported: .npy, .csv, .parquet, .root"
     raise DataError(msg)
+
+
+def _check_csv_end(path: Path) -> None:
+    """A CSV cut while it was written loses the end of its last row: compare that row's number
+    of fields with the header's (a cut inside the last number cannot be seen; a missing final
+    line break is reported as a warning)."""
+    with path.open("rb") as f:
+        header = f.readline()
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(size - 65536, 0))
+        tail = f.read()
+    if b"\x00" in header or b"\x00" in tail:
+        msg = f"{path}: not a text .csv file (it contains NUL bytes)"
+        raise DataError(msg)
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    if not header.strip() or (len(lines) < 2 and size <= len(header)):
+        return  # empty or header only: the reader says so
+    n_head, n_last = header.count(b",") + 1, lines[-1].count(b",") + 1
+    if n_last < n_head:
+        msg = (f"{path}: the last row has {n_last} of the header's {n_head} fields; the file looks truncated "
+               f"(cut while it was written or copied)")
+        raise DataError(msg)
+    if not tail.endswith((b"\n", b"\r")):
+        log.warning("%s does not end with a line break; if it was cut while written, its last event may be wrong", path)
 
 
 def _read_npy(path: Path, columns: Sequence[str] | None) -> Events:
@@ -444,6 +470,9 @@ def _read_root(path: Path, columns: Sequence[str] | None, tree: str | None) -> E
     with uproot.open(path) as f:
         kinds = ("TTree", "ROOT::RNTuple")  # uproot >= 5.4 writes RNTuples by default
         trees = [k.split(";")[0] for k, cls in f.classnames().items() if cls in kinds]
+        if not trees:
+            msg = f"{path}: the file holds no TTree or RNTuple (its keys: {sorted({k.split(';')[0] for k in f})})"
+            raise DataError(msg)
         if tree is None:
             if len(trees) != 1:
                 msg = f"{path}: give `tree`; the file holds the trees {sorted(set(trees))}"

@@ -39,6 +39,7 @@ __all__ = [
     "FitSummary",
     "LimitResult",
     "UnbinnedAsimovCalculator",
+    "cls_values",
     "counting_significance",
     "discovery",
     "envelope_discovery",
@@ -139,17 +140,31 @@ class FitSummary:
 def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> FitSummary:
     """Minimize ``loss`` and return the :class:`FitSummary`.
 
-    Tries the default start, then strategy 2 and jittered starting values. Raises
-    :class:`FitError` if no attempt gives a valid minimum.
+    Starts with the POI alone (every other parameter held at its start), then frees all:
+    started at a POI far from the data's (a fit from n_S = 0 with a signal in the data),
+    Migrad first bends the background shape towards the signal and can settle in a distant
+    local minimum (seen with the 3-parameter dijet shape: Delta NLL = 8 in 1 toy of 10). Then
+    tries the default start, strategy 2 and jittered starting values. Raises :class:`FitError`
+    if no attempt gives a valid minimum.
     """
+    from zfit.minimizers.strategy import FailMinimizeNaN
+
     params = _params(loss)
+    if len(params) > 1 and any(p is poi for p in params):
+        before = float(poi.value())
+        try:
+            _minimizer(0, poi).minimize(loss, params=[poi])
+        except (RuntimeError, FailMinimizeNaN) as err:
+            log.info("the POI-only pre-fit failed (%s); starting from %s = %g", err, poi.name, before)
+            poi.set_value(before)
     start = {p: float(p.value()) for p in params}
     rng = np.random.default_rng(12345)
     result = None
+
     for attempt in range(1, retries + 1):
         try:
             result = _minimizer(0 if attempt == 1 else 2, poi).minimize(loss, params=params)
-        except RuntimeError as err:
+        except (RuntimeError, FailMinimizeNaN) as err:
             log.info("fit attempt %d failed: %s", attempt, err)
             result = None
         if result is not None and result.valid:
@@ -575,8 +590,7 @@ def upper_limit(
     keys = ("cls", "expected_m2", "expected_m1", "expected", "expected_p1", "expected_p2")
 
     def pvalues(values):
-        ul = UpperLimit(calc, POIarray(poi, np.asarray(values, dtype=float)), POI(poi, 0.0))
-        return {k: np.asarray(v, dtype=float) for k, v in ul.pvalues(CLs=True).items()}
+        return _cls_pvalues(calc, poi, values)
 
     values = np.unique(np.asarray(scan, dtype=float))
     pv = pvalues(values)
@@ -627,6 +641,27 @@ def upper_limit(
     elif not np.isfinite(observed) or not np.isfinite(exp[2]):
         log.warning("the CLs scan up to %s = %.4g does not reach CLs = %.3g; extend the scan", poi.name, values.max(), alpha)
     return LimitResult(cl=cl, observed=observed, expected=exp, calculator=calculator, scan=scan_info, problems=tuple(problems))
+
+
+def _cls_pvalues(calc, poi: zfit.Parameter, values) -> dict[str, np.ndarray]:
+    ul = UpperLimit(calc, POIarray(poi, np.asarray(values, dtype=float)), POI(poi, 0.0))
+    return {k: np.asarray(v, dtype=float) for k, v in ul.pvalues(CLs=True).items()}
+
+
+def cls_values(
+    loss, poi: zfit.Parameter, values: Sequence[float], *, calculator: Literal["asymptotic", "toys"] = "asymptotic",
+    n_toys: int = 1000, n_asimov: int = 100_000, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Observed and expected CLs at the POI ``values`` (the q~_mu test of :func:`upper_limit`).
+
+    Returns arrays of shape ``(len(values),)`` under the keys ``cls`` (observed),
+    ``expected`` (median) and ``expected_m2 .. expected_p2`` (the +-1, 2 sigma bands),
+    plus hepstats' ``clsb`` and ``clb``. A value is excluded at confidence level ``cl`` when
+    its CLs <= 1 - cl, so a limit covers a true value exactly when CLs(true) > 1 - cl: one
+    test at the truth checks a limit's coverage without computing the limit.
+    """
+    calc = _calculator(loss, calculator, poi=poi, n_toys=n_toys, n_asimov=n_asimov, seed=seed)
+    return _cls_pvalues(calc, poi, values)
 
 
 def _crossing(values: np.ndarray, pvalues: np.ndarray, alpha: float) -> float:

@@ -97,7 +97,11 @@ def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str,
         raise DataError(msg)
     if k == 1:
         flow = Flow(features, box, (resonant,), fc, seed=g.seed)
-        flow.fit(x, m, events.weights, tc)
+        try:
+            flow.fit(x, m, events.weights, tc)
+        except KeyboardInterrupt as err:  # the flow now holds the best weights so far
+            err.partial_generator = flow  # type: ignore[attr-defined]
+            raise
         return flow
     return FlowEnsemble.train(
         x, m, features=features, bounds=box, context_names=(resonant,), k=k, config=fc, train=tc,
@@ -115,12 +119,27 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
     for what, g, events in (("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features])),
                             ("signal", cfg.signal.generator, sim)):
         with _stage(timings, f"{what} generator", quiet):
-            gen = _generator(g, events, features, resonant, box, what, quiet, k_min if what == "background" else 1,
-                             executor=None if cfg.compute.executor == "sequential" else cfg.compute.executor)
+            try:
+                gen = _generator(g, events, features, resonant, box, what, quiet, k_min if what == "background" else 1,
+                                 executor=None if cfg.compute.executor == "sequential" else cfg.compute.executor)
+            except KeyboardInterrupt as err:
+                _save_interrupted(err, out, what)
+                raise
             if out is not None:
                 save(gen, out / "models" / what)
         gens.append(gen)
     return gens[0], gens[1]
+
+
+def _save_interrupted(err: KeyboardInterrupt, out: Path | None, what: str) -> None:
+    """Keep what an interrupted training got so far (the best weights of the interrupted flow,
+    or an ensemble's finished members) as ``out/models/<what>.interrupted``: a complete,
+    loadable model under a name no later command mistakes for a finished one."""
+    partial = getattr(err, "partial_generator", None)
+    if out is None or partial is None:
+        return
+    path = save(partial, out / "models" / f"{what}.interrupted")
+    log.warning("interrupted: the %s generator trained so far is saved in %s (use it with generator: {path: ...})", what, path)
 
 
 def _describe(gen: Flow | FlowEnsemble) -> dict[str, Any]:

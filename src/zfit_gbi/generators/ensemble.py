@@ -112,7 +112,9 @@ class FlowEnsemble:
 
         ``executor`` (:func:`zfit_gbi.executor.run_tasks`): ``None`` trains the members one
         after the other here; ``"processes"``, ``"dask"``, a scheduler address or a Dask
-        ``Client`` train them in parallel, with the same result seed for seed."""
+        ``Client`` train them in parallel, with the same result seed for seed. A Ctrl-C during
+        a sequential training re-raises ``KeyboardInterrupt`` with the members finished so far
+        (a smaller ensemble) as its ``partial_generator`` attribute."""
         from dataclasses import asdict, replace
 
         from ..executor import run_tasks
@@ -132,7 +134,17 @@ class FlowEnsemble:
                 "config": asdict(config or FlowConfig()), "train": asdict(replace(base, seed=seed, progress=base.progress and not remote)),
                 "seed": seed, "x": x[idx], "c": None if c is None else c[idx], "w": None if w is None else w[idx], "state": remote,
             })
-        out = run_tasks(_train_member, tasks, executor=executor)
+        if remote:
+            out = run_tasks(_train_member, tasks, executor=executor)
+        else:  # one after the other; Ctrl-C keeps the finished members on the exception
+            out = []
+            try:
+                for task in tasks:
+                    out.append(_train_member(task))
+            except KeyboardInterrupt as err:
+                if out:
+                    err.partial_generator = cls(out, aggregate)  # type: ignore[attr-defined]
+                raise
         members = [flow_from_state(*o, source=f"ensemble member {i}") if remote else o for i, o in enumerate(out)]
         return cls(members, aggregate)
 

@@ -188,7 +188,9 @@ class _Networks:
             for k in range(cfg.n_layers)
         ]
         self.bns = (
-            [tf_keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=dtype, name=f"bn{k}") for k in range(cfg.n_layers)]
+            # gamma >= 1e-3: the bijector's log-det is sum(log gamma) (NaN for gamma <= 0)
+            [tf_keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=dtype, name=f"bn{k}", gamma_constraint=_positive)
+             for k in range(cfg.n_layers)]
             if cfg.batch_norm
             else []
         )
@@ -223,6 +225,19 @@ class _Networks:
         if i != len(weights):
             msg = f"expected {i} weight arrays, got {len(weights)}"
             raise ValueError(msg)
+        # TFP's MADE keeps its autoregressive masks only as the kernels' initializer and
+        # constraint (applied by the optimizer after each step), not in the forward pass: weights
+        # set from outside (loaded, edited, perturbed) must be masked here, or the Jacobian is not
+        # triangular and log p is not a density
+        for made in self.mades:
+            for layer in made._network.layers:
+                constraint = getattr(layer, "kernel_constraint", None)
+                if constraint is not None:
+                    layer.kernel.assign(constraint(layer.kernel))
+
+
+def _positive(gamma: tf.Tensor) -> tf.Tensor:
+    return tf.maximum(gamma, tf.constant(1e-3, gamma.dtype))
 
 
 def _shrink_output_layer(made) -> None:
@@ -468,7 +483,7 @@ class Flow:
     def log_prob(self, x: np.ndarray, context: np.ndarray | None = None, *, batch_size: int = 16384) -> np.ndarray:
         """log p(x | c) in float64, shape ``(n_events,)``; evaluated in fixed-size batches, so
         memory stays bounded (10^7 events need only the output array) and one compiled program
-        serves every batch (the last one is padded).
+        serves every batch (the last one is padded; smaller sets are padded to a power of two).
 
         Args:
             x: Features, ``(n_events, n_features)``, inside the box.
@@ -480,7 +495,10 @@ class Flow:
         if self._log_prob_fn is None:
             self._log_prob_fn = tf.function(lambda xb, cb: self.log_prob_tensor(xb, cb), jit_compile=self.eval_jit)
         n = len(x)
-        bs = min(batch_size, n) if n else 1
+        # the compiled shape: a full batch, or for fewer events the next power of two (at least
+        # 1024), so that data sets of every size share a few programs (an XLA compilation costs
+        # about 1 s per flow; toys, Asimov samples and scans each have a different size)
+        bs = batch_size if n >= batch_size else min(batch_size, max(1024, 1 << max(n - 1, 0).bit_length()))
         out = np.empty(n)
         pad_x = 0.5 * (self.low + self.high)
         pad_c = self.c_mean

@@ -1,0 +1,279 @@
+"""Statistical validation on the embedded benchmark: pulls, coverage, background-only
+calibration, the generator's own error, and sideband-interpolation closure.
+
+Sections (each seeded; the numbers and pass/fail against the targets go to
+``results/validation.json``, the pictures to ``results/validation.png``):
+
+1. **Toys from a fixed model** (``--toys``, default 200): the GBI model (background: a
+   bootstrap ensemble of 3 flows trained on the data's sidebands, 2 eigen-variations as
+   Gaussian-constrained nuisances; signal: a flow on simulation) is fitted to one data set;
+   its fitted shapes with ``N_SIG`` signal events are the truth. Every toy is drawn from that
+   model and fitted by it (:func:`zfit_gbi.toys.toy_study`): signal-yield pulls (target: mean
+   within 0.1 of 0, width within 0.1 of 1), coverage of the 68 % interval (Minos / profile) and
+   of the 95 % CLs upper limit (CLs at the truth, asymptotic; must not fall below 0.95).
+2. **Background-only toys** from the same model with n_S = 0: the fitted yield consistent with
+   0, half of the toys with n_hat > 0, and 2 p0 uniform among those (Kolmogorov-Smirnov).
+3. **The generator's own error** (``--retrainings``, default 20): the background generator
+   retrained on bootstrap resamples of the sidebands, the *same* data fitted each time without
+   nuisances: the spread of n_hat is the error from training alone. Compared with what the
+   eigen-nuisances add to the interval on the same data, sqrt(sigma_eigen^2 - sigma_none^2).
+4. **Closure** on background-only data: a classifier (CATHODE-style, 5-fold, out-of-fold
+   scores) between signal-region events and generated background; its AUC against 0.5, with
+   the Mann-Whitney error under the null, sqrt((n1 + n2 + 1) / (12 n1 n2)).
+5. Asymptotic vs toys: quoted from ``results/asymptotic_vs_toys.json`` (run
+   ``benchmarks/asymptotic_vs_toys.py``; its date is copied here).
+
+Run: ``python benchmarks/validation.py`` (about 40 minutes on 2 CPU cores); ``--quick`` (30 toys,
+5 retrainings, about 8 minutes) for a smoke run; tolerances are reported with the statistical
+error of the toy count, so a quick run is judged by the same rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+from _common import RESULTS, report
+
+from zfit_gbi.benchmark import ResonantBenchmark
+from zfit_gbi.classifier import ClassifierConfig, cathode_scores
+from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
+from zfit_gbi.inference import fit
+from zfit_gbi.model import build_model
+from zfit_gbi.nuisances import EigenVariation
+from zfit_gbi.toys import toy_study
+
+N_BKG = 10_000  # background events in the fit window
+N_SIG = 60  # signal events of the toys' truth
+GEN = FlowConfig(transform="affine", n_layers=4, hidden_units=(48, 48))
+
+
+def _auc(a: np.ndarray, b: np.ndarray) -> float:
+    """P(score of a > score of b) (Mann-Whitney; ties count half)."""
+    from scipy.stats import rankdata
+
+    r = rankdata(np.concatenate([a, b]))
+    return float((r[: len(a)].sum() - len(a) * (len(a) + 1) / 2) / (len(a) * len(b)))
+
+
+def _check(name: str, value: float, error: float, target: str, passed: bool) -> dict:
+    return {"check": name, "value": value, "error": error, "target": target, "passed": bool(passed)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--toys", type=int, default=200)
+    ap.add_argument("--retrainings", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="30 toys, 5 retrainings, 12 epochs")
+    ap.add_argument("--name", default="validation")
+    args = ap.parse_args()
+    if args.quick:
+        args.toys, args.retrainings, args.epochs = 30, 5, 12
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    bench = ResonantBenchmark()
+    w = bench.windows
+    data = bench.sample(N_BKG, N_SIG, seed=args.seed, poisson=False)
+    sb = data.select(w.in_sidebands(data["mjj"]))
+    sr_m = data.select(w.in_signal_region(data["mjj"]))["mjj"]
+    sim = bench.signal_simulation(10_000, seed=args.seed + 40)
+    tc = TrainConfig(epochs=args.epochs, batch_size=256, learning_rate=3e-3, patience=6, progress=False, seed=args.seed)
+
+    t = time.perf_counter()
+    ens = FlowEnsemble.train(sb.array(bench.features), sb["mjj"], features=bench.features, bounds=bench.bounds, context_names=("mjj",),
+                             k=3, config=GEN, train=tc, bootstrap=True)
+    sig = FlowEnsemble.train(sim.array(bench.features), sim["mjj"], features=bench.features, bounds=bench.bounds, context_names=("mjj",),
+                             k=1, config=FlowConfig(n_layers=3, hidden_units=(32, 32)), bootstrap=False, train=tc).members[0]
+    var = EigenVariation.from_ensemble(ens, sr_m, n_components=2, n_mc=20_000, seed=args.seed, prefix="val_eig", mass_range=w.signal_region)
+    common = {"resonant": "mjj", "features": bench.features, "windows": w, "signal_generator": sig, "data_masses": data["mjj"],
+              "signal_masses": sim["mjj"], "background_mass": "dijet"}
+    model = build_model(background_generator=ens, variation=var, prefix="val_", **common)
+    plain = build_model(background_generator=ens, prefix="valnone_", **common)
+    timings["training"] = time.perf_counter() - t
+    print(f"generators trained in {timings['training']:.0f} s ({len(sb)} sideband events)", flush=True)
+
+    # the truth: the model's shapes fitted to the data, nuisances at 0, N_SIG signal events
+    model.reset(len(data))
+    base = fit(model.loss(data), model.poi, minos=True)
+    plain.reset(len(data))
+    base_none = fit(plain.loss(data), plain.poi, minos=True)
+    print(f"data fit: n_S = {base.poi_value:.1f} -{base.poi_error_low:.1f} +{base.poi_error_high:.1f} (eigen), "
+          f"{base_none.poi_value:.1f} +- {base_none.errors[plain.poi.name]:.1f} (no nuisances); injected {N_SIG}", flush=True)
+    for p in model.nuisances:
+        p.set_value(0.0)
+    n_b = base.values[model.n_bkg.name]
+
+    t = time.perf_counter()
+    signal = toy_study(model, n_signal=N_SIG, n_background=n_b, n_toys=args.toys, seed=args.seed, limit=True)
+    timings["signal toys"] = time.perf_counter() - t
+    print(signal, flush=True)
+    t = time.perf_counter()
+    null = toy_study(model, n_signal=0, n_background=n_b, n_toys=args.toys, seed=args.seed + 1, interval=False, p0=True)
+    timings["background-only toys"] = time.perf_counter() - t
+    print(null, flush=True)
+
+    # the generator's own error: retrain on bootstrap resamples of the sidebands, fit the same data
+    t = time.perf_counter()
+    rng = np.random.default_rng(args.seed + 7)
+    retrained = []
+    from tqdm.auto import tqdm
+
+    for r in tqdm(range(args.retrainings), desc="retrainings"):
+        idx = rng.integers(0, len(sb), len(sb))
+        ev = sb.select(idx)
+        f = FlowEnsemble.train(ev.array(bench.features), ev["mjj"], features=bench.features, bounds=bench.bounds, context_names=("mjj",),
+                               k=1, config=GEN, bootstrap=False,
+                               train=TrainConfig(**{**tc.__dict__, "seed": 1000 + r})).members[0]
+        m = build_model(background_generator=f, prefix=f"valboot{r}_", **common)
+        m.reset(len(data))
+        try:
+            s = fit(m.loss(data), m.poi, minos=False)
+            retrained.append((s.poi_value, s.errors[m.poi.name]))
+        except Exception as err:  # noqa: BLE001 - a failed retraining is reported, not fatal
+            print(f"retraining {r}: {err}")
+    timings["retrainings"] = time.perf_counter() - t
+    boot = np.array(retrained)
+    spread = float(np.std(boot[:, 0], ddof=1))
+    spread_err = spread / math.sqrt(2 * (len(boot) - 1))
+    s_eig = 0.5 * (base.poi_error_low + base.poi_error_high)
+    s_none = 0.5 * (base_none.poi_error_low + base_none.poi_error_high)
+    added = math.sqrt(max(s_eig**2 - s_none**2, 0.0))
+    print(f"retraining spread of n_hat {spread:.2f} +- {spread_err:.2f} (n = {len(boot)}); eigen nuisances add {added:.2f} "
+          f"(interval {s_eig:.2f} vs {s_none:.2f} without); statistical error {np.mean(boot[:, 1]):.2f}", flush=True)
+
+    # closure: signal-region background vs generated background
+    t = time.perf_counter()
+    bkg = bench.sample(4 * N_BKG, 0, seed=args.seed + 11)
+    bkg = bkg.select(w.in_signal_region(bkg["mjj"]))
+    sc = cathode_scores(bkg.array(bench.features), bkg["mjj"], ens, n_folds=5, oversample=2, n_background=len(bkg) * 2,
+                        config=ClassifierConfig(epochs=20 if not args.quick else 8), seed=args.seed, progress=True)
+    auc = _auc(sc.data, sc.background)
+    n1, n2 = len(sc.data), len(sc.background)
+    auc_err = math.sqrt((n1 + n2 + 1) / (12 * n1 * n2))
+    timings["closure"] = time.perf_counter() - t
+    print(f"closure AUC {auc:.4f} +- {auc_err:.4f} ({n1} signal-region events, {n2} generated)", flush=True)
+
+    avt = RESULTS / "asymptotic_vs_toys.json"
+    avt_doc = json.loads(avt.read_text()) if avt.exists() else {}
+
+    s, z = signal.summary(), null.summary()
+    checks = [
+        _check("pull mean", s["pull_mean"], s["pull_mean_error"], "|mean| < 0.1", abs(s["pull_mean"]) < 0.1),
+        _check("pull width", s["pull_width"], s["pull_width_error"], "|width - 1| < 0.1", abs(s["pull_width"] - 1) < 0.1),
+        _check("68 % interval coverage", s["coverage_68"], s["coverage_68_error"], "within 2 errors of 0.683",
+               abs(s["coverage_68"] - 0.683) < 2 * s["coverage_68_error"]),
+        _check("95 % CLs limit coverage", s["limit_coverage"], s["limit_coverage_error"], ">= 0.95 - 2 errors",
+               s["limit_coverage"] >= 0.95 - 2 * s["limit_coverage_error"]),
+        _check("background-only: mean n_hat (events) consistent with 0", z["poi_mean"], z["poi_mean_error"], "within 3 errors of 0",
+               abs(z["poi_mean"]) < 3 * z["poi_mean_error"]),
+        _check("background-only: KS p-value of p0 against the asymptotic null (all toys)", z["ks_pvalue_asymptotic_null"], math.nan,
+               "> 0.01", z["ks_pvalue_asymptotic_null"] > 0.01),
+        _check("background-only: fraction n_hat > 0", z["fraction_positive"], z["fraction_positive_error"], "within 2 errors of 0.5",
+               abs(z["fraction_positive"] - 0.5) < 2 * z["fraction_positive_error"]),
+        _check("background-only: KS p-value of 2 p0 ~ U(0, 1) (toys with n_hat > 0)", z["ks_pvalue_2p0_uniform"], math.nan, "> 0.01",
+               z["ks_pvalue_2p0_uniform"] > 0.01),
+        _check("background-only: P(p0 <= 0.05)", z["p0_below_0.05"], z["p0_below_0.05_error"], "<= 0.05 + 2 errors (not anti-conservative)",
+               z["p0_below_0.05"] <= 0.05 + 2 * z["p0_below_0.05_error"]),
+        _check("retraining spread / added nuisance width", spread / added if added > 0 else math.inf,
+               spread_err / added if added > 0 else math.nan, "reported (>> 1: the nuisances under-state the generator's error)", True),
+        _check("closure AUC", auc, auc_err, "within 3 errors of 0.5", abs(auc - 0.5) < 3 * auc_err),
+    ]
+    timings["total"] = time.perf_counter() - t_all
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()} for c in checks]
+    report(args.name, rows, {
+        "settings": {"toys": args.toys, "retrainings": args.retrainings, "epochs": args.epochs, "seed": args.seed, "n_background": N_BKG,
+                     "n_signal": N_SIG, "generator": GEN.__dict__, "ensemble": 3, "n_eigen": 2},
+        "data_fit": {"eigen": {"value": base.poi_value, "error_low": base.poi_error_low, "error_high": base.poi_error_high},
+                     "none": {"value": base_none.poi_value, "error_low": base_none.poi_error_low, "error_high": base_none.poi_error_high}},
+        "signal_toys": signal.to_dict(), "background_only_toys": null.to_dict(),
+        "retraining": {"n_hat": boot[:, 0].tolist(), "error": boot[:, 1].tolist(), "spread": spread, "spread_error": spread_err,
+                       "interval_eigen": s_eig, "interval_none": s_none, "eigen_added": added},
+        "closure": {"auc": auc, "auc_error_null": auc_err, "n_data": n1, "n_generated": n2},
+        "asymptotic_vs_toys": {"date": avt_doc.get("date"), "rows": avt_doc.get("rows"),
+                               "toys_cls_at_asymptotic_limits": avt_doc.get("toys_cls_at_asymptotic_limits")},
+        "timings": timings,
+    })
+    _plot(signal, null, boot, base.poi_value, s_none, added, sc, auc, auc_err)
+    print(f"\n{sum(c['passed'] for c in checks)}/{len(checks)} checks passed; {timings['total'] / 60:.1f} min")
+
+
+def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zfit_gbi.plotting import save, style
+
+    with style("CMS"):
+        fig, ax = plt.subplots(2, 3, figsize=(18, 11))
+        _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err)
+        fig.tight_layout()
+        save(fig, RESULTS / "validation", formats=["png"])
+    print(f"wrote {RESULTS / 'validation.png'}")
+
+
+def _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> None:
+    from scipy.stats import norm
+
+    x = np.linspace(-4, 4, 200)
+    p = signal.pulls
+    a = ax[0, 0]
+    a.hist(p, bins=np.linspace(-4, 4, 25), density=True, histtype="step", lw=2, label=f"toys: {p.mean():+.2f} $\\pm$ {p.std(ddof=1):.2f}")
+    a.plot(x, norm.pdf(x), "k--", label="N(0, 1)")
+    a.set_xlabel(r"pull $(\hat n_S - n_S) / \sigma$")
+    a.set_ylabel("density")
+    a.legend(fontsize=14)
+    a.set_title(f"{len(p)} signal toys", fontsize=16)
+    a = ax[0, 1]
+    c = np.array([t.cls_at_truth for t in signal.valid if np.isfinite(t.cls_at_truth)])
+    a.hist(c, bins=np.linspace(0, 1, 21), histtype="step", lw=2)
+    a.axvline(1 - signal.cl, color="r", ls="--", label=f"CLs = {1 - signal.cl:.2f}: truth excluded\ncoverage {np.mean(c > 1 - signal.cl):.3f}")
+    a.set_xlabel(r"CLs at the true $n_S$")
+    a.set_ylabel("toys")
+    a.legend(fontsize=14)
+    a = ax[0, 2]
+    p0 = np.sort([t.p0 for t in null.valid])
+    alpha = np.logspace(-3, 0, 200)
+    frac = np.searchsorted(p0, alpha, side="right") / len(p0)
+    band = np.sqrt(alpha * (1 - alpha) / len(p0))
+    a.fill_between(alpha, np.maximum(alpha - 2 * band, 1e-4), alpha + 2 * band, color="0.85", label=r"calibrated $\pm 2\sigma$ (toy count)")
+    a.plot(alpha, alpha, "k--", lw=1)
+    a.step(alpha, np.maximum(frac, 1e-4), where="post", lw=2, label=f"{len(p0)} background-only toys")
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlim(1e-3, 1)
+    a.set_ylim(1e-3, 1.5)
+    a.set_xlabel(r"$\alpha$")
+    a.set_ylabel(r"fraction of toys with $p_0 \leq \alpha$")
+    a.legend(fontsize=13, loc="upper left")
+    a = ax[1, 0]
+    nz = np.array([t.poi_hat for t in null.valid])
+    a.hist(nz, bins=25, histtype="step", lw=2, label=f"mean {nz.mean():+.1f} $\\pm$ {nz.std(ddof=1) / np.sqrt(len(nz)):.1f}, median {np.median(nz):+.1f}")
+    a.axvline(0, color="k", ls="--")
+    a.set_xlabel(r"$\hat n_S$ (background-only toys)")
+    a.set_ylabel("toys")
+    a.legend(fontsize=13)
+    a = ax[1, 1]
+    a.hist(boot[:, 0], bins=12, histtype="step", lw=2, label=f"retrained generators: spread {np.std(boot[:, 0], ddof=1):.1f}")
+    a.axvspan(n_data - added, n_data + added, color="C1", alpha=0.3, label=f"eigen-nuisance width {added:.1f}")
+    a.axvspan(n_data - s_none, n_data + s_none, color="C2", alpha=0.15, label=f"statistical error {s_none:.1f}")
+    a.set_xlabel(r"$\hat n_S$ on the same data")
+    a.set_ylabel("retrainings")
+    a.legend(fontsize=13)
+    a = ax[1, 2]
+    bins = np.linspace(min(sc.data.min(), sc.background.min()), max(sc.data.max(), sc.background.max()), 30)
+    a.hist(sc.data, bins=bins, density=True, histtype="step", lw=2, label="signal-region background")
+    a.hist(sc.background, bins=bins, density=True, histtype="step", lw=2, label="generated")
+    a.set_xlabel("classifier score")
+    a.set_yscale("log")
+    a.legend(fontsize=14, title=f"AUC {auc:.3f} $\\pm$ {auc_err:.3f}", title_fontsize=14)
+
+
+if __name__ == "__main__":
+    main()
