@@ -277,3 +277,13 @@ def test_ensemble(bench, train_events, aggregate):
     )
     assert abs(est - 1) < max(0.015, 5 * err)
     assert "K=3" in repr(ens)
+
+
+def test_batched_evaluation_equals_one_pass(bench, cond_flow):
+    """Memory-bounded evaluation: the same log-densities in batches of 1000 (padded last batch)
+    as in one pass, and for sizes below a batch (padded to a power of two)."""
+    ev = bench.sample(2500, 0, seed=77)
+    x, m = ev.array(bench.features), ev["mjj"]
+    one = cond_flow.log_prob(x, m, batch_size=4096)
+    np.testing.assert_allclose(cond_flow.log_prob(x, m, batch_size=1000), one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cond_flow.log_prob(x[:7], m[:7]), one[:7], rtol=1e-12, atol=1e-12)
