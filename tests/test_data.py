@@ -960,3 +960,16 @@ def test_read_root_without_trees(tmp_path):
         f["h"] = np.histogram(np.arange(10.0), bins=5)
     with pytest.raises(DataError, match=re.escape(f"{path}: the file holds no TTree or RNTuple (its keys: ['h'])")):
         read_events(path)
+
+
+def test_data_that_stop_inside_the_fit_window(bench):
+    """A preselection cut at 3.0 inside the fit window [2.9, 4.1] is an error naming the edge;
+    the benchmark's own falling spectrum (sparse at the high edge) is not."""
+    ev = bench.sample(20_000, 0, seed=3)
+    w = bench.windows
+    w.check_data_cover_fit(ev, "mjj")
+    cut = ev.select(ev["mjj"] > 3.0)
+    with pytest.raises(DataError, match=r"the data stop at mjj = 3.0\d* inside the fit window \(2.9, 4.1\) \(low edge\)"):
+        w.check_data_cover_fit(cut, "mjj")
+    with pytest.raises(DataError, match=r"\(high edge\)"):
+        w.check_data_cover_fit(ev.select(ev["mjj"] < 3.9), "mjj")

@@ -317,6 +317,27 @@ class Windows:
                 raise DataError(msg)
         return parts
 
+    def check_data_cover_fit(self, events: Events, resonant: str, min_expected: float = 25.0) -> None:
+        """Raise if the data stop inside the fit window (a preselection cut or a window beyond the
+        data's range): the mass shape is normalized over the whole window, so a window edge
+        without data biases every yield. Flagged where the gap between a window edge and the
+        nearest event would hold at least ``min_expected`` events at the data's density just
+        inside the gap (the chance of such an empty gap in a continuous spectrum: e^-25)."""
+        m = np.sort(events[resonant][self.in_fit(events[resonant])])
+        if len(m) < 2 * min_expected:
+            return
+        lo, hi = self.fit
+        for side, gap in (("low", m[0] - lo), ("high", hi - m[-1])):
+            if gap <= 0:
+                continue
+            near = np.sum(m <= m[0] + gap) if side == "low" else np.sum(m >= m[-1] - gap)
+            if near >= min_expected:
+                edge = m[0] if side == "low" else m[-1]
+                msg = (f"{events.source}: the data stop at {resonant} = {edge:g} inside the fit window {self.fit} ({side} edge): "
+                       f"{int(near)} events lie within {gap:.3g} of that point but none between it and the window edge; "
+                       f"move windows.fit inside the data's range (or drop the cut that made the gap)")
+                raise DataError(msg)
+
     def counts(self, events: Events, resonant: str) -> dict[str, int]:
         """Event counts per window."""
         m = events[resonant]

@@ -447,6 +447,7 @@ def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events, dict[str, tuple[f
         data = Events(data.values, data.columns, data[d.weight], data.source)
     data = validate(data, [resonant, *features], what="data")
     parts = windows.split(data, resonant)
+    windows.check_data_cover_fit(data, resonant)
     s = cfg.signal.simulation
     sim = read_events(s.path, s.columns, tree=s.tree)
     sim = validate(sim, [resonant, *features], what="signal simulation")
