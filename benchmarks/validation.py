@@ -23,7 +23,7 @@ Sections (each seeded; the numbers and pass/fail against the targets go to
 5. Asymptotic vs toys: quoted from ``results/asymptotic_vs_toys.json`` (run
    ``benchmarks/asymptotic_vs_toys.py``; its date is copied here).
 
-Run: ``python benchmarks/validation.py`` (about 40 minutes on 2 CPU cores); ``--quick`` (30 toys,
+Run: ``python benchmarks/validation.py`` (about 50 minutes on 2 CPU cores, 3 GB of memory); ``--quick`` (30 toys,
 5 retrainings, about 8 minutes) for a smoke run; tolerances are reported with the statistical
 error of the toy count, so a quick run is judged by the same rule.
 """
@@ -36,6 +36,7 @@ import math
 import time
 
 import numpy as np
+import zfit
 from _common import RESULTS, report
 
 from zfit_gbi.benchmark import ResonantBenchmark
@@ -136,6 +137,7 @@ def main() -> None:
             retrained.append((s.poi_value, s.errors[m.poi.name]))
         except Exception as err:  # noqa: BLE001 - a failed retraining is reported, not fatal
             print(f"retraining {r}: {err}")
+        zfit.run.clear_graph_cache()  # each model's graphs stay cached otherwise (memory)
     timings["retrainings"] = time.perf_counter() - t
     boot = np.array(retrained)
     spread = float(np.std(boot[:, 0], ddof=1))

@@ -318,7 +318,8 @@ class _InterruptingBar:
         pass
 
 
-@pytest.mark.parametrize(("ensemble", "at", "kind", "members"), [(1, 2, "Flow", 0), (2, 5, "FlowEnsemble", 1)])
+@pytest.mark.parametrize(("ensemble", "at", "kind", "members"),
+                         [(1, 2, "Flow", 0), pytest.param(2, 5, "FlowEnsemble", 1, marks=pytest.mark.slow)])
 def test_run_interrupted_during_training(tmp_path, bench, capsys, monkeypatch, ensemble, at, kind, members):
     """Ctrl-C in the background training: exit 130, no summary, nothing half-written, and what
     was trained so far saved as models/background.interrupted (a single flow: its best weights;

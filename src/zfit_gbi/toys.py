@@ -301,6 +301,9 @@ def toy_study(
             p0_t = discovery(loss, model.poi, n_asimov=n_asimov, seed=s).p0 if p0 else math.nan
             err = res.errors[model.poi.name]
             study.toys.append(Toy(i, s, ns, nb, True, res.poi_value, err, q_t, cls_t, p0_t, time.perf_counter() - t0))
+            # every toy's losses and calculators compile their own graphs, which zfit keeps:
+            # without this a study grows by ~40 MB per toy (14 GB after 150 toys of the validation)
+            zfit.run.clear_graph_cache()
             if progress:
                 pulls = study.pulls
                 bar.set_postfix(pull=f"{pulls.mean():+.2f}+-{pulls.std():.2f}" if len(pulls) > 1 else "")
