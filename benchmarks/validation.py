@@ -45,7 +45,7 @@ from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
 from zfit_gbi.inference import fit
 from zfit_gbi.model import build_model
 from zfit_gbi.nuisances import EigenVariation
-from zfit_gbi.toys import toy_study
+from zfit_gbi.toys import ToyStudy, toy_study
 
 N_BKG = 10_000  # background events in the fit window
 N_SIG = 60  # signal events of the toys' truth
@@ -64,6 +64,32 @@ def _check(name: str, value: float, error: float, target: str, passed: bool) -> 
     return {"check": name, "value": value, "error": error, "target": target, "passed": bool(passed)}
 
 
+def _checks(s: dict, z: dict, spread: float, spread_err: float, added: float, auc: float, auc_err: float) -> list[dict]:
+    """Pass/fail of every check against its target (``s``, ``z``: the signal and background-only
+    study summaries)."""
+    return [
+        _check("pull mean", s["pull_mean"], s["pull_mean_error"], "|mean| < 0.1", abs(s["pull_mean"]) < 0.1),
+        _check("pull width", s["pull_width"], s["pull_width_error"], "|width - 1| < 0.1", abs(s["pull_width"] - 1) < 0.1),
+        _check("68 % interval coverage", s["coverage_68"], s["coverage_68_error"], "within 2 errors of 0.683",
+               abs(s["coverage_68"] - 0.683) < 2 * s["coverage_68_error"]),
+        _check("95 % CLs limit coverage", s["limit_coverage"], s["limit_coverage_error"], ">= 0.95 - 2 errors",
+               s["limit_coverage"] >= 0.95 - 2 * s["limit_coverage_error"]),
+        _check("background-only: mean n_hat (events) consistent with 0", z["poi_mean"], z["poi_mean_error"], "within 3 errors of 0",
+               abs(z["poi_mean"]) < 3 * z["poi_mean_error"]),
+        _check("background-only: KS p-value of p0 against the asymptotic null (all toys)", z["ks_pvalue_asymptotic_null"], math.nan,
+               "> 0.01", z["ks_pvalue_asymptotic_null"] > 0.01),
+        _check("background-only: fraction n_hat > 0", z["fraction_positive"], z["fraction_positive_error"], "within 2 errors of 0.5",
+               abs(z["fraction_positive"] - 0.5) < 2 * z["fraction_positive_error"]),
+        _check("background-only: KS p-value of 2 p0 ~ U(0, 1) (toys with n_hat > 0)", z["ks_pvalue_2p0_uniform"], math.nan, "> 0.01",
+               z["ks_pvalue_2p0_uniform"] > 0.01),
+        _check("background-only: P(p0 <= 0.05)", z["p0_below_0.05"], z["p0_below_0.05_error"], "<= 0.05 + 2 errors (not anti-conservative)",
+               z["p0_below_0.05"] <= 0.05 + 2 * z["p0_below_0.05_error"]),
+        _check("retraining spread / added nuisance width", spread / added if added > 0 else math.inf,
+               spread_err / added if added > 0 else math.nan, "reported (>> 1: the nuisances under-state the generator's error)", True),
+        _check("closure AUC", auc, auc_err, "within 3 errors of 0.5", abs(auc - 0.5) < 3 * auc_err),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toys", type=int, default=200)
@@ -72,9 +98,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="30 toys, 5 retrainings, 12 epochs")
     ap.add_argument("--name", default="validation")
+    ap.add_argument("--part", choices=("all", "signal", "rest", "report"), default="all",
+                    help="run the signal toys ('signal') and everything else ('rest') in two processes at once "
+                         "(both train the same seeded generators; 'rest' waits for the signal toys and writes the report); "
+                         "'report' recomputes the summaries and checks of results/<name>.json from its stored toys")
     args = ap.parse_args()
     if args.quick:
         args.toys, args.retrainings, args.epochs = 30, 5, 12
+    if args.part == "report":
+        _recompute(RESULTS / f"{args.name}.json")
+        return
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     bench = ResonantBenchmark()
@@ -109,10 +142,16 @@ def main() -> None:
         p.set_value(0.0)
     n_b = base.values[model.n_bkg.name]
 
-    t = time.perf_counter()
-    signal = toy_study(model, n_signal=N_SIG, n_background=n_b, n_toys=args.toys, seed=args.seed, limit=True)
-    timings["signal toys"] = time.perf_counter() - t
-    print(signal, flush=True)
+    part_file = RESULTS / f"{args.name}_signal_toys.json"
+    if args.part in ("all", "signal"):
+        t = time.perf_counter()
+        signal = toy_study(model, n_signal=N_SIG, n_background=n_b, n_toys=args.toys, seed=args.seed, limit=True)
+        timings["signal toys"] = time.perf_counter() - t
+        print(signal, flush=True)
+        if args.part == "signal":
+            part_file.write_text(json.dumps({**signal.to_dict(), "seconds": timings["signal toys"]}, default=float))
+            print(f"wrote {part_file}")
+            return
     t = time.perf_counter()
     null = toy_study(model, n_signal=0, n_background=n_b, n_toys=args.toys, seed=args.seed + 1, interval=False, p0=True)
     timings["background-only toys"] = time.perf_counter() - t
@@ -160,35 +199,22 @@ def main() -> None:
     timings["closure"] = time.perf_counter() - t
     print(f"closure AUC {auc:.4f} +- {auc_err:.4f} ({n1} signal-region events, {n2} generated)", flush=True)
 
+    if args.part == "rest":  # the signal toys of the other process
+        while not part_file.exists():
+            print("waiting for the signal toys ...", flush=True)
+            time.sleep(60)
+        doc = json.loads(part_file.read_text())
+        signal = ToyStudy.from_dict(doc)
+        timings["signal toys"] = doc["seconds"]
+        print(signal, flush=True)
     avt = RESULTS / "asymptotic_vs_toys.json"
     avt_doc = json.loads(avt.read_text()) if avt.exists() else {}
 
-    s, z = signal.summary(), null.summary()
-    checks = [
-        _check("pull mean", s["pull_mean"], s["pull_mean_error"], "|mean| < 0.1", abs(s["pull_mean"]) < 0.1),
-        _check("pull width", s["pull_width"], s["pull_width_error"], "|width - 1| < 0.1", abs(s["pull_width"] - 1) < 0.1),
-        _check("68 % interval coverage", s["coverage_68"], s["coverage_68_error"], "within 2 errors of 0.683",
-               abs(s["coverage_68"] - 0.683) < 2 * s["coverage_68_error"]),
-        _check("95 % CLs limit coverage", s["limit_coverage"], s["limit_coverage_error"], ">= 0.95 - 2 errors",
-               s["limit_coverage"] >= 0.95 - 2 * s["limit_coverage_error"]),
-        _check("background-only: mean n_hat (events) consistent with 0", z["poi_mean"], z["poi_mean_error"], "within 3 errors of 0",
-               abs(z["poi_mean"]) < 3 * z["poi_mean_error"]),
-        _check("background-only: KS p-value of p0 against the asymptotic null (all toys)", z["ks_pvalue_asymptotic_null"], math.nan,
-               "> 0.01", z["ks_pvalue_asymptotic_null"] > 0.01),
-        _check("background-only: fraction n_hat > 0", z["fraction_positive"], z["fraction_positive_error"], "within 2 errors of 0.5",
-               abs(z["fraction_positive"] - 0.5) < 2 * z["fraction_positive_error"]),
-        _check("background-only: KS p-value of 2 p0 ~ U(0, 1) (toys with n_hat > 0)", z["ks_pvalue_2p0_uniform"], math.nan, "> 0.01",
-               z["ks_pvalue_2p0_uniform"] > 0.01),
-        _check("background-only: P(p0 <= 0.05)", z["p0_below_0.05"], z["p0_below_0.05_error"], "<= 0.05 + 2 errors (not anti-conservative)",
-               z["p0_below_0.05"] <= 0.05 + 2 * z["p0_below_0.05_error"]),
-        _check("retraining spread / added nuisance width", spread / added if added > 0 else math.inf,
-               spread_err / added if added > 0 else math.nan, "reported (>> 1: the nuisances under-state the generator's error)", True),
-        _check("closure AUC", auc, auc_err, "within 3 errors of 0.5", abs(auc - 0.5) < 3 * auc_err),
-    ]
+    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc, auc_err)
     timings["total"] = time.perf_counter() - t_all
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()} for c in checks]
     report(args.name, rows, {
-        "settings": {"toys": args.toys, "retrainings": args.retrainings, "epochs": args.epochs, "seed": args.seed, "n_background": N_BKG,
+        "settings": {"part": args.part, "toys": args.toys, "retrainings": args.retrainings, "epochs": args.epochs, "seed": args.seed, "n_background": N_BKG,
                      "n_signal": N_SIG, "generator": GEN.__dict__, "ensemble": 3, "n_eigen": 2},
         "data_fit": {"eigen": {"value": base.poi_value, "error_low": base.poi_error_low, "error_high": base.poi_error_high},
                      "none": {"value": base_none.poi_value, "error_low": base_none.poi_error_low, "error_high": base_none.poi_error_high}},
@@ -202,6 +228,21 @@ def main() -> None:
     })
     _plot(signal, null, boot, base.poi_value, s_none, added, sc, auc, auc_err)
     print(f"\n{sum(c['passed'] for c in checks)}/{len(checks)} checks passed; {timings['total'] / 60:.1f} min")
+
+
+def _recompute(path) -> None:
+    """The summaries and checks of a finished report again, from its stored toys (after a change
+    in how they are summarized); the pictures stay."""
+    doc = json.loads(path.read_text())
+    signal, null = ToyStudy.from_dict(doc["signal_toys"]), ToyStudy.from_dict(doc["background_only_toys"])
+    r, c = doc["retraining"], doc["closure"]
+    checks = _checks(signal.summary(), null.summary(), r["spread"], r["spread_error"], r["eigen_added"], c["auc"], c["auc_error_null"])
+    doc["rows"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in ch.items()} for ch in checks]
+    doc["signal_toys"], doc["background_only_toys"] = signal.to_dict(), null.to_dict()
+    path.write_text(json.dumps(doc, indent=2, default=float))
+    for row in doc["rows"]:
+        print(f"{row['check']:>75s}  {row['value']:>9}  {row['error']:>7}  {'pass' if row['passed'] else 'FAIL'}")
+    print(f"rewrote {path}")
 
 
 def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> None:

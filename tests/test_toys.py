@@ -104,3 +104,17 @@ def test_toy_study_pulls_and_coverage_slow(model):
     st = toy_study(model, n_signal=40, n_background=N_BKG, n_toys=n, seed=7, limit=True, n_asimov=5000, progress=False)
     assert len(st.valid) >= n - 2
     _assert_calibrated(st)
+
+
+def test_p0_ks_against_the_asymptotic_null():
+    """The KS distance to the asymptotic null (half the p0 at 1/2, the rest uniform below) is taken
+    on both sides of the jump: null p0 pass, p0 from a biased fit (too many n_hat <= 0) fail."""
+    from scipy.stats import norm
+
+    from zfit_gbi.toys import _ks_asymptotic_null
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=400)
+    assert _ks_asymptotic_null(np.where(z > 0, norm.sf(z), 0.5)) > 0.01
+    z = rng.normal(size=400) - 0.4
+    assert _ks_asymptotic_null(np.where(z > 0, norm.sf(z), 0.5)) < 1e-3
