@@ -23,7 +23,8 @@ Sections (each seeded; the numbers and pass/fail against the targets go to
 5. Asymptotic vs toys: quoted from ``results/asymptotic_vs_toys.json`` (run
    ``benchmarks/asymptotic_vs_toys.py``; its date is copied here).
 
-Run: ``python benchmarks/validation.py`` (about 50 minutes on 2 CPU cores, 3 GB of memory); ``--quick`` (30 toys,
+Run: ``python benchmarks/validation.py`` (about 70 minutes on 2 CPU cores; ``--part signal`` and
+``--part rest`` in two processes at once: 45 minutes; each process grows to about 8 GB); ``--quick`` (30 toys,
 5 retrainings, about 8 minutes) for a smoke run; tolerances are reported with the statistical
 error of the toy count, so a quick run is judged by the same rule.
 """
