@@ -19,7 +19,7 @@ Sections (each seeded; the numbers and pass/fail against the targets go to
    eigen-nuisances add to the interval on the same data, sqrt(sigma_eigen^2 - sigma_none^2).
 4. **Closure** on background-only data: a classifier (CATHODE-style, 5-fold, out-of-fold
    scores) between signal-region events and generated background; its AUC against 0.5, with
-   the Mann-Whitney error under the null, sqrt((n1 + n2 + 1) / (12 n1 n2)).
+   the Mann-Whitney error under the null (:func:`zfit_gbi.classifier.auc`).
 5. Asymptotic vs toys: quoted from ``results/asymptotic_vs_toys.json`` (run
    ``benchmarks/asymptotic_vs_toys.py``; its date is copied here).
 
@@ -41,7 +41,7 @@ import zfit
 from _common import RESULTS, report
 
 from zfit_gbi.benchmark import ResonantBenchmark
-from zfit_gbi.classifier import ClassifierConfig, cathode_scores
+from zfit_gbi.classifier import ClassifierConfig, auc, cathode_scores
 from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
 from zfit_gbi.inference import fit
 from zfit_gbi.model import build_model
@@ -51,14 +51,6 @@ from zfit_gbi.toys import ToyStudy, toy_study
 N_BKG = 10_000  # background events in the fit window
 N_SIG = 60  # signal events of the toys' truth
 GEN = FlowConfig(transform="affine", n_layers=4, hidden_units=(48, 48))
-
-
-def _auc(a: np.ndarray, b: np.ndarray) -> float:
-    """P(score of a > score of b) (Mann-Whitney; ties count half)."""
-    from scipy.stats import rankdata
-
-    r = rankdata(np.concatenate([a, b]))
-    return float((r[: len(a)].sum() - len(a) * (len(a) + 1) / 2) / (len(a) * len(b)))
 
 
 def _check(name: str, value: float, error: float, target: str, passed: bool) -> dict:
@@ -194,11 +186,10 @@ def main() -> None:
     bkg = bkg.select(w.in_signal_region(bkg["mjj"]))
     sc = cathode_scores(bkg.array(bench.features), bkg["mjj"], ens, n_folds=5, oversample=2, n_background=len(bkg) * 2,
                         config=ClassifierConfig(epochs=20 if not args.quick else 8), seed=args.seed, progress=True)
-    auc = _auc(sc.data, sc.background)
+    auc_value, auc_err = auc(sc.data, sc.background)
     n1, n2 = len(sc.data), len(sc.background)
-    auc_err = math.sqrt((n1 + n2 + 1) / (12 * n1 * n2))
     timings["closure"] = time.perf_counter() - t
-    print(f"closure AUC {auc:.4f} +- {auc_err:.4f} ({n1} signal-region events, {n2} generated)", flush=True)
+    print(f"closure AUC {auc_value:.4f} +- {auc_err:.4f} ({n1} signal-region events, {n2} generated)", flush=True)
 
     if args.part == "rest":  # the signal toys of the other process
         while not part_file.exists():
@@ -211,7 +202,7 @@ def main() -> None:
     avt = RESULTS / "asymptotic_vs_toys.json"
     avt_doc = json.loads(avt.read_text()) if avt.exists() else {}
 
-    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc, auc_err)
+    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc_value, auc_err)
     timings["total"] = time.perf_counter() - t_all
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()} for c in checks]
     report(args.name, rows, {
@@ -222,12 +213,12 @@ def main() -> None:
         "signal_toys": signal.to_dict(), "background_only_toys": null.to_dict(),
         "retraining": {"n_hat": boot[:, 0].tolist(), "error": boot[:, 1].tolist(), "spread": spread, "spread_error": spread_err,
                        "interval_eigen": s_eig, "interval_none": s_none, "eigen_added": added},
-        "closure": {"auc": auc, "auc_error_null": auc_err, "n_data": n1, "n_generated": n2},
+        "closure": {"auc": auc_value, "auc_error_null": auc_err, "n_data": n1, "n_generated": n2},
         "asymptotic_vs_toys": {"date": avt_doc.get("date"), "rows": avt_doc.get("rows"),
                                "toys_cls_at_asymptotic_limits": avt_doc.get("toys_cls_at_asymptotic_limits")},
         "timings": timings,
     })
-    _plot(signal, null, boot, base.poi_value, s_none, added, sc, auc, auc_err)
+    _plot(signal, null, boot, base.poi_value, s_none, added, sc, auc_value, auc_err)
     print(f"\n{sum(c['passed'] for c in checks)}/{len(checks)} checks passed; {timings['total'] / 60:.1f} min")
 
 

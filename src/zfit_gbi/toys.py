@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,7 +37,7 @@ from scipy.stats import kstest, kstwo
 from .data import Events
 from .inference import FitError, _conditional_nll, _shifted_constraints, cls_values, discovery, fit
 
-__all__ = ["Toy", "ToyStudy", "sample_toy", "toy_study", "toy_table"]
+__all__ = ["Toy", "ToyStudy", "sample_toy", "toy_study"]
 
 log = logging.getLogger(__name__)
 
@@ -349,14 +348,3 @@ def _toy_loss(model: Any, events: Events, rng: np.random.Generator | None):
         return model.loss(events)
     shifted = _shifted_constraints(model.constraints, {p: float(rng.normal()) for p in model.nuisances})
     return zfit.loss.ExtendedUnbinnedNLL(model.model, model.data(events), constraints=shifted)
-
-
-def toy_table(studies: Sequence[ToyStudy]) -> str:
-    """A plain-text table of several studies' summaries."""
-    rows = [f"{'truth':>8s} {'toys':>6s} {'pull mean':>16s} {'pull width':>16s} {'68% cov.':>14s} {'CLs cov.':>14s}"]
-    for st in studies:
-        s = st.summary()
-        rows.append(f"{st.truth:8.3g} {s['n_valid']:6d} {s['pull_mean']:+8.3f}+-{s['pull_mean_error']:.3f} "
-                    f"{s['pull_width']:8.3f}+-{s['pull_width_error']:.3f} {s['coverage_68']:6.3f}+-{s['coverage_68_error']:.3f} "
-                    f"{s['limit_coverage']:6.3f}+-{s['limit_coverage_error']:.3f}")
-    return "\n".join(rows)
