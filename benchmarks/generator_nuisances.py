@@ -12,6 +12,10 @@ data sets (background + ``N_SIG`` injected signal events) the yield is fitted tw
 
 * ``none``:  the ensemble average, no nuisance parameter;
 * ``eigen``: the same plus ``members - 1`` Gaussian-constrained eigen-variations;
+* ``spurious``: the ensemble average plus the spurious-signal nuisance on the yield, its width
+  the spread of the yields fitted to the same data set with each member alone
+  (:func:`zfit_gbi.inference.spurious_signal`);
+* ``eigen+spurious``: both nuisances;
 * ``envelope`` (with ``--envelope``): discrete profiling over the members, one fit each
   (:func:`zfit_gbi.inference.envelope_interval`).
 
@@ -33,13 +37,14 @@ import math
 import time
 
 import numpy as np
+import zfit
 from _common import report
 
 from zfit_gbi.benchmark import ResonantBenchmark
 from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
-from zfit_gbi.inference import FitError, envelope_interval, fit
+from zfit_gbi.inference import FitError, envelope_interval, fit, spurious_signal
 from zfit_gbi.model import build_model
-from zfit_gbi.nuisances import EigenVariation
+from zfit_gbi.nuisances import EigenVariation, SpuriousSignal
 
 N_BKG = 40_000
 N_SIG = 200
@@ -54,6 +59,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="3 retrainings x 2 toys, 15 epochs")
     ap.add_argument("--envelope", action="store_true", help="also the envelope over the ensemble members (one fit per member)")
+    ap.add_argument("--no-spurious", action="store_true", help="without the spurious-signal treatments")
     ap.add_argument("--name", default="generator_nuisances", help="results/<name>.json")
     args = ap.parse_args()
     if args.quick:
@@ -89,13 +95,27 @@ def main() -> None:
                 data_masses=datasets[0]["mjj"], signal_masses=sim["mjj"], background_mass="dijet", variation=var, prefix=f"r{r}{kind}_",
             )
         members = []
-        if args.envelope:
+        if args.envelope or not args.no_spurious:
             members = [build_model(
                 resonant="mjj", features=bench.features, windows=bench.windows, background_generator=mem, signal_generator=sig,
                 data_masses=datasets[0]["mjj"], signal_masses=sim["mjj"], background_mass="dijet", prefix=f"r{r}m{k}_",
             ) for k, mem in enumerate(ens.members)]
         for t, data in enumerate(datasets):
-            if members:
+            fitted = dict(models)
+            if not args.no_spurious:  # the width from this data set's fits with each member alone
+                for mk in members:
+                    mk.reset(len(data))
+                try:
+                    ss = spurious_signal([mk.loss(data) for mk in members], [mk.poi for mk in members], prefix=f"r{r}t{t}_ss")
+                except FitError as err:
+                    print(f"retraining {r} toy {t} spurious: {err}")
+                else:
+                    common = {"resonant": "mjj", "features": bench.features, "windows": bench.windows, "background_generator": ens,
+                              "signal_generator": sig, "data_masses": datasets[0]["mjj"], "signal_masses": sim["mjj"], "background_mass": "dijet"}
+                    fitted["spurious"] = build_model(spurious_signal=ss, prefix=f"r{r}t{t}sp_", **common)
+                    ss2 = SpuriousSignal(ss.width, ss.yields, prefix=f"r{r}t{t}_ss2")
+                    fitted["eigen+spurious"] = build_model(variation=models["eigen"].variation, spurious_signal=ss2, prefix=f"r{r}t{t}es_", **common)
+            if args.envelope:
                 for mk in members:
                     mk.reset(len(data))
                 try:
@@ -105,7 +125,7 @@ def main() -> None:
                                     "error_high": env["error_high"], "nuisances": {}, "members": env["values"]})
                 except FitError as err:
                     print(f"retraining {r} toy {t} envelope: {err}")
-            for kind, model in models.items():
+            for kind, model in fitted.items():
                 model.reset(len(data))
                 try:
                     s = fit(model.loss(data), model.poi, minos=True)
@@ -114,13 +134,16 @@ def main() -> None:
                     continue
                 records.append({"retraining": r, "toy": t, "treatment": kind, "n_true": n_true[t], "value": s.poi_value,
                                 "error": s.errors[model.poi.name], "error_low": s.poi_error_low, "error_high": s.poi_error_high,
-                                "nuisances": {p.name: [s.values[p.name], s.errors[p.name]] for p in model.nuisances}})
+                                "nuisances": {p.name: [s.values[p.name], s.errors[p.name]] for p in model.nuisances
+                                              if model.spurious is None or p is not model.spurious.param},
+                                "spurious_width": model.spurious.width if model.spurious is not None else None})
+            zfit.run.clear_graph_cache()  # a model per data set: its graphs would stay cached
         done = [x for x in records if x["retraining"] == r]
         print(f"[{time.perf_counter() - t0:6.0f} s] retraining {r + 1}/{args.retrainings}: "
               + ", ".join(f"{x['treatment']} {x['value'] - x['n_true']:+.1f}/{x['error']:.1f}" for x in done[:6]), flush=True)
 
     rows = []
-    for kind in ("none", "eigen", "envelope"):
+    for kind in ("none", "eigen", "spurious", "eigen+spurious", "envelope"):
         rec = [x for x in records if x["treatment"] == kind]
         if not rec:
             continue
@@ -142,6 +165,7 @@ def main() -> None:
             "mean_interval": float(np.mean(lo + hi)),
             "retraining_spread": float(np.std(by_retraining, ddof=1)),
             "nuisance_postfit_error": float(np.median(nuis_err)) if nuis_err else math.nan,
+            "spurious_width": float(np.median([x["spurious_width"] for x in rec])) if rec[0].get("spurious_width") else math.nan,
         })
     report(args.name, rows, {"train_events": args.train_events, "retrainings": args.retrainings, "members": args.members,
                              "toys": args.toys, "epochs": args.epochs, "n_background": N_BKG, "n_signal": N_SIG, "fits": records,

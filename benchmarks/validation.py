@@ -57,10 +57,17 @@ def _check(name: str, value: float, error: float, target: str, passed: bool) -> 
     return {"check": name, "value": value, "error": error, "target": target, "passed": bool(passed)}
 
 
-def _checks(s: dict, z: dict, spread: float, spread_err: float, added: float, auc: float, auc_err: float) -> list[dict]:
+def _checks(s: dict, z: dict, spread: float, spread_err: float, added: float, auc: float, auc_err: float,
+            added_spurious: float | None = None) -> list[dict]:
     """Pass/fail of every check against its target (``s``, ``z``: the signal and background-only
-    study summaries)."""
-    return [
+    study summaries; ``added_spurious``: the width eigen + spurious-signal nuisances add)."""
+    extra = []
+    if added_spurious is not None:
+        a = added_spurious
+        extra = [_check("retraining spread / added width of eigen + spurious-signal nuisances", spread / a if a > 0 else math.inf,
+                        spread_err / a if a > 0 else math.nan, "<= 1 + 2 errors (the nuisances cover the generator's own error)",
+                        a > 0 and spread / a <= 1 + 2 * spread_err / a)]
+    out = [
         _check("pull mean", s["pull_mean"], s["pull_mean_error"], "|mean| < 0.1", abs(s["pull_mean"]) < 0.1),
         _check("pull width", s["pull_width"], s["pull_width_error"], "|width - 1| < 0.1", abs(s["pull_width"] - 1) < 0.1),
         _check("68 % interval coverage", s["coverage_68"], s["coverage_68_error"], "within 2 errors of 0.683",
@@ -77,11 +84,13 @@ def _checks(s: dict, z: dict, spread: float, spread_err: float, added: float, au
                z["ks_pvalue_2p0_uniform"] > 0.01),
         _check("background-only: P(p0 <= 0.05)", z["p0_below_0.05"], z["p0_below_0.05_error"], "<= 0.05 + 2 errors (not anti-conservative)",
                z["p0_below_0.05"] <= 0.05 + 2 * z["p0_below_0.05_error"]),
-        _check("retraining spread / added nuisance width", spread / added if added > 0 else math.inf,
+        _check("retraining spread / added width of the eigen-nuisances", spread / added if added > 0 else math.inf,
                spread_err / added if added > 0 else math.nan, "<= 1 + 2 errors (the nuisances cover the generator's own error)",
                added > 0 and spread / added <= 1 + 2 * spread_err / added),
         _check("closure AUC", auc, auc_err, "within 3 errors of 0.5", abs(auc - 0.5) < 3 * auc_err),
     ]
+    out[-1:-1] = extra  # next to the eigen-nuisances' check
+    return out
 
 
 def main() -> None:
@@ -92,15 +101,29 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="30 toys, 5 retrainings, 12 epochs")
     ap.add_argument("--name", default="validation")
-    ap.add_argument("--part", choices=("all", "signal", "rest", "report"), default="all",
+    ap.add_argument("--part", choices=("all", "signal", "null", "rest", "merge", "report", "generator"), default="all",
                     help="run the signal toys ('signal') and everything else ('rest') in two processes at once "
                          "(both train the same seeded generators; 'rest' waits for the signal toys and writes the report); "
-                         "'report' recomputes the summaries and checks of results/<name>.json from its stored toys")
+                         "'report' recomputes the summaries and checks of results/<name>.json from its stored toys; "
+                         "'generator' adds the spurious-signal nuisance to the generator-error check of a finished report "
+                         "(same generators, data fits only, the stored retrainings); 'null' runs the background-only toys alone "
+                         "and 'merge' puts the toys of 'signal' and 'null' into the finished report (toys rerun, the rest kept)")
     args = ap.parse_args()
     if args.quick:
         args.toys, args.retrainings, args.epochs = 30, 5, 12
     if args.part == "report":
         _recompute(RESULTS / f"{args.name}.json")
+        return
+    if args.part == "merge":
+        path = RESULTS / f"{args.name}.json"
+        doc = json.loads(path.read_text())
+        for key, part in (("signal_toys", "signal"), ("background_only_toys", "null")):
+            f = RESULTS / f"{args.name}_{part}_toys.json"
+            d = json.loads(f.read_text())
+            doc[key] = {"summary": d["summary"], "toys": d["toys"]}
+            doc.setdefault("timings", {})[f"{part} toys (rerun)"] = d.get("seconds")
+        path.write_text(json.dumps(doc, indent=2, default=float))
+        _recompute(path)
         return
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -124,6 +147,9 @@ def main() -> None:
     plain = build_model(background_generator=ens, prefix="valnone_", **common)
     timings["training"] = time.perf_counter() - t
     print(f"generators trained in {timings['training']:.0f} s ({len(sb)} sideband events)", flush=True)
+    if args.part == "generator":
+        _generator_part(RESULTS / f"{args.name}.json", ens, var, common, data, plain)
+        return
 
     # the truth: the model's shapes fitted to the data, nuisances at 0, N_SIG signal events
     model.reset(len(data))
@@ -137,7 +163,7 @@ def main() -> None:
     n_b = base.values[model.n_bkg.name]
 
     part_file = RESULTS / f"{args.name}_signal_toys.json"
-    if args.part in ("all", "signal"):
+    if args.part in ("all", "signal"):  # ('null' skips these)
         t = time.perf_counter()
         signal = toy_study(model, n_signal=N_SIG, n_background=n_b, n_toys=args.toys, seed=args.seed, limit=True)
         timings["signal toys"] = time.perf_counter() - t
@@ -150,6 +176,11 @@ def main() -> None:
     null = toy_study(model, n_signal=0, n_background=n_b, n_toys=args.toys, seed=args.seed + 1, interval=False, p0=True)
     timings["background-only toys"] = time.perf_counter() - t
     print(null, flush=True)
+    if args.part == "null":
+        f = RESULTS / f"{args.name}_null_toys.json"
+        f.write_text(json.dumps({**null.to_dict(), "seconds": timings["background-only toys"]}, default=float))
+        print(f"wrote {f}")
+        return
 
     # the generator's own error: retrain on bootstrap resamples of the sidebands, fit the same data
     t = time.perf_counter()
@@ -181,6 +212,9 @@ def main() -> None:
     print(f"retraining spread of n_hat {spread:.2f} +- {spread_err:.2f} (n = {len(boot)}); eigen nuisances add {added:.2f} "
           f"(interval {s_eig:.2f} vs {s_none:.2f} without); statistical error {np.mean(boot[:, 1]):.2f}", flush=True)
 
+    sp = _spurious_fits(ens, var, common, data, plain)
+    print(f"spurious-signal width {sp['width']:.2f} from the {len(ens.members)} members; eigen + spurious add {sp['eigen+spurious']['added']:.2f}", flush=True)
+
     # closure: signal-region background vs generated background
     t = time.perf_counter()
     bkg = bench.sample(4 * N_BKG, 0, seed=args.seed + 11)
@@ -203,7 +237,7 @@ def main() -> None:
     avt = RESULTS / "asymptotic_vs_toys.json"
     avt_doc = json.loads(avt.read_text()) if avt.exists() else {}
 
-    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc_value, auc_err)
+    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc_value, auc_err, sp["eigen+spurious"]["added"])
     timings["total"] = time.perf_counter() - t_all
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()} for c in checks]
     report(args.name, rows, {
@@ -213,14 +247,82 @@ def main() -> None:
                      "none": {"value": base_none.poi_value, "error_low": base_none.poi_error_low, "error_high": base_none.poi_error_high}},
         "signal_toys": signal.to_dict(), "background_only_toys": null.to_dict(),
         "retraining": {"n_hat": boot[:, 0].tolist(), "error": boot[:, 1].tolist(), "spread": spread, "spread_error": spread_err,
-                       "interval_eigen": s_eig, "interval_none": s_none, "eigen_added": added},
+                       "interval_eigen": s_eig, "interval_none": s_none, "eigen_added": added,
+                       "spurious": sp, "spurious_added": sp["eigen+spurious"]["added"]},
         "closure": {"auc": auc_value, "auc_error_null": auc_err, "n_data": n1, "n_generated": n2},
         "asymptotic_vs_toys": {"date": avt_doc.get("date"), "rows": avt_doc.get("rows"),
                                "toys_cls_at_asymptotic_limits": avt_doc.get("toys_cls_at_asymptotic_limits")},
         "timings": timings,
     })
-    _plot(signal, null, boot, base.poi_value, s_none, added, sc, auc_value, auc_err)
+    _plot(signal, null, boot, base.poi_value, s_none, added, sc, auc_value, auc_err, sp["eigen+spurious"]["added"])
     print(f"\n{sum(c['passed'] for c in checks)}/{len(checks)} checks passed; {timings['total'] / 60:.1f} min")
+
+
+def _spurious_fits(ens, var, common, data, plain) -> dict:
+    """The data fitted with the spurious-signal nuisance (width from the ensemble's members),
+    with and without the eigen-variations, against the nuisance-free fit."""
+    from zfit_gbi.inference import spurious_signal
+    from zfit_gbi.nuisances import SpuriousSignal
+
+    members = [build_model(background_generator=mem, prefix=f"valmem{k}_", **common) for k, mem in enumerate(ens.members)]
+    for mk in members:
+        mk.reset(len(data))
+    ss = spurious_signal([mk.loss(data) for mk in members], [mk.poi for mk in members], prefix="val_ss")
+    out = {"width": ss.width, "member_yields": list(ss.yields)}
+    plain.reset(len(data))
+    s_none = fit(plain.loss(data), plain.poi, minos=True)
+    none = 0.5 * (s_none.poi_error_low + s_none.poi_error_high)
+    for name, kwargs in (("spurious", {"spurious_signal": ss}),
+                         ("eigen+spurious", {"spurious_signal": SpuriousSignal(ss.width, ss.yields, prefix="val_ss2"), "variation": var})):
+        m = build_model(background_generator=ens, prefix=f"val{name.replace('+', '_')}_", **kwargs, **common)
+        m.reset(len(data))
+        s = fit(m.loss(data), m.poi, minos=True)
+        width = 0.5 * (s.poi_error_low + s.poi_error_high)
+        out[name] = {"value": s.poi_value, "error_low": s.poi_error_low, "error_high": s.poi_error_high,
+                     "interval": width, "added": math.sqrt(max(width**2 - none**2, 0.0))}
+    out["interval_none"] = none
+    return out
+
+
+def _generator_part(path, ens, var, common, data, plain) -> None:
+    """Add the spurious-signal nuisance to the generator-error check of a finished report."""
+    doc = json.loads(path.read_text())
+    r = doc["retraining"]
+    sp = _spurious_fits(ens, var, common, data, plain)
+    n_hat = np.array(r["n_hat"])
+    rng = np.random.default_rng(0)
+    # how well K members estimate the spread: the width from random K-subsets of the retrainings
+    sampling = {k: float(np.median([np.std(rng.choice(n_hat, k, replace=False), ddof=1) for _ in range(2000)]) / r["spread"])
+                for k in (3, 5, 10) if k < len(n_hat)}
+    r.update({"spurious": sp, "spurious_added": sp["eigen+spurious"]["added"], "median_width_over_spread_from_k_members": sampling})
+    print(f"spurious-signal width {sp['width']:.2f} from {len(sp['member_yields'])} members {np.round(sp['member_yields'], 1).tolist()}; "
+          f"eigen + spurious add {sp['eigen+spurious']['added']:.2f} (spurious alone {sp['spurious']['added']:.2f}); "
+          f"retraining spread {r['spread']:.2f} +- {r['spread_error']:.2f}; median width / spread from K members {sampling}", flush=True)
+    path.write_text(json.dumps(doc, indent=2, default=float))
+    _recompute(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zfit_gbi.plotting import save, style
+
+    with style("CMS"):
+        fig, a = plt.subplots(figsize=(9, 7))
+        n0 = doc["data_fit"]["none"]["value"]
+        a.hist(n_hat, bins=12, histtype="step", lw=2, label=f"{len(n_hat)} retrained generators: spread {r['spread']:.1f}")
+        a.axvspan(n0 - r["spurious_added"], n0 + r["spurious_added"], color="C3", alpha=0.2,
+                  label=f"eigen + spurious-signal width {r['spurious_added']:.1f}")
+        a.axvspan(n0 - r["eigen_added"], n0 + r["eigen_added"], color="C1", alpha=0.4, label=f"eigen-nuisance width {r['eigen_added']:.1f}")
+        for k, y in enumerate(sp["member_yields"]):
+            a.axvline(y, color="C3", ls=":", lw=2, label="ensemble members (measure the width)" if k == 0 else None)
+        a.set_xlabel(r"$\hat n_S$ on the same data")
+        a.set_ylabel("retrainings")
+        a.legend(fontsize=13, loc="upper left")
+        a.set_ylim(0, a.get_ylim()[1] * 1.5)
+        fig.tight_layout()
+        save(fig, RESULTS / "validation_generator", formats=["png"])
+    print(f"wrote {RESULTS / 'validation_generator.png'}")
 
 
 def _recompute(path) -> None:
@@ -229,7 +331,8 @@ def _recompute(path) -> None:
     doc = json.loads(path.read_text())
     signal, null = ToyStudy.from_dict(doc["signal_toys"]), ToyStudy.from_dict(doc["background_only_toys"])
     r, c = doc["retraining"], doc["closure"]
-    checks = _checks(signal.summary(), null.summary(), r["spread"], r["spread_error"], r["eigen_added"], c["auc"], c["auc_error_null"])
+    checks = _checks(signal.summary(), null.summary(), r["spread"], r["spread_error"], r["eigen_added"], c["auc"], c["auc_error_null"],
+                     r.get("spurious_added"))
     doc["rows"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in ch.items()} for ch in checks]
     doc["signal_toys"], doc["background_only_toys"] = signal.to_dict(), null.to_dict()
     path.write_text(json.dumps(doc, indent=2, default=float))
@@ -238,7 +341,7 @@ def _recompute(path) -> None:
     print(f"rewrote {path}")
 
 
-def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> None:
+def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,13 +351,13 @@ def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> None:
 
     with style("CMS"):
         fig, ax = plt.subplots(2, 3, figsize=(18, 11))
-        _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err)
+        _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious)
         fig.tight_layout()
         save(fig, RESULTS / "validation", formats=["png"])
     print(f"wrote {RESULTS / 'validation.png'}")
 
 
-def _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> None:
+def _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious=None) -> None:
     from scipy.stats import norm
 
     x = np.linspace(-4, 4, 200)
@@ -297,6 +400,8 @@ def _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err) -> 
     a.legend(fontsize=13)
     a = ax[1, 1]
     a.hist(boot[:, 0], bins=12, histtype="step", lw=2, label=f"retrained generators: spread {np.std(boot[:, 0], ddof=1):.1f}")
+    if added_spurious is not None:
+        a.axvspan(n_data - added_spurious, n_data + added_spurious, color="C3", alpha=0.2, label=f"eigen + spurious-signal width {added_spurious:.1f}")
     a.axvspan(n_data - added, n_data + added, color="C1", alpha=0.3, label=f"eigen-nuisance width {added:.1f}")
     a.axvspan(n_data - s_none, n_data + s_none, color="C2", alpha=0.15, label=f"statistical error {s_none:.1f}")
     a.set_xlabel(r"$\hat n_S$ on the same data")

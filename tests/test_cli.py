@@ -266,6 +266,58 @@ def test_binned_backend_and_export(tmp_path, bench, capsys):
     assert "binned-only run" in capsys.readouterr().err
 
 
+def test_run_with_spurious_signal(tmp_path, bench):
+    """nuisances.spurious_signal: true measures the width with the background ensemble's members
+    (one fit each), adds the constrained nuisance, records it; gbi plot reuses the width."""
+    import yaml
+
+    cfg = _tiny_config(tmp_path, bench, nuisances={"generator": "none", "spurious_signal": True},
+                       inference={"discovery": False, "profile_points": 0}, plots={"enabled": False})
+    raw = yaml.safe_load(cfg.read_text())
+    raw["background"]["generator"]["ensemble"] = 2
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "ss"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    ss = s["spurious_signal"]
+    assert len(ss["member_yields"]) == 2
+    assert ss["width"] == pytest.approx(abs(ss["member_yields"][0] - ss["member_yields"][1]) / 2**0.5)
+    assert ss["parameter"] == "gen_spurious"
+    assert abs(s["nuisances"]["gen_spurious"]["value"]) < 1
+    assert main(["plot", str(out), "--formats", "png"]) == 0
+    assert (out / "postfit_mass.png").exists()
+    # a given width: no ensemble needed, nothing measured
+    raw["nuisances"]["spurious_signal"] = 5.0
+    raw["background"]["generator"]["ensemble"] = 1
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "ss5"), "--quiet"]) == 0
+    s5 = json.loads((tmp_path / "ss5" / "summary.json").read_text())
+    assert s5["spurious_signal"] == {"width": 5.0, "member_yields": [], "parameter": "gen_spurious"}
+
+
+def test_toys_are_the_same_on_every_executor(tmp_path, bench, capsys):
+    """gbi toys on a results folder: toy i depends on (seed, i) only, so two worker processes
+    (blocks of toys, each worker loading the folder once) give the sequential study's toys."""
+    cfg = _tiny_config(tmp_path, bench, inference={"discovery": False, "profile_points": 0}, plots={"enabled": False})
+    out = tmp_path / "r"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    args = ["toys", str(out), "--n-toys", "4", "--n-signal", "60", "--seed", "3", "--quiet"]
+    assert main(args) == 0
+    assert "pull width" in capsys.readouterr().out
+    seq = json.loads((out / "toys.json").read_text())
+    assert main([*args, "--executor", "processes:2"]) == 0
+    par = json.loads((out / "toys.json").read_text())
+    assert (seq["settings"]["chunks"], par["settings"]["chunks"]) == (1, 4)
+    assert [t["index"] for t in par["toys"]] == [0, 1, 2, 3]
+    for a, b in zip(seq["toys"], par["toys"], strict=True):
+        assert (a["seed"], a["n_signal"], a["n_background"], a["valid"]) == (b["seed"], b["n_signal"], b["n_background"], b["valid"])
+        assert b["poi_hat"] == pytest.approx(a["poi_hat"], abs=1e-4 * a["error"])
+        assert b["error"] == pytest.approx(a["error"], rel=1e-4)
+    assert seq["summary"]["truth"] == 60
+    assert main(["toys", str(tmp_path), "--n-toys", "2"]) == 1
+    assert "no summary.json" in capsys.readouterr().err
+
+
 def test_run_fit_that_does_not_converge(tmp_path, bench, capsys, monkeypatch):
     """A minimizer starved of calls (3 per Migrad, also in the NaN-region restart) never yields a
     result: exit 1, the error says what was tried, no summary.json; the trained generators stay."""

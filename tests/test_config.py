@@ -286,6 +286,26 @@ def test_rqs_only_keys_and_ensemble_nuisances(folder: Path) -> None:
     assert "nuisances.n_eigen: 5 > background.generator.ensemble - 1 = 4" in msg
 
 
+def test_spurious_signal_key(folder: Path) -> None:
+    for value in (True, 12.5, 3, False):
+        cfg = raw()
+        cfg["nuisances"]["spurious_signal"] = value
+        assert validate_config(cfg, base_dir=folder).nuisances.spurious_signal == value
+    cfg = raw()
+    cfg["nuisances"]["spurious_signal"] = -2.0
+    assert "nuisances.spurious_signal" in error(folder, cfg)
+    cfg["nuisances"]["spurious_signal"] = "yes"
+    assert "nuisances.spurious_signal" in error(folder, cfg)
+    cfg = raw()
+    cfg["nuisances"] = {"generator": "none", "spurious_signal": True}
+    cfg["background"]["generator"]["ensemble"] = 1
+    assert "nuisances.spurious_signal: true measures the width with the background ensemble's members" in error(folder, cfg)
+    cfg["nuisances"]["spurious_signal"] = 4.0  # a given width needs no ensemble
+    assert validate_config(cfg, base_dir=folder).nuisances.spurious_signal == 4.0
+    cfg["inference"]["backend"] = "pyhf"
+    assert "nuisances.spurious_signal: is available for inference.backend 'zfit' only" in error(folder, cfg)
+
+
 def test_data_cross_checks(folder: Path) -> None:
     cfg = raw()
     cfg["data"]["features"] = ["mjj", "mj1", "pt"]

@@ -147,3 +147,56 @@ def test_too_few_events_in_the_fit_window(bench, sideband_flow, signal_flow):
     with pytest.raises(ValueError, match=r"only 5 events in the fit window \(2.9, 4.1\): too few to fit a mass shape"):
         build_model(resonant="mjj", features=bench.features, windows=bench.windows, background_generator=sideband_flow,
                     signal_generator=sig_flow, data_masses=bench.sample(5, 0, seed=1)["mjj"], signal_masses=sim["mjj"], prefix="few_")
+
+
+def test_spurious_signal_adds_its_width_in_quadrature(bench, sideband_flow, signal_flow):
+    """n_S and theta enter only as n_S + w theta with theta ~ N(0, 1): the fitted yield is
+    unchanged and its Hesse error is sqrt(sigma_stat^2 + w^2)."""
+    from zfit_gbi.nuisances import SpuriousSignal
+
+    sig_flow, sim = signal_flow
+    ev = bench.sample(N_BKG, 150, seed=43)
+    common = {"resonant": "mjj", "features": bench.features, "windows": bench.windows, "background_generator": sideband_flow,
+              "signal_generator": sig_flow, "data_masses": ev["mjj"], "signal_masses": sim["mjj"], "background_mass": "exppoly2"}
+    plain = build_model(prefix="ssn_", **common)
+    n0, e0 = fit_yield(plain, ev)
+    w = 1.5 * e0
+    ss = SpuriousSignal(w, prefix="ssw_theta")
+    model = build_model(spurious_signal=ss, prefix="ssw_", **common)
+    assert model.nuisances == [ss.param]
+    assert "spurious signal" in repr(model)
+    n1, e1 = fit_yield(model, ev)
+    assert n1 == pytest.approx(n0, abs=0.02 * e0)
+    assert e1 == pytest.approx(np.hypot(e0, w), rel=0.005)  # exact for the Hessian (Minuit's strategy-0 Hesse was 2 % low)
+    assert float(ss.param.value()) == pytest.approx(0.0, abs=0.01)  # the unconditional minimum has theta = 0
+    ss.param.set_value(1.0)  # the signal component carries n_S + w theta
+    assert model.signal_yield == pytest.approx(float(model.n_sig.value()) + w)
+    ss.param.set_value(0.0)
+
+
+def test_spurious_signal_width_from_members(bench, sideband_flow, cond_flow, signal_flow):
+    """The width is the standard deviation of the yields fitted with each generator alone."""
+    from zfit_gbi.inference import spurious_signal
+    from zfit_gbi.nuisances import SpuriousSignal
+
+    sig_flow, sim = signal_flow
+    ev = bench.sample(N_BKG, 100, seed=44)
+    models = [build_model(resonant="mjj", features=bench.features, windows=bench.windows, background_generator=g, signal_generator=sig_flow,
+                          data_masses=ev["mjj"], signal_masses=sim["mjj"], background_mass="exppoly2", prefix=f"ssm{k}_")
+              for k, g in enumerate((sideband_flow, cond_flow))]
+    fits = [fit_yield(m, ev) for m in models]
+    for m in models:
+        m.reset(len(ev))
+    ss = spurious_signal([m.loss(ev) for m in models], [m.poi for m in models], prefix="ssm_theta")
+    for got, (value, error) in zip(ss.yields, fits, strict=True):  # the same minima (to Migrad's tolerance)
+        assert got == pytest.approx(value, abs=0.01 * error)
+    assert ss.width == pytest.approx(abs(ss.yields[0] - ss.yields[1]) / np.sqrt(2), rel=1e-12)
+    assert ss.width > 0.1 * fits[0][1]  # two different generators: a real spread
+    assert ss.to_dict()["member_yields"] == list(ss.yields)
+    assert "from 2 members" in repr(ss)
+    with pytest.raises(ValueError, match="at least 2 finite fitted yields"):
+        SpuriousSignal.from_yields([3.0])
+    with pytest.raises(ValueError, match="at least 2 finite fitted yields"):
+        SpuriousSignal.from_yields([3.0, np.nan])
+    with pytest.raises(ValueError, match=r"finite number of events >= 0, got -1"):
+        SpuriousSignal(-1.0)

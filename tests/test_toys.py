@@ -72,8 +72,9 @@ def test_toy_study_fast_subset(model):
     assert len(st.valid) == n, [t.message for t in st.toys if not t.valid]
     _assert_calibrated(st)
     again = toy_study(model, n_signal=40, n_background=N_BKG, n_toys=2, seed=3, first=1, interval=False, progress=False)
-    assert again.toys[0].n_background == st.toys[1].n_background  # the same events; the fit agrees within
-    assert again.toys[0].poi_hat == pytest.approx(st.toys[1].poi_hat, abs=0.05 * st.toys[1].error)  # Migrad's tolerance
+    # the same events and fit: toy 1 does not depend on toy 0 (it once was drawn from toy 0's fit)
+    assert again.toys[0].n_background == st.toys[1].n_background
+    assert again.toys[0].poi_hat == pytest.approx(st.toys[1].poi_hat, abs=1e-4 * st.toys[1].error)
     assert "pull mean" in repr(st)
 
 

@@ -26,6 +26,7 @@ EXAMPLES = {
     "inspect": "gbi inspect gbi-demo/result/models/background",
     "plot": "gbi plot gbi-demo/result --style ATLAS --label Internal",
     "scan": "gbi scan gbi-demo/demo.yaml --out scan --masses 3.35 3.65 7",
+    "toys": "gbi toys gbi-demo/result --n-toys 200 --n-signal 100 --limit --executor processes:2",
     "export-pyhf": "gbi export-pyhf gbi-demo/demo.yaml --out workspace.json   # then: pyhf cls --testpoi 80 workspace.json",
 }
 
@@ -286,6 +287,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toys(args: argparse.Namespace) -> int:
+    """Pseudo-experiments from a results folder's fitted model: pulls and coverage."""
+    from .pipeline import toys
+
+    study = toys(args.folder, n_toys=args.n_toys, n_signal=args.n_signal, seed=args.seed, limit=args.limit, p0=args.p0,
+                 executor=args.executor, quiet=args.quiet)
+    print(study)
+    print(f"wrote {Path(args.folder) / 'toys.json'}")
+    return 130 if study.interrupted else 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -370,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--formats", nargs="+", choices=["png", "pdf"], default=None, help="file formats (default: the run's)")
     plot.add_argument("--label", default=None, help="text next to the experiment label (default: the run's)")
     plot.set_defaults(func=cmd_plot)
+
+    tp = _command(sub, common, "toys", "pseudo-experiments from a results folder's fitted model: signal-yield pulls, interval and limit coverage")
+    tp.add_argument("folder", help="a folder written by gbi run (summary.json, models/); toys.json is written there")
+    tp.add_argument("--n-toys", type=int, default=100, help="number of pseudo-experiments (default 100)")
+    tp.add_argument("--n-signal", type=float, default=None, help="true signal events in the fit window (default: the fitted yield, at least 0)")
+    tp.add_argument("--seed", type=int, default=1, help="toy i's seed depends on (seed, i) only (default 1)")
+    tp.add_argument("--limit", action="store_true", help="also the coverage of the CLs upper limit (CLs at the truth per toy)")
+    tp.add_argument("--p0", action="store_true", help="also the asymptotic discovery p0 per toy (background-only calibration with --n-signal 0)")
+    tp.add_argument("--executor", default=None, metavar="WHERE",
+                    help="where the toys run: sequential (default), processes[:N], dask or a Dask scheduler address")
+    tp.set_defaults(func=cmd_toys)
     return parser
 
 

@@ -123,6 +123,7 @@ DATA_SUFFIXES: tuple[str, ...] = (".npy", ".csv", ".parquet", ".pq", ".root")
 PosInt = Annotated[StrictInt, Field(ge=1)]
 NonNegInt = Annotated[StrictInt, Field(ge=0)]
 PosFloat = Annotated[StrictFloat, Field(gt=0)]
+NonNegNumber = Annotated[StrictFloat | StrictInt, Field(ge=0)]
 Name = Annotated[str, Field(min_length=1)]
 Pair = tuple[StrictFloat, StrictFloat]
 """``[low, high]``, in the unit of the variable."""
@@ -523,11 +524,19 @@ class NuisanceConfig(_Section):
             Gaussian-constrained). All but ``none`` need a background ensemble (>= 2 members).
         n_eigen: Number of eigen-variations (``eigen`` only); at most ``ensemble - 1``.
         n_mc: Monte Carlo sample size normalizing the varied densities (``eigen``, ``updown``).
+        spurious_signal: The generator's error on the signal yield as one more constrained
+            nuisance (the signal component's yield is n_S + width * theta, theta ~ N(0, 1);
+            :class:`~zfit_gbi.nuisances.SpuriousSignal`), on top of ``generator``. ``true``:
+            the width is the spread of the yield fitted with each background ensemble member
+            alone (needs an ensemble >= 2, best ``bootstrap: true``); a number: the width in
+            signal events in the fit window (e.g. from an earlier study); ``false``: none.
+            Unbinned (zfit) backend only.
     """
 
     generator: NuisanceKind = "none"
     n_eigen: PosInt = 2
     n_mc: PosInt = 20000
+    spurious_signal: StrictBool | NonNegNumber = False
 
 
 class ModelConfig(_Section):
@@ -730,6 +739,11 @@ class RunConfig(_Section):
         gen, kind = self.background.generator, self.nuisances.generator
         if kind == "envelope" and self.inference.backend != "zfit":
             p.append(("nuisances.generator", f"'envelope' (profiling over models) has no binned equivalent for inference.backend {self.inference.backend!r}; use 'eigen' or 'updown'"))
+        ss = self.nuisances.spurious_signal
+        if ss is not False and self.inference.backend != "zfit":
+            p.append(("nuisances.spurious_signal", f"is available for inference.backend 'zfit' only (it is {self.inference.backend!r}); set it to false"))
+        if ss is True and not gen.is_saved and gen.ensemble < 2:
+            p.append(("nuisances.spurious_signal", f"true measures the width with the background ensemble's members: set background.generator.ensemble >= 2 (it is {gen.ensemble}), or give the width in events"))
         if kind in ("envelope", "eigen", "updown") and not gen.is_saved:
             if gen.ensemble < 2:
                 msg = f"{kind!r} needs an ensemble: set background.generator.ensemble >= 2 (it is {gen.ensemble})"

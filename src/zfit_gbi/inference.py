@@ -14,6 +14,8 @@ Pure functions over a zfit loss and its parameter of interest (POI):
   ceil(100/sqrt(ndim)) bins per dimension, each bin a numerical integral (useless in 5-D).
 * :func:`envelope_discovery`, :func:`envelope_interval` -- discrete profiling over alternative
   generators (the envelope): significance, and the POI with its interval.
+* :func:`spurious_signal` -- the generator's error on the signal yield from the members of a
+  bootstrap ensemble, as a constrained nuisance on the yield.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "envelope_interval",
     "fit",
     "profile_scan",
+    "spurious_signal",
     "upper_limit",
 ]
 
@@ -77,11 +80,36 @@ class _Minuit(zfit.minimize.Minuit):
         zfit.param.set_values(ps, start)
         if self._poi is not None and any(p is self._poi for p in ps) and float(self._poi.value()) < 0:
             self._poi.set_value(0.0)
+        for theta, (poi, k) in _spurious_pairs(ps, free_poi=False):  # the signal yield poi + k theta >= 0
+            if float(poi.value()) + k * float(theta.value()) < 0:
+                theta.set_value(float(np.clip(-float(poi.value()) / k, theta.lower, theta.upper)))
 
     def minimize(self, loss, params=None, init=None):
+        ps = list(params) if params is not None else list(loss.get_params(floating=True))
+        pairs = _spurious_pairs(ps, free_poi=True)
+        if not pairs:
+            return self._minimize_once(loss, params, init, ps)
+        # a spurious-signal theta and its POI both free: move along their flat direction to
+        # theta = 0 (no event density changes), minimize with theta held there (the exact
+        # unconditional minimum has theta = 0), then free it from that point
+        for theta, (poi, k) in pairs:
+            shift = float(np.clip(float(poi.value()) + k * float(theta.value()), poi.lower, poi.upper))
+            poi.set_value(shift)
+            theta.set_value(0.0)
+        thetas = [t for t, _ in pairs]
+        rest = [p for p in ps if all(p is not t for t in thetas)]
+        for t in thetas:
+            t.floating = False
+        try:
+            self._minimize_once(loss, rest, None, rest)
+        finally:
+            for t in thetas:
+                t.floating = True
+        return self._minimize_once(loss, params, None, ps)
+
+    def _minimize_once(self, loss, params, init, ps: list):
         from zfit.minimizers.strategy import FailMinimizeNaN, make_pushback_strategy
 
-        ps = list(params) if params is not None else list(loss.get_params(floating=True))
         start = [float(p.value()) for p in ps]
         if not np.isfinite(float(loss.value())):
             self._feasible_start(ps, start)
@@ -98,6 +126,19 @@ class _Minuit(zfit.minimize.Minuit):
             zfit.param.set_values(ps, start)
             msg = "the minimizer kept stepping into the region where the model density is negative (NaN NLL)"
             raise RuntimeError(msg) from err
+
+
+def _spurious_pairs(ps: list, *, free_poi: bool) -> list[tuple[zfit.Parameter, tuple[zfit.Parameter, float]]]:
+    """The spurious-signal thetas among ``ps`` with their POI (:func:`~zfit_gbi.nuisances.spurious_partner`):
+    those whose POI is among ``ps`` too (``free_poi``) or not (a conditional fit)."""
+    from .nuisances import spurious_partner
+
+    out = []
+    for p in ps:
+        partner = spurious_partner(p)
+        if partner is not None and partner[1] > 0 and any(q is partner[0] for q in ps) == free_poi:
+            out.append((p, partner))
+    return out
 
 
 def _minimizer(mode: int = 0, poi: zfit.Parameter | None = None) -> zfit.minimize.Minuit:
@@ -183,7 +224,7 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
             f"{[p.name for p in params if result is not None and result.params[p].get('at_limit', False)]}"
         )
         raise FitError(msg)
-    result.hesse(name="hesse")
+    result.hesse(method="hesse_np", name="hesse")  # Minuit's numerical Hesse at strategy 0 is off by ~2 %
     best = {p: float(result.params[p]["value"]) for p in params}
     hesse = float(result.params[poi]["hesse"]["error"])
     err_lo = err_hi = hesse
@@ -737,3 +778,28 @@ def envelope_interval(losses: Sequence, pois: Sequence[zfit.Parameter], *, minos
     best = grid[int(np.argmin(env))]
     return {"value": float(best), "error_low": float(best - inside.min()), "error_high": float(inside.max() - best),
             "best_model": int(np.argmin(nll)), "values": vals.tolist(), "errors": [f.errors[f.poi] for f in fits], "nll": nll.tolist()}
+
+
+def spurious_signal(losses: Sequence, pois: Sequence[zfit.Parameter], *, scale: float = 1.0, prefix: str = "gen_spurious"):
+    """The generator's error on the signal yield, measured with the members of an ensemble.
+
+    Each loss is the same events with the model built on one member alone (no nuisances); the
+    sample standard deviation of the fitted POIs (times ``scale``: the reference yield for a
+    POI mu, so the width is in events) is the width of a
+    :class:`~zfit_gbi.nuisances.SpuriousSignal`. Use a *bootstrap* ensemble: its spread is then
+    the bootstrap estimate of how far the fitted yield moves when the generator is retrained on
+    another sideband sample. Members whose fit fails are left out (with a warning); at least two
+    must remain.
+    """
+    from .nuisances import SpuriousSignal
+
+    yields = []
+    for k, (loss, poi) in enumerate(zip(losses, pois, strict=True)):
+        try:
+            yields.append(fit(loss, poi, minos=False).poi_value * float(scale))
+        except FitError as err:
+            log.warning("spurious signal: the fit with member %d failed (%s); left out", k, err)
+    if len(yields) < 2:
+        msg = f"the spurious-signal width needs at least 2 members whose fit converges; {len(yields)} of {len(losses)} did"
+        raise FitError(msg)
+    return SpuriousSignal.from_yields(yields, prefix=prefix)

@@ -54,6 +54,7 @@ class GBIModel:
     mass_params: dict[str, zfit.Parameter] = field(default_factory=dict)
     signal_mass_params: dict[str, zfit.Parameter] = field(default_factory=dict)
     reference_yield: float | None = None
+    spurious: Any = None
 
     def data(self, events: Events, *, clip: bool = False) -> zfit.Data:
         """Validated zfit data on the model's space (columns by name; extra columns ignored)."""
@@ -66,8 +67,15 @@ class GBIModel:
 
     @property
     def nuisances(self) -> list[zfit.Parameter]:
-        """The generator-error nuisance parameters (empty without a variation)."""
-        return list(self.variation.params) if self.variation is not None else []
+        """The generator-error nuisance parameters (the variation's, then the spurious signal's)."""
+        out = list(self.variation.params) if self.variation is not None else []
+        return out + (list(self.spurious.params) if self.spurious is not None else [])
+
+    @property
+    def signal_yield(self) -> float:
+        """The signal component's current yield (events in the fit window): n_S, plus
+        width * theta with a spurious-signal term."""
+        return float(self.signal.get_yield().value())
 
     def reset(self, n_events: float) -> None:
         """Starting values for a new fit: n_S = 0, n_B = n_events, nuisances 0."""
@@ -81,6 +89,7 @@ class GBIModel:
 
     def __repr__(self) -> str:
         nuis = f", nuisances {[p.name for p in self.nuisances]}" if self.nuisances else ""
+        nuis += f", spurious signal {self.spurious.width:.3g} events" if self.spurious is not None else ""
         return (
             f"GBIModel(obs={list(self.space.obs)}, POI {self.poi.name}, background p_B({self.resonant}) "
             f"{type(self.background.mass_pdf).__name__} x generator, signal {type(self.signal.mass_pdf).__name__} "
@@ -123,6 +132,7 @@ def build_model(
     signal_mass: str = "gauss",
     signal_shape: Literal["fixed", "constrained"] = "fixed",
     variation: Any = None,
+    spurious_signal: Any = None,
     hisigma_sidebands: bool = False,
     poi: Literal["yield", "mu"] = "yield",
     reference_yield: float | None = None,
@@ -144,6 +154,8 @@ def build_model(
         signal_shape: ``"fixed"`` after the simulation fit, or ``"constrained"`` (floating with
             Gaussian constraints of the simulation fit's errors).
         variation: a generator-error variation of the background generator.
+        spurious_signal: a :class:`~zfit_gbi.nuisances.SpuriousSignal`: the signal
+            component's yield becomes n_S + width * theta (the POI stays n_S or mu).
         hisigma_sidebands: HI-SIGMA's treatment: outside the signal region both feature
             densities are the same constant, so sideband events constrain only p_B(m).
         poi: ``"yield"`` (signal events in the fit window) or ``"mu"`` (needs
@@ -213,10 +225,14 @@ def build_model(
 
     sb = windows.signal_region if hisigma_sidebands else None
     background = JointFlowPDF(bkg_m, background_generator, variation=variation, sideband_constant=sb, extended=n_bkg, name=f"{prefix}background")
-    signal = JointFlowPDF(sig_m, signal_generator, background.space, sideband_constant=sb, extended=n_sig, name=f"{prefix}signal")
+    sig_yield = n_sig if spurious_signal is None else spurious_signal.yield_of(
+        n_sig, f"{prefix}n_sig_total", poi=poi_param, events_per_poi=reference_yield if poi == "mu" else 1.0)
+    signal = JointFlowPDF(sig_m, signal_generator, background.space, sideband_constant=sb, extended=sig_yield, name=f"{prefix}signal")
     model = zfit.pdf.SumPDF([signal, background], name=f"{prefix}gbi_model")
     if variation is not None:
         constraints.append(variation.constraint)
+    if spurious_signal is not None:
+        constraints.append(spurious_signal.constraint)
     return GBIModel(
         space=background.space,
         model=model,
@@ -232,6 +248,7 @@ def build_model(
         mass_params=bkg_params,
         signal_mass_params=sig_params,
         reference_yield=reference_yield,
+        spurious=spurious_signal,
     )
 
 

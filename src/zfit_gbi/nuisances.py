@@ -14,6 +14,13 @@ constraints theta ~ N(0, 1), so that every fit, scan and hepstats calculator pro
   f = 1 + a0 a + a1 a^2 (a0 = (r+ - r-)/2, a1 = (r+ + r- - 2)/2) for |a| <= 1 (kept >= 0) and
   f = r+-^|a| outside; Z by the same Monte Carlo.
 
+:class:`SpuriousSignal` (a background-modelling error on the signal yield, the "spurious
+signal" of the ATLAS and CMS H -> gamma gamma analyses) acts on the yield, not the density: the
+signal component's yield is n_S + width * theta. Its width is what the density variations
+miss (``benchmarks/validation.py``): the spread of the fitted yield over generators retrained on
+bootstrap resamples of the sidebands, measured with the ensemble's own members
+(:func:`zfit_gbi.inference.spurious_signal`).
+
 The ensemble average (mean probability or mean log-probability) needs no parameter (it is
 :class:`~zfit_gbi.generators.FlowEnsemble` itself) and discrete profiling over bootstrap models
 (the envelope) is a profiling over *models*, done in :mod:`zfit_gbi.inference`.
@@ -33,6 +40,7 @@ handful of events.)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,7 +50,7 @@ import zfit
 from ._tf import tf
 from .generators import Flow, FlowEnsemble
 
-__all__ = ["EigenVariation", "UpDownVariation", "Variation"]
+__all__ = ["EigenVariation", "SpuriousSignal", "UpDownVariation", "Variation", "spurious_partner"]
 
 _CLIP = 20.0  # |log r| and |v| beyond this are clipped: a generator disagreeing by e^20 is broken
 
@@ -230,3 +238,75 @@ class UpDownVariation(Variation):
 
     def __repr__(self) -> str:
         return f"UpDownVariation({self.params[0].name}: nominal {self.nominal!r})"
+
+
+_PARTNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def spurious_partner(param: zfit.Parameter) -> tuple[zfit.Parameter, float] | None:
+    """For the theta of a :class:`SpuriousSignal` in a built model: ``(poi, k)``, the POI it
+    shares the signal yield with and the POI units one unit of theta is worth (the yield depends
+    on ``poi + k * theta`` only); ``None`` for any other parameter.
+
+    With both floating, the likelihood is flat along (poi, theta) -> (poi - k d, theta + d)
+    except for theta's constraint, so the unconditional minimum has theta = 0 exactly; Migrad
+    on the nearly degenerate pair (correlation -> -1 for a width much larger than the
+    statistical error) can stop short of it. :mod:`zfit_gbi.inference` minimizes with theta
+    held at 0 first (after moving along that line, which changes no event density).
+    """
+    return _PARTNERS.get(param)
+
+
+class SpuriousSignal:
+    """The generator's error on the signal yield: the signal component's yield is
+    ``n_S + width * theta`` with ``theta ~ N(0, 1)`` (one zfit parameter, Gaussian-constrained).
+
+    ``width`` (events in the fit window) is the generator's error on the fitted yield. Measured
+    by :func:`zfit_gbi.inference.spurious_signal`: the sample standard deviation of the yield
+    fitted to the same events with each member of a *bootstrap* ensemble alone, i.e. the
+    bootstrap estimate of how much the yield moves when the generator is retrained on another
+    sideband sample (with members that differ by seed only it misses the sample's part). With
+    K members its relative error is about 1 / sqrt(2 (K - 1)).
+
+    Args:
+        width: Events (>= 0); 0 gives a parameter that nothing depends on.
+        yields: The per-member fitted yields it came from (kept for the record).
+        prefix: Name of the parameter (``<prefix>``).
+    """
+
+    def __init__(self, width: float, yields: Sequence[float] = (), *, prefix: str = "gen_spurious") -> None:
+        width = float(width)
+        if not np.isfinite(width) or width < 0:
+            msg = f"the spurious-signal width must be a finite number of events >= 0, got {width}"
+            raise ValueError(msg)
+        self.width = width
+        self.yields = tuple(float(y) for y in yields)
+        self.name = prefix
+        self.param = zfit.Parameter(prefix, 0.0, -5.0, 5.0, step_size=0.1)
+        self.params = [self.param]
+        self.constraint = zfit.constraint.GaussianConstraint(params=self.params, observation=[0.0], sigma=[1.0])
+
+    @classmethod
+    def from_yields(cls, yields: Sequence[float], *, prefix: str = "gen_spurious") -> SpuriousSignal:
+        """Width = the sample standard deviation of ``yields`` (at least 2, all finite)."""
+        y = np.asarray(yields, dtype=np.float64).reshape(-1)
+        if len(y) < 2 or not np.all(np.isfinite(y)):
+            msg = f"the spurious-signal width needs at least 2 finite fitted yields, got {y.tolist()}"
+            raise ValueError(msg)
+        return cls(float(np.std(y, ddof=1)), y, prefix=prefix)
+
+    def yield_of(self, n_sig: zfit.Parameter, name: str, *, poi: zfit.Parameter | None = None, events_per_poi: float = 1.0) -> zfit.ComposedParameter:
+        """The signal component's yield n_S + width * theta. ``poi`` (default ``n_sig``) is the
+        free parameter behind n_S, ``events_per_poi`` its unit in events (the reference yield
+        for mu): the minimizer uses them to keep the fit well conditioned
+        (:func:`spurious_partner`)."""
+        w = self.width
+        _PARTNERS[self.param] = (poi if poi is not None else n_sig, w / float(events_per_poi))
+        return zfit.ComposedParameter(name, lambda params: params["n"] + w * params["t"], params={"n": n_sig, "t": self.param})
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "member_yields": list(self.yields), "parameter": self.name}
+
+    def __repr__(self) -> str:
+        src = f" from {len(self.yields)} members" if self.yields else ""
+        return f"SpuriousSignal(width={self.width:.3g} events{src}, parameter {self.name!r})"

@@ -10,6 +10,7 @@ the trained models under ``out/models/`` and a post-fit plot. Every file is writ
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import time
@@ -25,7 +26,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "train", "use_models", "versions", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "toys", "train", "use_models", "versions", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
@@ -33,7 +34,8 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "background_yield": "{value, error}: fitted background events in the fit window",
     "discovery": "{q0, p0, significance, calculator} of the background-only hypothesis (null if disabled)",
     "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator, scan} on the signal yield (null if disabled); scan: the CLs values (observed, expected and its bands) at each tested POI value, in POI units",
-    "nuisances": "{name: {value, error}} of the generator-error nuisance parameters",
+    "nuisances": "{name: {value, error}} of the generator-error nuisance parameters (the spurious-signal one included)",
+    "spurious_signal": "{width, member_yields, parameter} of nuisances.spurious_signal: the width (signal events) of the nuisance on the signal yield and, when measured, the yield fitted with each background ensemble member alone (null if off)",
     "parameters": "{name: {value, error}} of every floating parameter",
     "fit_valid": "bool: the minimum is valid (an invalid one is an error, never a summary)",
     "n_events": "{fit, signal_region, sidebands}: event counts in the windows",
@@ -114,7 +116,7 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
     """The background generator (sidebands) and the signal generator (simulation), trained or
     loaded as the config says, and saved under ``out/models`` unless ``out`` is None."""
     features, resonant = tuple(cfg.data.features), cfg.data.resonant
-    k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") else 1
+    k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") or cfg.nuisances.spurious_signal is True else 1
     gens = []
     for what, g, events in (("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features])),
                             ("signal", cfg.signal.generator, sim)):
@@ -256,6 +258,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             "signal_yield": binned["signal_yield"], "mu": binned["mu"], "background_yield": binned["background_yield"],
             "discovery": binned["discovery"], "upper_limit": binned["upper_limit"], "profile_scan": None,
             "nuisances": {k: v for k, v in binned["parameters"].items() if k in binned["variations"]},
+            "spurious_signal": None,
             "parameters": binned["parameters"], "fit_valid": True, "correlation": {},
         }
     summary.update({
@@ -333,6 +336,7 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
         "upper_limit": result.get("upper_limit"),
         "profile_scan": result.get("profile_scan"),
         "nuisances": {p.name: {"value": s.values[p.name], "error": s.errors[p.name]} for p in model.nuisances},
+        "spurious_signal": model.spurious.to_dict() if model.spurious is not None else None,
         "parameters": {k: {"value": v, "error": s.errors.get(k)} for k, v in s.values.items()},
         "fit_valid": s.valid,
         "correlation": s.correlation,
@@ -493,7 +497,34 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
         "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
         "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass if mass is None else mass,
     }
-    return build_model(background_generator=bkg_gen, variation=variation, prefix=prefix, **common), common
+    spurious = _spurious(cfg, bkg_gen, common, parts["fit"], prefix)
+    return build_model(background_generator=bkg_gen, variation=variation, spurious_signal=spurious, prefix=prefix, **common), common
+
+
+def _spurious(cfg: Any, bkg_gen: Any, common: dict[str, Any], events: Events, prefix: str) -> Any:
+    """The spurious-signal nuisance of ``nuisances.spurious_signal``: None, a given width, or the
+    width measured by fitting ``events`` with each background ensemble member alone."""
+    from .inference import spurious_signal
+    from .model import build_model
+    from .nuisances import SpuriousSignal
+
+    ss = cfg.nuisances.spurious_signal
+    if ss is False:
+        return None
+    if ss is not True:
+        return SpuriousSignal(float(ss), prefix=f"{prefix}gen_spurious")
+    members = getattr(bkg_gen, "members", [])
+    if len(members) < 2:
+        msg = f"nuisances.spurious_signal: true needs a background ensemble of >= 2 members to measure the width, the generator has {max(len(members), 1)}"
+        raise DataError(msg)
+    losses, pois = [], []
+    for k, member in enumerate(members):
+        mk = build_model(background_generator=member, prefix=f"{prefix}ss{k}_", **common)
+        mk.reset(len(events))
+        losses.append(mk.loss(events))
+        pois.append(mk.poi)
+    scale = common["reference_yield"] if common["poi"] == "mu" else 1.0
+    return spurious_signal(losses, pois, scale=scale, prefix=f"{prefix}gen_spurious")
 
 
 def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:
@@ -608,17 +639,14 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     return _scan_point(cfg, bkg_gen, sig_gen, parts, sim, int(task["index"]), float(task["mass"]))
 
 
-def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:
-    """Re-draw the plots of a finished ``gbi run`` folder (e.g. in another experiment's style)
-    from its summary.json, saved generators and the data files its config names; returns the
-    written file names. Nothing is retrained or refitted: the parameters are the summary's."""
+def _run_folder(out: Path, plots: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any], Any, dict[str, Events], Any, Any]:
+    """A finished ``gbi run`` folder back in memory: ``(cfg, summary, model, parts, bkg_gen,
+    sig_gen)`` with the model at the summary's fitted parameters (saved generators, the data its
+    config names, the spurious-signal width the run measured; nothing retrained or refitted)."""
     import zfit
 
-    from ._tf import tf  # noqa: F401
     from .config import validate_config
-    from .inference import LimitResult
 
-    out = Path(out)
     path = out / "summary.json"
     try:
         summary = json.loads(path.read_text())
@@ -628,30 +656,130 @@ def replot(out: str | Path, *, style: str | None = None, formats: list[str] | No
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a gbi summary ({err})") from None
     if summary.get("backend") == "pyhf":
-        raise DataError(f"{path}: a binned-only run (inference.backend pyhf); gbi plot redraws the unbinned fit's plots, "
-                        "and the binned ones (postfit_binned, cls_scan_pyhf) are written by the run itself")
+        raise DataError(f"{path}: a binned-only run (inference.backend pyhf); gbi plot and gbi toys use the unbinned fit, "
+                        "and the binned plots (postfit_binned, cls_scan_pyhf) are written by the run itself")
     for what in ("background", "signal"):
         raw[what] = {**raw[what], "generator": {"path": str(out / "models" / what)}}
-    plots = {**raw.get("plots", {}), "enabled": True}
-    for key, value in (("style", style), ("formats", formats), ("label", label)):
-        if value is not None:
-            plots[key] = value
-    raw["plots"] = plots
+    if plots is not None:
+        raw["plots"] = plots
+    if summary.get("spurious_signal"):  # the width the run measured (not measured again)
+        raw["nuisances"] = {**raw.get("nuisances", {}), "spurious_signal": float(summary["spurious_signal"]["width"])}
     cfg = validate_config(raw, source=path)
-    seed = int(cfg.inference.seed)
     parts, sim, box = _read_inputs(cfg)
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, None, {}, True)
-    model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed)
+    model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, int(cfg.inference.seed))
     values = summary.get("parameters", {})
     params = [p for p in model.loss(parts["fit"]).get_params(floating=True) if p.name in values]
     zfit.param.set_values(params, [values[p.name]["value"] for p in params])
+    return cfg, summary, model, parts, bkg_gen, sig_gen
+
+
+def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:
+    """Re-draw the plots of a finished ``gbi run`` folder (e.g. in another experiment's style)
+    from its summary.json, saved generators and the data files its config names; returns the
+    written file names. Nothing is retrained or refitted: the parameters are the summary's."""
+    from ._tf import tf  # noqa: F401
+    from .inference import LimitResult
+
+    out = Path(out)
+    try:
+        raw_plots = json.loads((out / "summary.json").read_text())["config"].get("plots", {})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raw_plots = {}  # _run_folder names the problem
+    plots = {**raw_plots, "enabled": True}
+    for key, value in (("style", style), ("formats", formats), ("label", label)):
+        if value is not None:
+            plots[key] = value
+    cfg, summary, model, parts, bkg_gen, sig_gen = _run_folder(out, plots)
     result = {"profile_scan": summary["profile_scan"]} if summary.get("profile_scan") else {}
     limit = None
     ul = summary.get("upper_limit")
     if ul and ul.get("scan"):
         limit = LimitResult(ul["cl"], ul["observed"], tuple(ul["expected"]), ul["calculator"], ul["scan"])
     windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
-    return _plots(cfg, out, model, parts["fit"], windows, bkg_gen, sig_gen, result, limit, seed)
+    return _plots(cfg, out, model, parts["fit"], windows, bkg_gen, sig_gen, result, limit, int(cfg.inference.seed))
+
+
+def toys(out: str | Path, *, n_toys: int, n_signal: float | None = None, seed: int = 1, limit: bool = False, p0: bool = False,
+         executor: Any = None, chunks: int | None = None, quiet: bool = False) -> Any:
+    """Pseudo-experiments for a finished ``gbi run`` folder: drawn from its fitted model (the
+    summary's parameters, generator nuisances at 0) and fitted by it
+    (:func:`zfit_gbi.toys.toy_study`); writes ``out/toys.json`` (summary and every toy) and
+    returns the :class:`~zfit_gbi.toys.ToyStudy`.
+
+    Args:
+        n_toys: Number of pseudo-experiments.
+        n_signal: True signal events in the fit window (default: the fitted yield, at least 0).
+        seed: Toy ``i``'s seed depends on ``(seed, i)`` only: the same toys and results on every
+            executor and for any split.
+        limit, p0: Also CLs at the truth (limit coverage) / the asymptotic discovery p0.
+        executor: Where the toys run (:mod:`zfit_gbi.executor`); every worker loads the folder
+            once and fits a contiguous block of toys.
+        chunks: Number of blocks for a parallel executor (default: min(n_toys, 8)); one block
+            when sequential.
+    """
+    from ._tf import tf  # noqa: F401
+    from .executor import check_executor, run_tasks
+    from .toys import ToyStudy
+
+    out = Path(out).absolute()
+    check_executor(executor)
+    if n_toys < 1:
+        raise ValueError(f"n_toys must be at least 1, got {n_toys}")
+    summary = _read_summary(out)
+    if n_signal is None:
+        n_signal = max(float(summary["signal_yield"]["value"]), 0.0)
+    sequential = executor is None or executor == "sequential"
+    n_chunks = 1 if sequential else int(chunks or min(n_toys, 8))
+    edges = np.linspace(0, n_toys, n_chunks + 1).round().astype(int)
+    tasks = [{"folder": str(out), "first": int(a), "n_toys": int(b - a), "n_signal": float(n_signal), "seed": int(seed),
+              "limit": bool(limit), "p0": bool(p0), "progress": sequential and not quiet} for a, b in itertools.pairwise(edges) if b > a]
+    parts = run_tasks(_toys_task, tasks, executor=None if sequential else executor)
+    first = ToyStudy.from_dict(parts[0])
+    study = ToyStudy(truth=first.truth, n_signal=first.n_signal, n_background=first.n_background, cl=first.cl,
+                     toys=sorted((t for d in parts for t in ToyStudy.from_dict(d).toys), key=lambda t: t.index),
+                     interrupted=any(d["summary"].get("interrupted") for d in parts))
+    doc = {**study.to_dict(), "settings": {"n_toys": n_toys, "n_signal": float(n_signal), "seed": seed, "limit": limit, "p0": p0,
+                                           "executor": str(executor or "sequential"), "chunks": len(tasks)},
+           "versions": versions()}
+    write_json_atomic(out / "toys.json", doc)
+    return study
+
+
+def _read_summary(out: Path) -> dict[str, Any]:
+    path = out / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{out}: no summary.json; is this a folder written by `gbi run`?") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not a gbi summary ({err})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _toys_inputs(folder: str) -> tuple[Any, dict[str, Any], Any]:
+    """A worker's model at the run's fitted parameters, built once per worker process."""
+    _, summary, model, _, _, _ = _run_folder(Path(folder), {"enabled": False})
+    truth = {p: float(p.value()) for p in model.model.get_params(floating=True)}
+    return model, summary, truth
+
+
+def _toys_task(task: dict[str, Any]) -> dict[str, Any]:
+    """A block of toys of :func:`toys` (module level, so that worker processes and Dask can run it)."""
+    from ._tf import tf  # noqa: F401
+    from .toys import toy_study
+
+    model, summary, truth = _toys_inputs(task["folder"])
+    for p, v in truth.items():
+        p.set_value(v)
+    for p in model.nuisances:  # toys are drawn at the nominal generator
+        p.set_value(0.0)
+    n_b = float(summary["background_yield"]["value"])
+    cfg = summary["config"]
+    study = toy_study(model, n_signal=task["n_signal"], n_background=n_b, n_toys=task["n_toys"], first=task["first"], seed=task["seed"],
+                      limit=task["limit"], p0=task["p0"], cl=float(((cfg.get("inference") or {}).get("upper_limit") or {}).get("cl", 0.95)),
+                      n_asimov=int((cfg.get("inference") or {}).get("n_asimov", 20_000)), progress=task["progress"])
+    return study.to_dict()
 
 
 def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bkg_gen: Any, sig_gen: Any,

@@ -171,7 +171,7 @@ def plot_mass_fit(
     h = mass_histogram(m, windows.fit, bins, name=model.resonant, label=f"${model.resonant}$ [{unit}]", weights=None)
     edges = h.axes[0].edges
     n_b = float(model.n_bkg.value())
-    n_s = float(model.n_sig.value())
+    n_s = model.signal_yield
     b = _expected_counts(model.background.mass_pdf, edges, n_b)
     s = _expected_counts(model.signal.mass_pdf, edges, n_s)
     hb = hist.Hist(h.axes[0], storage=hist.storage.Double())
@@ -322,7 +322,7 @@ def plot_feature_closure(
     sel = windows.in_signal_region(m)
     x_data = np.column_stack([np.asarray(events[f], dtype=float)[sel] for f in feats])
     n_b = float(model.n_bkg.value()) * _window_fraction(model.background.mass_pdf, sr)
-    n_s = max(float(model.n_sig.value()), 0.0) * _window_fraction(model.signal.mass_pdf, sr)
+    n_s = max(model.signal_yield, 0.0) * _window_fraction(model.signal.mass_pdf, sr)
     _, xb = _sample_joint(model.background, n_generated, sr, seed)
     _, xs = _sample_joint(model.signal, max(n_generated // 4, 1000), sr, seed + 1)
     bounds = model.background.generator.bounds

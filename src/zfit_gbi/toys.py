@@ -305,9 +305,9 @@ def toy_study(
         for i in bar:
             t0 = time.perf_counter()
             s = _toy_seed(seed, i)
-            events, ns, nb = _draw(model, n_signal, n_background, s, True)
-            for p, v in start.items():
+            for p, v in start.items():  # every toy from the truth (not from the last toy's fit)
                 p.set_value(v)
+            events, ns, nb = _draw(model, n_signal, n_background, s, True)
             model.reset(ns + nb)
             loss = _toy_loss(model, events, np.random.default_rng(s + 3) if global_observables else None)
             try:
