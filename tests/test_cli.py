@@ -286,13 +286,18 @@ def test_run_with_spurious_signal(tmp_path, bench):
     assert abs(s["nuisances"]["gen_spurious"]["value"]) < 1
     assert main(["plot", str(out), "--formats", "png"]) == 0
     assert (out / "postfit_mass.png").exists()
-    # a given width: no ensemble needed, nothing measured
+    # a given width: no ensemble needed, nothing measured; the binned route gets it too
     raw["nuisances"]["spurious_signal"] = 5.0
     raw["background"]["generator"]["ensemble"] = 1
+    raw["inference"]["backend"] = "both"
+    raw["binned"] = {"mass_bins": 2, "score_bins": 3, "n_generated": 20000}
     cfg.write_text(yaml.safe_dump(raw))
     assert main(["run", str(cfg), "--out", str(tmp_path / "ss5"), "--quiet"]) == 0
     s5 = json.loads((tmp_path / "ss5" / "summary.json").read_text())
     assert s5["spurious_signal"] == {"width": 5.0, "member_yields": [], "parameter": "gen_spurious"}
+    assert "gen_spurious" in s5["results"]["pyhf"]["variations"]
+    ws = json.loads((tmp_path / "ss5" / "workspace.json").read_text())
+    assert "spurious_signal" in [smp["name"] for smp in ws["channels"][0]["samples"]]
 
 
 def test_toys_are_the_same_on_every_executor(tmp_path, bench, capsys):

@@ -63,6 +63,26 @@ def test_spec_is_valid_histfactory(tmp_path):
     assert hists["background"].axes[0].name == "mjj"
 
 
+def test_spurious_signal_sample():
+    """width * theta more signal events (a zero sample with a linear histosys, as many POI
+    units as the width is events / signal_scale): the fitted POI is unchanged and its error
+    grows in quadrature; the variation is linear beyond +-1."""
+    t = tiny_templates()
+    plain = B.fit(build_spec(t))
+    t.signal_scale, t.spurious_width, t.spurious_name = 2.0, 2.0 * 1.5 * plain.poi_error, "gen_spurious"
+    spec = build_spec(t)
+    pyhf.schema.validate(spec, "workspace.json")
+    assert is_portable(spec)
+    model = pyhf.Workspace(spec).model()
+    pars = model.config.suggested_init()
+    pars[model.config.par_slice("gen_spurious")] = [2.0]
+    base = model.expected_actualdata(model.config.suggested_init())
+    np.testing.assert_allclose(model.expected_actualdata(pars) - base, 2.0 * t.signal * 1.5 * plain.poi_error)
+    f = B.fit(spec)
+    assert f.poi_value == pytest.approx(plain.poi_value, abs=0.01 * plain.poi_error)
+    assert f.poi_error == pytest.approx(np.hypot(plain.poi_error, 1.5 * plain.poi_error), rel=0.02)
+
+
 def test_limits_and_discovery_match_pyhf():
     """A hand-made model: our wrappers give what pyhf itself gives for the same spec."""
     spec = build_spec(tiny_templates())

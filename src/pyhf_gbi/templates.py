@@ -170,6 +170,10 @@ class BinnedTemplates:
 
     ``variations`` maps a nuisance name to its background (up, down) templates at theta = +-1.
     ``signal_scale`` is the number of signal events in the fit window per POI unit.
+    ``spurious_width`` (signal events in the fit window; 0: none) is the generator's error on
+    the signal yield (:class:`zfit_gbi.nuisances.SpuriousSignal`), a constrained parameter
+    ``spurious_name`` that adds ``theta * spurious_width / signal_scale`` times the signal
+    template (:func:`pyhf_gbi.workspace.build_spec`).
     """
 
     binning: Binning
@@ -184,6 +188,8 @@ class BinnedTemplates:
     signal_scale: float
     n_generated: int
     poi_name: str = "n_sig"
+    spurious_width: float = 0.0
+    spurious_name: str = "gen_spurious"
 
     def hists(self) -> dict[str, hist.Hist]:
         """The templates as ``hist.Hist`` (weighted storage: values and MC variances)."""

@@ -29,9 +29,11 @@ from zfit_gbi._atomic import write_json_atomic
 
 from .templates import BinnedTemplates
 
-__all__ = ["CHANNEL", "build_spec", "is_portable", "negative_poi_bound", "read_spec", "validate_spec", "write_spec"]
+__all__ = ["CHANNEL", "SPURIOUS_SAMPLE", "build_spec", "is_portable", "negative_poi_bound", "read_spec", "validate_spec", "write_spec"]
 
 CHANNEL = "signal_region"
+SPURIOUS_SAMPLE = "spurious_signal"
+"""The sample carrying the spurious-signal term (zero nominal, a linear ``histosys``)."""
 _CUSTOM = "gbi_expshape"
 
 
@@ -59,10 +61,15 @@ def build_spec(t: BinnedTemplates, *, variations: Literal["histosys", "custom"] 
     # the relative error w.r.t. the template at POI = 1 unit)
     signal = {"name": "signal", "data": _floats(t.signal), "modifiers": [{"name": poi, "type": "normfactor", "data": None}]}
     background = {"name": "background", "data": _floats(t.background), "modifiers": bkg_mods}
+    samples = [signal, background]
+    if t.spurious_width > 0:  # theta * width more signal events: a zero sample with a linear histosys
+        shift = t.signal * (t.spurious_width / t.signal_scale)
+        samples.append({"name": SPURIOUS_SAMPLE, "data": _floats(np.zeros_like(shift)), "modifiers": [
+            {"name": t.spurious_name, "type": "histosys", "data": {"hi_data": _floats(shift), "lo_data": _floats(-shift)}}]})
     s_tot = float(t.signal.sum())
     upper = float(max(10.0, 5.0 * (t.data.sum() + 25.0 * np.sqrt(t.data.sum())) / max(s_tot, 1e-12)))
     return {
-        "channels": [{"name": CHANNEL, "samples": [signal, background]}],
+        "channels": [{"name": CHANNEL, "samples": samples}],
         "observations": [{"name": CHANNEL, "data": _floats(t.data)}],
         "measurements": [{"name": measurement, "config": {"poi": poi, "parameters": [
             {"name": poi, "bounds": [[0.0, upper]], "inits": [float(max(1.0, 0.1 * np.sqrt(t.data.sum()) / max(s_tot, 1e-12)))]},

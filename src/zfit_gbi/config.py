@@ -530,7 +530,7 @@ class NuisanceConfig(_Section):
             the width is the spread of the yield fitted with each background ensemble member
             alone (needs an ensemble >= 2, best ``bootstrap: true``); a number: the width in
             signal events in the fit window (e.g. from an earlier study); ``false``: none.
-            Unbinned (zfit) backend only.
+            The binned route gets the same width (a zero sample with a linear ``histosys``).
     """
 
     generator: NuisanceKind = "none"
@@ -740,8 +740,6 @@ class RunConfig(_Section):
         if kind == "envelope" and self.inference.backend != "zfit":
             p.append(("nuisances.generator", f"'envelope' (profiling over models) has no binned equivalent for inference.backend {self.inference.backend!r}; use 'eigen' or 'updown'"))
         ss = self.nuisances.spurious_signal
-        if ss is not False and self.inference.backend != "zfit":
-            p.append(("nuisances.spurious_signal", f"is available for inference.backend 'zfit' only (it is {self.inference.backend!r}); set it to false"))
         if ss is True and not gen.is_saved and gen.ensemble < 2:
             p.append(("nuisances.spurious_signal", f"true measures the width with the background ensemble's members: set background.generator.ensemble >= 2 (it is {gen.ensemble}), or give the width in events"))
         if kind in ("envelope", "eigen", "updown") and not gen.is_saved:

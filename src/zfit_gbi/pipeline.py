@@ -350,13 +350,16 @@ def _templates(cfg: Any, model: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str
 
     mu = cfg.inference.poi == "mu"
     b = cfg.binned
-    return make_templates(
+    t = make_templates(
         resonant=cfg.data.resonant, features=cfg.data.features, windows=Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region)),
         mass_pdf=model.background.mass_pdf, background_generator=bkg_gen, signal_generator=sig_gen, data=parts["fit"],
         sidebands=parts["sidebands"], simulation=sim, variation=model.variation, mass_bins=b.mass_bins, score_bins=b.score_bins,
         n_generated=b.n_generated, signal_scale=float(cfg.inference.reference_yield) if mu else 1.0,
         signal_mass_hypothesis=cfg.signal.mass, poi_name="mu" if mu else "n_sig", seed=seed,
     )
+    if model.spurious is not None:  # the same width (and parameter name) as the unbinned route
+        t.spurious_width, t.spurious_name = model.spurious.width, model.spurious.name
+    return t
 
 
 def export_workspace(cfg: Any, path: str | Path, *, custom: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -387,7 +390,7 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
     """The binned (pyhf) inference of :func:`run`: templates, ``out/workspace.json`` (and its
     portable twin when custom modifiers are used), fit, discovery, CLs limit and plots."""
     from pyhf_gbi import infer as B
-    from pyhf_gbi.workspace import build_spec, is_portable, portable, write_spec
+    from pyhf_gbi.workspace import SPURIOUS_SAMPLE, build_spec, is_portable, portable, write_spec
 
     with _stage(timings, "binned templates", quiet):
         t = _templates(cfg, model, bkg_gen, sig_gen, parts, sim, seed)
@@ -403,7 +406,7 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
                          "error": f.poi_error * scale, "error_method": "profile"},
         "mu": {"value": f.poi_value, "error_low": f.poi_error_low, "error_high": f.poi_error_high} if cfg.inference.poi == "mu" else None,
         "parameters": {k: {"value": v, "error": f.errors[k]} for k, v in f.values.items()},
-        "variations": sorted(t.variations),
+        "variations": sorted(t.variations) + ([t.spurious_name] if t.spurious_width > 0 else []),
         "background_yield": {"value": float(t.background.sum()), "error": float(t.background.sum() * t.sideband.rel_error),
                              "region": "signal_region", "from": "sideband fit"},
         "bins": {"mass": t.binning.n_mass, "score": t.binning.n_score, "mass_edges": t.binning.mass_edges.tolist(),
@@ -429,7 +432,8 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
         with _stage(timings, "binned plots", quiet), P.style(pc.style) as exp:
             by = B.expected_by_sample(spec, f.pars)
             fig, axes = P.mass_axes()
-            P.plot_binned_fit(t.data, {"background": by["background"], "signal": by["signal"]}, t.binning.mass_edges, t.binning.n_score,
+            sig = by["signal"] + by.get(SPURIOUS_SAMPLE, 0.0)  # n_S + width * theta
+            P.plot_binned_fit(t.data, {"background": by["background"], "signal": sig}, t.binning.mass_edges, t.binning.n_score,
                               axes=axes, experiment=exp, text=pc.label, resonant=cfg.data.resonant, unit=pc.unit)
             written += P.save(fig, out / "postfit_binned", pc.formats)
             if lim is not None:
