@@ -26,8 +26,9 @@ generator's own error (plus data noise / sqrt(toys)); the median post-fit error 
 nuisances shows how strongly the data constrain them (1 = prior only). A reference run with a large training sample
 (``--train-events 60000``) shows the nuisance-free fit covering when the generator is good.
 
-Run: ``python benchmarks/generator_nuisances.py`` (about 20 minutes on 2 CPU cores with the
-defaults: 10 retrainings x 3 members x 4 toys); ``--quick`` for a 4-minute smoke version.
+Run: ``python benchmarks/generator_nuisances.py`` (about 35 minutes on 2 CPU cores with the
+defaults: 10 retrainings x 3 members x 4 toys; ``--members 5``, the README's numbers: 50 minutes,
+growing to 14 GB of memory); ``--quick`` for a 5-minute smoke version.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from scipy.stats import chi2
 
 from zfit_gbi.generators import Flow, FlowConfig
 from zfit_gbi.model import build_model
-from zfit_gbi.toys import sample_toy, toy_study
+from zfit_gbi.toys import Toy, ToyStudy, sample_toy, toy_study
 
 N_BKG = 3000
 
@@ -119,3 +119,14 @@ def test_p0_ks_against_the_asymptotic_null():
     assert _ks_asymptotic_null(np.where(z > 0, norm.sf(z), 0.5)) > 0.01
     z = rng.normal(size=400) - 0.4
     assert _ks_asymptotic_null(np.where(z > 0, norm.sf(z), 0.5)) < 1e-3
+
+
+def test_likelihood_pulls_use_the_profile_interval():
+    """sign(n_hat - n) sqrt(q(n)): with q the -2 Delta ln L at the truth; toys without it are skipped."""
+    toys = [Toy(0, 1, 10, 100, True, poi_hat=14.0, error=2.0, q_truth=4.0), Toy(1, 2, 10, 100, True, poi_hat=9.0, error=1.0, q_truth=0.25),
+            Toy(2, 3, 10, 100, True, poi_hat=11.0, error=1.0), Toy(3, 4, 10, 100, False, message="no minimum")]
+    st = ToyStudy(truth=10.0, n_signal=10.0, n_background=100.0, cl=0.95, toys=toys)
+    np.testing.assert_allclose(st.likelihood_pulls, [2.0, -0.5])
+    np.testing.assert_allclose(st.pulls, [2.0, -1.0, 1.0])
+    assert st.likelihood_pull_mean()[0] == pytest.approx(0.75)
+    assert "likelihood pull mean" in repr(st)
