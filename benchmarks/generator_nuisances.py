@@ -26,20 +26,22 @@ generator's own error (plus data noise / sqrt(toys)); the median post-fit error 
 nuisances shows how strongly the data constrain them (1 = prior only). A reference run with a large training sample
 (``--train-events 60000``) shows the nuisance-free fit covering when the generator is good.
 
-Run: ``python benchmarks/generator_nuisances.py`` (about 35 minutes on 2 CPU cores with the
-defaults: 10 retrainings x 3 members x 4 toys; ``--members 5``, the README's numbers: 50 minutes,
-growing to 14 GB of memory); ``--quick`` for a 5-minute smoke version.
+Run: ``python benchmarks/generator_nuisances.py --members 5`` for the README's numbers (10
+retrainings x 5 members x 4 toys: 52 minutes on 2 busy CPU cores, growing to 14 GB of memory);
+``--quick`` (3 retrainings x 3 members x 2 toys) for a 5-minute smoke version; ``--report``
+recomputes the rows from the stored fits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 
 import numpy as np
 import zfit
-from _common import report
+from _common import RESULTS, report
 
 from zfit_gbi.benchmark import ResonantBenchmark
 from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
@@ -62,7 +64,11 @@ def main() -> None:
     ap.add_argument("--envelope", action="store_true", help="also the envelope over the ensemble members (one fit per member)")
     ap.add_argument("--no-spurious", action="store_true", help="without the spurious-signal treatments")
     ap.add_argument("--name", default="generator_nuisances", help="results/<name>.json")
+    ap.add_argument("--report", action="store_true", help="recompute the rows of results/<name>.json from its stored fits")
     args = ap.parse_args()
+    if args.report:
+        _recompute(args.name)
+        return
     if args.quick:
         args.retrainings, args.toys, args.epochs = 3, 2, 15
 
@@ -86,21 +92,14 @@ def main() -> None:
         datasets = [bench.sample(N_BKG, N_SIG, seed=5000 + 100 * r + t, poisson=True) for t in range(args.toys)]
         n_true = [int((d["label"] == 1).sum()) for d in datasets]
         sr_m = datasets[0].select(bench.windows.in_signal_region(datasets[0]["mjj"]))["mjj"]
-        models = {}
-        for kind in ("none", "eigen"):
-            var = None
-            if kind == "eigen":
-                var = EigenVariation.from_ensemble(ens, sr_m, n_components=args.members - 1, n_mc=20_000, seed=r, prefix=f"r{r}_eig")
-            models[kind] = build_model(
-                resonant="mjj", features=bench.features, windows=bench.windows, background_generator=ens, signal_generator=sig,
-                data_masses=datasets[0]["mjj"], signal_masses=sim["mjj"], background_mass="dijet", variation=var, prefix=f"r{r}{kind}_",
-            )
+        common = {"resonant": "mjj", "features": bench.features, "windows": bench.windows, "signal_generator": sig,
+                  "data_masses": datasets[0]["mjj"], "signal_masses": sim["mjj"], "background_mass": "dijet"}
+        var = EigenVariation.from_ensemble(ens, sr_m, n_components=args.members - 1, n_mc=20_000, seed=r, prefix=f"r{r}_eig")
+        models = {"none": build_model(background_generator=ens, prefix=f"r{r}none_", **common),
+                  "eigen": build_model(background_generator=ens, variation=var, prefix=f"r{r}eigen_", **common)}
         members = []
         if args.envelope or not args.no_spurious:
-            members = [build_model(
-                resonant="mjj", features=bench.features, windows=bench.windows, background_generator=mem, signal_generator=sig,
-                data_masses=datasets[0]["mjj"], signal_masses=sim["mjj"], background_mass="dijet", prefix=f"r{r}m{k}_",
-            ) for k, mem in enumerate(ens.members)]
+            members = [build_model(background_generator=mem, prefix=f"r{r}m{k}_", **common) for k, mem in enumerate(ens.members)]
         for t, data in enumerate(datasets):
             fitted = dict(models)
             if not args.no_spurious:  # the width from this data set's fits with each member alone
@@ -110,12 +109,10 @@ def main() -> None:
                     ss = spurious_signal([mk.loss(data) for mk in members], [mk.poi for mk in members], prefix=f"r{r}t{t}_ss")
                 except FitError as err:
                     print(f"retraining {r} toy {t} spurious: {err}")
-                else:
-                    common = {"resonant": "mjj", "features": bench.features, "windows": bench.windows, "background_generator": ens,
-                              "signal_generator": sig, "data_masses": datasets[0]["mjj"], "signal_masses": sim["mjj"], "background_mass": "dijet"}
-                    fitted["spurious"] = build_model(spurious_signal=ss, prefix=f"r{r}t{t}sp_", **common)
-                    ss2 = SpuriousSignal(ss.width, ss.yields, prefix=f"r{r}t{t}_ss2")
-                    fitted["eigen+spurious"] = build_model(variation=models["eigen"].variation, spurious_signal=ss2, prefix=f"r{r}t{t}es_", **common)
+                else:  # a SpuriousSignal serves one model: the second gets its own with the same width
+                    fitted["spurious"] = build_model(background_generator=ens, spurious_signal=ss, prefix=f"r{r}t{t}sp_", **common)
+                    fitted["eigen+spurious"] = build_model(background_generator=ens, variation=var, prefix=f"r{r}t{t}es_",
+                                                           spurious_signal=SpuriousSignal(ss.width, ss.yields, prefix=f"r{r}t{t}_ss2"), **common)
             if args.envelope:
                 for mk in members:
                     mk.reset(len(data))
@@ -143,35 +140,52 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f} s] retraining {r + 1}/{args.retrainings}: "
               + ", ".join(f"{x['treatment']} {x['value'] - x['n_true']:+.1f}/{x['error']:.1f}" for x in done[:6]), flush=True)
 
+    rows = _rows(records)
+    report(args.name, rows, {"train_events": args.train_events, "retrainings": args.retrainings, "members": args.members,
+                             "toys": args.toys, "epochs": args.epochs, "n_background": N_BKG, "n_signal": N_SIG, "fits": records,
+                             "note": ("pulls within one retraining share the generator's error: the errors quoted assume independence and are optimistic; "
+                                     "retraining_spread is the spread of the per-retraining mean bias (it includes data noise / sqrt(toys))")})
+
+
+def _rows(records: list[dict]) -> list[dict]:
+    """One row per treatment from the fits: pulls (n_hat - n_true) / Hesse error (mean, width,
+    RMS), coverage of the Minos interval, mean interval, mean bias, and the spread between
+    retrainings of the per-retraining mean bias (the generator's own error, plus data noise /
+    sqrt(toys))."""
     rows = []
     for kind in ("none", "eigen", "spurious", "eigen+spurious", "envelope"):
         rec = [x for x in records if x["treatment"] == kind]
         if not rec:
             continue
-        v = np.array([x["value"] for x in rec])
-        tru = np.array([x["n_true"] for x in rec])
-        err = np.array([x["error"] for x in rec])
+        v, tru, err = (np.array([x[k] for x in rec]) for k in ("value", "n_true", "error"))
         lo, hi = np.array([x["error_low"] for x in rec]), np.array([x["error_high"] for x in rec])
         pull = (v - tru) / err
-        cover = np.mean((tru >= v - lo) & (tru <= v + hi))
         n = len(pull)
-        # spread between retrainings at fixed data: the generator's own error
-        by_retraining = [np.mean([x["value"] - x["n_true"] for x in rec if x["retraining"] == i]) for i in range(args.retrainings)]
+        by_retraining = [np.mean([x["value"] - x["n_true"] for x in rec if x["retraining"] == i]) for i in sorted({x["retraining"] for x in rec})]
         nuis_err = [e for x in rec for _, e in x["nuisances"].values()]
+        widths = [x["spurious_width"] for x in rec if x.get("spurious_width") is not None]
         rows.append({
             "treatment": kind, "fits": n, "pull_mean": float(pull.mean()), "pull_mean_err": float(pull.std(ddof=1) / math.sqrt(n)),
             "pull_width": float(pull.std(ddof=1)), "pull_width_err": float(pull.std(ddof=1) / math.sqrt(2 * (n - 1))),
-            "pull_width_mad": float(1.4826 * np.median(np.abs(pull - np.median(pull)))),
-            "coverage_68": float(cover), "coverage_err": float(math.sqrt(0.68 * 0.32 / n)),
-            "mean_interval": float(np.mean(lo + hi)),
+            "pull_width_mad": float(1.4826 * np.median(np.abs(pull - np.median(pull)))), "pull_rms": float(np.sqrt(np.mean(pull**2))),
+            "coverage_68": float(np.mean((tru >= v - lo) & (tru <= v + hi))), "coverage_err": float(math.sqrt(0.68 * 0.32 / n)),
+            "mean_interval": float(np.mean(lo + hi)), "mean_bias": float(np.mean(v - tru)),
             "retraining_spread": float(np.std(by_retraining, ddof=1)),
             "nuisance_postfit_error": float(np.median(nuis_err)) if nuis_err else math.nan,
-            "spurious_width": float(np.median([x["spurious_width"] for x in rec])) if rec[0].get("spurious_width") else math.nan,
+            "spurious_width": float(np.median(widths)) if widths else math.nan,
         })
-    report(args.name, rows, {"train_events": args.train_events, "retrainings": args.retrainings, "members": args.members,
-                             "toys": args.toys, "epochs": args.epochs, "n_background": N_BKG, "n_signal": N_SIG, "fits": records,
-                             "note": ("pulls within one retraining share the generator's error: the errors quoted assume independence and are optimistic; "
-                                     "retraining_spread is the spread of the per-retraining mean bias (it includes data noise / sqrt(toys))")})
+    return rows
+
+
+def _recompute(name: str) -> None:
+    """The rows of ``results/<name>.json`` again from its stored fits (the run's date and settings stay)."""
+    path = RESULTS / f"{name}.json"
+    doc = json.loads(path.read_text())
+    doc["rows"] = _rows(doc["fits"])
+    path.write_text(json.dumps(doc, indent=2, default=float))
+    for row in doc["rows"]:
+        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    print(f"rewrote {path}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,16 @@ N_SIG = 60  # signal events of the toys' truth
 GEN = FlowConfig(transform="affine", n_layers=4, hidden_units=(48, 48))
 
 
+def _interval(s) -> float:
+    """Half the 68 % interval of a fit summary (events)."""
+    return 0.5 * (s.poi_error_low + s.poi_error_high)
+
+
+def _added(width: float, without: float) -> float:
+    """What the nuisances add to an interval, in quadrature: sqrt(width^2 - without^2)."""
+    return math.sqrt(max(width**2 - without**2, 0.0))
+
+
 def _check(name: str, value: float, error: float, target: str, passed: bool) -> dict:
     return {"check": name, "value": value, "error": error, "target": target, "passed": bool(passed)}
 
@@ -211,13 +221,12 @@ def main() -> None:
     boot = np.array(retrained)
     spread = float(np.std(boot[:, 0], ddof=1))
     spread_err = spread / math.sqrt(2 * (len(boot) - 1))
-    s_eig = 0.5 * (base.poi_error_low + base.poi_error_high)
-    s_none = 0.5 * (base_none.poi_error_low + base_none.poi_error_high)
-    added = math.sqrt(max(s_eig**2 - s_none**2, 0.0))
+    s_eig, s_none = _interval(base), _interval(base_none)
+    added = _added(s_eig, s_none)
     print(f"retraining spread of n_hat {spread:.2f} +- {spread_err:.2f} (n = {len(boot)}); eigen nuisances add {added:.2f} "
           f"(interval {s_eig:.2f} vs {s_none:.2f} without); statistical error {np.mean(boot[:, 1]):.2f}", flush=True)
 
-    sp = _spurious_fits(ens, var, common, data, plain)
+    sp = _spurious_fits(ens, var, common, data, s_none)
     print(f"spurious-signal width {sp['width']:.2f} from the {len(ens.members)} members; eigen + spurious add {sp['eigen+spurious']['added']:.2f}", flush=True)
 
     # closure: signal-region background vs generated background
@@ -263,9 +272,9 @@ def main() -> None:
     print(f"\n{sum(c['passed'] for c in checks)}/{len(checks)} checks passed; {timings['total'] / 60:.1f} min")
 
 
-def _spurious_fits(ens, var, common, data, plain) -> dict:
+def _spurious_fits(ens, var, common, data, none: float) -> dict:
     """The data fitted with the spurious-signal nuisance (width from the ensemble's members),
-    with and without the eigen-variations, against the nuisance-free fit."""
+    with and without the eigen-variations; ``none``: the nuisance-free fit's half-interval."""
     from zfit_gbi.inference import spurious_signal
     from zfit_gbi.nuisances import SpuriousSignal
 
@@ -274,17 +283,13 @@ def _spurious_fits(ens, var, common, data, plain) -> dict:
         mk.reset(len(data))
     ss = spurious_signal([mk.loss(data) for mk in members], [mk.poi for mk in members], prefix="val_ss")
     out = {"width": ss.width, "member_yields": list(ss.yields)}
-    plain.reset(len(data))
-    s_none = fit(plain.loss(data), plain.poi, minos=True)
-    none = 0.5 * (s_none.poi_error_low + s_none.poi_error_high)
     for name, kwargs in (("spurious", {"spurious_signal": ss}),
                          ("eigen+spurious", {"spurious_signal": SpuriousSignal(ss.width, ss.yields, prefix="val_ss2"), "variation": var})):
         m = build_model(background_generator=ens, prefix=f"val{name.replace('+', '_')}_", **kwargs, **common)
         m.reset(len(data))
         s = fit(m.loss(data), m.poi, minos=True)
-        width = 0.5 * (s.poi_error_low + s.poi_error_high)
         out[name] = {"value": s.poi_value, "error_low": s.poi_error_low, "error_high": s.poi_error_high,
-                     "interval": width, "added": math.sqrt(max(width**2 - none**2, 0.0))}
+                     "interval": _interval(s), "added": _added(_interval(s), none)}
     out["interval_none"] = none
     return out
 
@@ -293,7 +298,8 @@ def _generator_part(path, ens, var, common, data, plain) -> None:
     """Add the spurious-signal nuisance to the generator-error check of a finished report."""
     doc = json.loads(path.read_text())
     r = doc["retraining"]
-    sp = _spurious_fits(ens, var, common, data, plain)
+    plain.reset(len(data))
+    sp = _spurious_fits(ens, var, common, data, _interval(fit(plain.loss(data), plain.poi, minos=True)))
     n_hat = np.array(r["n_hat"])
     rng = np.random.default_rng(0)
     # how well K members estimate the spread: the width from random K-subsets of the retrainings
@@ -305,29 +311,12 @@ def _generator_part(path, ens, var, common, data, plain) -> None:
           f"retraining spread {r['spread']:.2f} +- {r['spread_error']:.2f}; median width / spread from K members {sampling}", flush=True)
     path.write_text(json.dumps(doc, indent=2, default=float))
     _recompute(path)
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zfit_gbi.plotting import save, style
-
-    with style("CMS"):
-        fig, a = plt.subplots(figsize=(9, 7))
-        n0 = doc["data_fit"]["none"]["value"]
-        a.hist(n_hat, bins=12, histtype="step", lw=2, label=f"{len(n_hat)} retrained generators: spread {r['spread']:.1f}")
-        a.axvspan(n0 - r["spurious_added"], n0 + r["spurious_added"], color="C3", alpha=0.2,
-                  label=f"eigen + spurious-signal width {r['spurious_added']:.1f}")
-        a.axvspan(n0 - r["eigen_added"], n0 + r["eigen_added"], color="C1", alpha=0.4, label=f"eigen-nuisance width {r['eigen_added']:.1f}")
-        for k, y in enumerate(sp["member_yields"]):
-            a.axvline(y, color="C3", ls=":", lw=2, label="ensemble members (measure the width)" if k == 0 else None)
-        a.set_xlabel(r"$\hat n_S$ on the same data")
-        a.set_ylabel("retrainings")
-        a.legend(fontsize=13, loc="upper left")
+    def draw(a) -> None:
+        _retraining_panel(a, n_hat, doc["data_fit"]["none"]["value"], r["eigen_added"], r["spurious_added"], member_yields=sp["member_yields"])
         a.set_ylim(0, a.get_ylim()[1] * 1.5)
-        fig.tight_layout()
-        save(fig, RESULTS / "validation_generator", formats=["png"])
-    print(f"wrote {RESULTS / 'validation_generator.png'}")
+
+    _figure("validation_generator", draw, figsize=(9, 7))
 
 
 def _recompute(path) -> None:
@@ -346,7 +335,8 @@ def _recompute(path) -> None:
     print(f"rewrote {path}")
 
 
-def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious=None) -> None:
+def _figure(name: str, draw, *shape: int, figsize: tuple[float, float]) -> None:
+    """``draw(axes)`` on a new CMS-style figure, saved as ``results/<name>.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,11 +345,33 @@ def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spu
     from zfit_gbi.plotting import save, style
 
     with style("CMS"):
-        fig, ax = plt.subplots(2, 3, figsize=(18, 11))
-        _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious)
+        fig, ax = plt.subplots(*shape, figsize=figsize)
+        draw(ax)
         fig.tight_layout()
-        save(fig, RESULTS / "validation", formats=["png"])
-    print(f"wrote {RESULTS / 'validation.png'}")
+        save(fig, RESULTS / name, formats=["png"])
+    print(f"wrote {RESULTS / name}.png")
+
+
+def _plot(signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious=None) -> None:
+    _figure("validation", lambda ax: _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious),
+            2, 3, figsize=(18, 11))
+
+
+def _retraining_panel(a, n_hat, centre: float, added: float, added_spurious: float | None = None, *, s_none: float | None = None,
+                      member_yields=()) -> None:
+    """The fitted yields of the retrained generators on the same data, with the widths the
+    nuisances add (and the statistical error, the ensemble members) as bands around ``centre``."""
+    a.hist(n_hat, bins=12, histtype="step", lw=2, label=f"{len(n_hat)} retrained generators: spread {np.std(n_hat, ddof=1):.1f}")
+    if added_spurious is not None:
+        a.axvspan(centre - added_spurious, centre + added_spurious, color="C3", alpha=0.2, label=f"eigen + spurious-signal width {added_spurious:.1f}")
+    a.axvspan(centre - added, centre + added, color="C1", alpha=0.4, label=f"eigen-nuisance width {added:.1f}")
+    if s_none is not None:
+        a.axvspan(centre - s_none, centre + s_none, color="C2", alpha=0.15, label=f"statistical error {s_none:.1f}")
+    for k, y in enumerate(member_yields):
+        a.axvline(y, color="C3", ls=":", lw=2, label="ensemble members (measure the width)" if k == 0 else None)
+    a.set_xlabel(r"$\hat n_S$ on the same data")
+    a.set_ylabel("retrainings")
+    a.legend(fontsize=13, loc="upper left")
 
 
 def _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err, added_spurious=None) -> None:
@@ -403,15 +415,7 @@ def _panels(ax, signal, null, boot, n_data, s_none, added, sc, auc, auc_err, add
     a.set_xlabel(r"$\hat n_S$ (background-only toys)")
     a.set_ylabel("toys")
     a.legend(fontsize=13)
-    a = ax[1, 1]
-    a.hist(boot[:, 0], bins=12, histtype="step", lw=2, label=f"retrained generators: spread {np.std(boot[:, 0], ddof=1):.1f}")
-    if added_spurious is not None:
-        a.axvspan(n_data - added_spurious, n_data + added_spurious, color="C3", alpha=0.2, label=f"eigen + spurious-signal width {added_spurious:.1f}")
-    a.axvspan(n_data - added, n_data + added, color="C1", alpha=0.3, label=f"eigen-nuisance width {added:.1f}")
-    a.axvspan(n_data - s_none, n_data + s_none, color="C2", alpha=0.15, label=f"statistical error {s_none:.1f}")
-    a.set_xlabel(r"$\hat n_S$ on the same data")
-    a.set_ylabel("retrainings")
-    a.legend(fontsize=13)
+    _retraining_panel(ax[1, 1], boot[:, 0], n_data, added, added_spurious, s_none=s_none)
     a = ax[1, 2]
     bins = np.linspace(min(sc.data.min(), sc.background.min()), max(sc.data.max(), sc.background.max()), 30)
     a.hist(sc.data, bins=bins, density=True, histtype="step", lw=2, label="signal-region background")

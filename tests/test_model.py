@@ -172,6 +172,8 @@ def test_spurious_signal_adds_its_width_in_quadrature(bench, sideband_flow, sign
     ss.param.set_value(1.0)  # the signal component carries n_S + w theta
     assert model.signal_yield == pytest.approx(float(model.n_sig.value()) + w)
     ss.param.set_value(0.0)
+    with pytest.raises(ValueError, match="already serves the model of POI 'ssw_n_sig'"):
+        build_model(spurious_signal=ss, prefix="ssw2_", **common)
 
 
 def test_spurious_signal_width_from_members(bench, sideband_flow, cond_flow, signal_flow):

@@ -80,7 +80,7 @@ def test_spurious_signal_sample():
     np.testing.assert_allclose(model.expected_actualdata(pars) - base, 2.0 * t.signal * 1.5 * plain.poi_error)
     f = B.fit(spec)
     assert f.poi_value == pytest.approx(plain.poi_value, abs=0.01 * plain.poi_error)
-    assert f.poi_error == pytest.approx(np.hypot(plain.poi_error, 1.5 * plain.poi_error), rel=0.02)
+    assert f.poi_error == pytest.approx(np.hypot(plain.poi_error, 1.5 * plain.poi_error), rel=0.005)  # measured: 0.04 % off (Hesse numerics)
 
 
 def test_limits_and_discovery_match_pyhf():

@@ -129,4 +129,7 @@ def test_likelihood_pulls_use_the_profile_interval():
     np.testing.assert_allclose(st.likelihood_pulls, [2.0, -0.5])
     np.testing.assert_allclose(st.pulls, [2.0, -1.0, 1.0])
     assert st.likelihood_pull_mean()[0] == pytest.approx(0.75)
+    summary = st.summary()
+    assert summary["poi_median"] == 11.0
+    assert summary["error_poi_correlation"] == pytest.approx(np.corrcoef([14.0, 9.0, 11.0], [2.0, 1.0, 1.0])[0, 1])
     assert "likelihood pull mean" in repr(st)

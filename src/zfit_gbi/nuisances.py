@@ -301,7 +301,13 @@ class SpuriousSignal:
         for mu): the minimizer uses them to keep the fit well conditioned
         (:func:`spurious_partner`)."""
         w = self.width
-        _PARTNERS[self.param] = (poi if poi is not None else n_sig, w / float(events_per_poi))
+        free = poi if poi is not None else n_sig
+        bound = _PARTNERS.get(self.param)
+        if bound is not None and bound[0] is not free:  # one theta, one POI: the minimizer reads this pair
+            msg = (f"SpuriousSignal {self.name!r} already serves the model of POI {bound[0].name!r}; give each model its own "
+                   f"(SpuriousSignal(width, yields, prefix=...))")
+            raise ValueError(msg)
+        _PARTNERS[self.param] = (free, w / float(events_per_poi))
         return zfit.ComposedParameter(name, lambda params: params["n"] + w * params["t"], params={"n": n_sig, "t": self.param})
 
     def to_dict(self) -> dict:

@@ -643,25 +643,17 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     return _scan_point(cfg, bkg_gen, sig_gen, parts, sim, int(task["index"]), float(task["mass"]))
 
 
-def _run_folder(out: Path, plots: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any], Any, dict[str, Events], Any, Any]:
-    """A finished ``gbi run`` folder back in memory: ``(cfg, summary, model, parts, bkg_gen,
-    sig_gen)`` with the model at the summary's fitted parameters (saved generators, the data its
-    config names, the spurious-signal width the run measured; nothing retrained or refitted)."""
+def _run_folder(out: Path, summary: dict[str, Any], plots: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Events], Any, Any]:
+    """A finished ``gbi run`` folder back in memory: ``(cfg, model, parts, bkg_gen, sig_gen)``
+    with the model at ``summary``'s fitted parameters (:func:`_read_summary`; saved generators,
+    the data its config names, the spurious-signal width the run measured; nothing retrained or
+    refitted). ``plots`` replaces the config's ``plots`` section."""
     import zfit
 
     from .config import validate_config
 
     path = out / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-        raw = dict(summary["config"])
-    except FileNotFoundError:
-        raise DataError(f"{out}: no summary.json; is this a folder written by `gbi run`?") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a gbi summary ({err})") from None
-    if summary.get("backend") == "pyhf":
-        raise DataError(f"{path}: a binned-only run (inference.backend pyhf); gbi plot and gbi toys use the unbinned fit, "
-                        "and the binned plots (postfit_binned, cls_scan_pyhf) are written by the run itself")
+    raw = dict(summary["config"])
     for what in ("background", "signal"):
         raw[what] = {**raw[what], "generator": {"path": str(out / "models" / what)}}
     if plots is not None:
@@ -675,7 +667,7 @@ def _run_folder(out: Path, plots: dict[str, Any] | None = None) -> tuple[Any, di
     values = summary.get("parameters", {})
     params = [p for p in model.loss(parts["fit"]).get_params(floating=True) if p.name in values]
     zfit.param.set_values(params, [values[p.name]["value"] for p in params])
-    return cfg, summary, model, parts, bkg_gen, sig_gen
+    return cfg, model, parts, bkg_gen, sig_gen
 
 
 def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:
@@ -686,15 +678,12 @@ def replot(out: str | Path, *, style: str | None = None, formats: list[str] | No
     from .inference import LimitResult
 
     out = Path(out)
-    try:
-        raw_plots = json.loads((out / "summary.json").read_text())["config"].get("plots", {})
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raw_plots = {}  # _run_folder names the problem
-    plots = {**raw_plots, "enabled": True}
+    summary = _read_summary(out)
+    plots = {**summary["config"].get("plots", {}), "enabled": True}
     for key, value in (("style", style), ("formats", formats), ("label", label)):
         if value is not None:
             plots[key] = value
-    cfg, summary, model, parts, bkg_gen, sig_gen = _run_folder(out, plots)
+    cfg, model, parts, bkg_gen, sig_gen = _run_folder(out, summary, plots)
     result = {"profile_scan": summary["profile_scan"]} if summary.get("profile_scan") else {}
     limit = None
     ul = summary.get("upper_limit")
@@ -738,11 +727,10 @@ def toys(out: str | Path, *, n_toys: int, n_signal: float | None = None, seed: i
     edges = np.linspace(0, n_toys, n_chunks + 1).round().astype(int)
     tasks = [{"folder": str(out), "first": int(a), "n_toys": int(b - a), "n_signal": float(n_signal), "seed": int(seed),
               "limit": bool(limit), "p0": bool(p0), "progress": sequential and not quiet} for a, b in itertools.pairwise(edges) if b > a]
-    parts = run_tasks(_toys_task, tasks, executor=None if sequential else executor)
-    first = ToyStudy.from_dict(parts[0])
-    study = ToyStudy(truth=first.truth, n_signal=first.n_signal, n_background=first.n_background, cl=first.cl,
-                     toys=sorted((t for d in parts for t in ToyStudy.from_dict(d).toys), key=lambda t: t.index),
-                     interrupted=any(d["summary"].get("interrupted") for d in parts))
+    blocks = [ToyStudy.from_dict(d) for d in run_tasks(_toys_task, tasks, executor=None if sequential else executor)]
+    b0 = blocks[0]
+    study = ToyStudy(truth=b0.truth, n_signal=b0.n_signal, n_background=b0.n_background, cl=b0.cl,
+                     toys=sorted((t for b in blocks for t in b.toys), key=lambda t: t.index), interrupted=any(b.interrupted for b in blocks))
     doc = {**study.to_dict(), "settings": {"n_toys": n_toys, "n_signal": float(n_signal), "seed": seed, "limit": limit, "p0": p0,
                                            "executor": str(executor or "sequential"), "chunks": len(tasks)},
            "versions": versions()}
@@ -751,21 +739,31 @@ def toys(out: str | Path, *, n_toys: int, n_signal: float | None = None, seed: i
 
 
 def _read_summary(out: Path) -> dict[str, Any]:
+    """``out/summary.json`` of a finished unbinned ``gbi run`` (with its config), or a
+    :class:`DataError` naming what is wrong."""
     path = out / "summary.json"
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{out}: no summary.json; is this a folder written by `gbi run`?") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a gbi summary ({err})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
+        raise DataError(f"{path}: not a gbi summary (no 'config' section)")
+    if summary.get("backend") == "pyhf":
+        raise DataError(f"{path}: a binned-only run (inference.backend pyhf); gbi plot and gbi toys use the unbinned fit, "
+                        "and the binned plots (postfit_binned, cls_scan_pyhf) are written by the run itself")
+    return summary
 
 
 @functools.lru_cache(maxsize=1)
-def _toys_inputs(folder: str) -> tuple[Any, dict[str, Any], Any]:
-    """A worker's model at the run's fitted parameters, built once per worker process."""
-    _, summary, model, _, _, _ = _run_folder(Path(folder), {"enabled": False})
+def _toys_inputs(folder: str) -> tuple[Any, Any, dict[str, Any], dict[Any, float]]:
+    """A worker's config, model (at the run's fitted parameters: the truth) and summary, built
+    once per worker process."""
+    summary = _read_summary(Path(folder))
+    cfg, model, _, _, _ = _run_folder(Path(folder), summary, {"enabled": False})
     truth = {p: float(p.value()) for p in model.model.get_params(floating=True)}
-    return model, summary, truth
+    return cfg, model, summary, truth
 
 
 def _toys_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -773,16 +771,15 @@ def _toys_task(task: dict[str, Any]) -> dict[str, Any]:
     from ._tf import tf  # noqa: F401
     from .toys import toy_study
 
-    model, summary, truth = _toys_inputs(task["folder"])
+    cfg, model, summary, truth = _toys_inputs(task["folder"])
     for p, v in truth.items():
         p.set_value(v)
     for p in model.nuisances:  # toys are drawn at the nominal generator
         p.set_value(0.0)
-    n_b = float(summary["background_yield"]["value"])
-    cfg = summary["config"]
-    study = toy_study(model, n_signal=task["n_signal"], n_background=n_b, n_toys=task["n_toys"], first=task["first"], seed=task["seed"],
-                      limit=task["limit"], p0=task["p0"], cl=float(((cfg.get("inference") or {}).get("upper_limit") or {}).get("cl", 0.95)),
-                      n_asimov=int((cfg.get("inference") or {}).get("n_asimov", 20_000)), progress=task["progress"])
+    ul = cfg.inference.upper_limit
+    study = toy_study(model, n_signal=task["n_signal"], n_background=float(summary["background_yield"]["value"]), n_toys=task["n_toys"],
+                      first=task["first"], seed=task["seed"], limit=task["limit"], p0=task["p0"], cl=ul.cl if ul is not None else 0.95,
+                      n_asimov=cfg.inference.n_asimov, progress=task["progress"])
     return study.to_dict()
 
 

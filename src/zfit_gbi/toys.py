@@ -236,6 +236,10 @@ class ToyStudy:
                              ("likelihood_pull_mean", self.likelihood_pull_mean()), ("likelihood_pull_width", self.likelihood_pull_width()),
                              ("coverage_68", self.coverage()), ("limit_coverage", self.limit_coverage())):
             out[name], out[f"{name}_error"] = v, e
+        hat, err = np.array([t.poi_hat for t in self.valid]), np.array([t.error for t in self.valid])
+        out["poi_median"] = float(np.median(hat)) if len(hat) else math.nan
+        # > 0: the Hesse error grows with the fitted POI (a yield), so Hesse pulls lean negative
+        out["error_poi_correlation"] = float(np.corrcoef(hat, err)[0, 1]) if len(hat) > 2 and np.std(err) > 0 else math.nan
         if any(np.isfinite(t.p0) for t in self.valid):
             out.update(self.p0_test())
         out["seconds_per_toy"] = float(np.mean([t.seconds for t in self.toys])) if self.toys else math.nan
