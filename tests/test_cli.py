@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from zfit_gbi.cli import main
@@ -400,3 +401,62 @@ def test_run_interrupted_during_training(tmp_path, bench, capsys, monkeypatch, e
         assert len(kept.history.val_loss) == 2  # Ctrl-C at the end of epoch 2: its weights were the best
     else:
         assert len(kept.members) == members
+
+
+def test_run_data_driven(tmp_path, bench, capsys):
+    """signal.model: data-driven on the tiny config, one line changed (the simulation then gives
+    p_S(m) only): the R-ANODE scan, its background-only calibration, the summary fields every
+    mode has, the scan and calibration plots; and the same without a simulation (a Gaussian
+    p_S(m) from signal.mass/width). Commands the mode does not have say so."""
+    import yaml
+
+    cfg = _tiny_config(tmp_path, bench)
+    raw = yaml.safe_load(cfg.read_text())
+    dd = {"w_range": [0.005, 0.2], "n_w": 3, "refine": 0, "folds": 2, "null_toys": 3}
+    raw["signal"].update({"data_driven": dd})  # read by the data-driven mode only
+    raw["signal"]["generator"]["jit_compile"] = False  # many short trainings of a tiny flow
+    raw["inference"]["upper_limit"] = {"cl": 0.95}
+    raw["plots"] = {"formats": ["png"]}
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "dd"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--set", "signal.modle=data-driven"]) == 1
+    assert "signal.modle" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--set", "signal.model=data-driven"]) == 0
+    text = capsys.readouterr().out
+    assert "signal yield (R-ANODE)" in text
+    assert "mass-only fit yield" in text
+    s = json.loads((out / "summary.json").read_text())
+    assert s["signal_model"] == "data-driven"
+    y, r = s["signal_yield"], s["ranode"]
+    assert y["value"] == pytest.approx(r["w_hat"] * s["n_events"]["signal_region"] / r["signal_fraction_in_signal_region"])
+    assert y["error_low"] >= 0
+    assert y["error_high"] >= 0
+    assert len(r["w"]) == 3
+    assert len(r["null"]["t_null"]) == 3
+    d = s["discovery"]
+    assert d["calibrated"]["p0"] >= 1 / 4  # 3 toys: the empirical p is at least 1 / 4
+    assert d["significance"] == d["calibrated"]["significance"]
+    assert d["asymptotic"]["significance"] == pytest.approx(np.sqrt(d["q0"]))
+    assert s["upper_limit"]["observed"] > y["value"] or np.isnan(s["upper_limit"]["observed"])
+    assert s["results"]["zfit"]["signal_yield"] == y
+    for name in ("ranode_scan.png", "ranode_calibration.png", "training_background.png"):
+        assert name in s["plots"]
+        assert (out / name).stat().st_size > 5000
+    assert (out / "ranode_scan.json").exists()
+    assert main(["plot", str(out)]) == 1
+    assert "data-driven" in capsys.readouterr().err
+    assert main(["scan", str(cfg), "--out", str(tmp_path / "sc"), "--masses", "3.4", "3.6", "2", "--set", "signal.model=data-driven"]) == 1
+    assert "signal.model 'simulation'" in capsys.readouterr().err
+
+    raw["signal"]["model"] = "data-driven"
+    del raw["signal"]["simulation"]  # no simulation at all: a Gaussian p_S(m)
+    raw["signal"].update({"mass": 3.5, "width": 0.1, "data_driven": {**dd, "null_toys": 0}})
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "dd2"), "--quiet", "--models", str(out / "models")]) == 0  # background only
+    s2 = json.loads((tmp_path / "dd2" / "summary.json").read_text())
+    assert "background generator" in s2["timings"]
+    assert s2["config"]["background"]["generator"] == {"path": str(out / "models" / "background")}
+    assert s2["discovery"]["calibrated"] is None
+    assert "asymptotic" in s2["discovery"]["calculator"]
+    assert s2["upper_limit"]["expected"] is None
+    assert s2["ranode"]["signal_fraction_in_signal_region"] == pytest.approx(0.9545, abs=1e-3)  # +-2 sigma of the Gaussian

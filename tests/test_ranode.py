@@ -104,3 +104,98 @@ def test_calibrated_p_value():
     assert z == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="non-empty"):
         calibrated_p_value(1.0, [])
+
+
+def _background_only(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x, m = rng.normal(size=(n, 2)).clip(-4.9, 4.9), rng.uniform(size=n)
+    return x, m, norm.logpdf(m, 0.5, 0.1), norm.logpdf(x).sum(axis=1)
+
+
+def _null_t(seed: int) -> float:
+    x, m, la, lb = _background_only(800, seed)
+    train = TrainConfig(epochs=8, batch_size=256, learning_rate=3e-3, patience=4, progress=False, jit_compile=False)
+    return mixture_scan(x, m, log_signal_mass=la, log_background=lb, make_flow=_flow, w_grid=np.geomspace(0.005, 0.2, 4), n_folds=2,
+                        train=train, seed=seed, refine=0, progress=False).t
+
+
+@pytest.mark.slow
+def test_calibrated_p_values_uniform_without_signal():
+    """Background-only data sets, each calibrated against background-only pseudo-experiments
+    scanned the same way (NullCalibration on the continuous t = 2 max LL): the calibrated
+    p-values are uniform. KS test on 16 data sets against 24 toys (its own p-value > 0.01: a
+    1 % false alarm rate for a correct calibration; the discreteness of 24 toys shifts the
+    p-values by at most 1/25, far inside the KS critical distance 0.39 at n = 16), and no
+    data set reaches p < 0.01 (expected 0.16 of them)."""
+    from scipy.stats import kstest
+
+    from zfit_gbi.ranode import NullCalibration
+
+    null = NullCalibration(np.array([_null_t(1000 + i) for i in range(24)]))
+    p = np.array([null.p_value(_null_t(i))["p0"] for i in range(16)])
+    assert kstest(p - 0.5 / 25, "uniform").pvalue > 0.01
+    assert p.min() > 0.01
+    assert null.t_null.std() > 0  # the statistic is not degenerate
+
+
+def test_null_calibration_fitted_tail():
+    """The quoted p-value is the empirical one (a bound when no toy reaches t); the fitted tail
+    on an exact half-chi2 null with scale 2 recovers c and (1 - f0) chi2_1 sf(t / c)."""
+    from scipy.stats import chi2
+
+    from zfit_gbi.ranode import NullCalibration
+
+    rng = np.random.default_rng(3)
+    t_null = np.where(rng.uniform(size=4000) < 0.5, -rng.exponential(size=4000), 2 * rng.chisquare(1, size=4000))
+    null = NullCalibration(t_null)
+    assert null.scale == pytest.approx(2.0, rel=0.06)  # 2000 positive values: 3 sigma = 3 sqrt(2 / 2000) = 0.095
+    far = null.p_value(60.0)
+    assert far["bound"]
+    assert far["p0"] == pytest.approx(1 / 4001)
+    assert far["p0_fitted"] == pytest.approx(0.5 * chi2.sf(60.0 / null.scale, 1), rel=1e-6)
+    assert far["significance_fitted"] > 4
+    near = null.p_value(1.0)
+    assert not near["bound"]
+    assert near["p0"] == pytest.approx(0.5 * chi2.sf(0.5, 1), abs=0.03)
+    assert near["p0_fitted"] == pytest.approx(near["p0"], abs=0.03)
+    assert "4000 background-only toys" in repr(null)
+
+
+def test_upper_limit_from_scan():
+    """The one-sided limit: w_hat + 1.645 sigma on an exact parabola; from the point crossing
+    without a maximum (every LL < 0: the first w where 2 (0 - LL) >= 1.645^2)."""
+    from zfit_gbi.ranode import MixtureScan
+
+    w = np.geomspace(0.02, 0.5, 9)
+    ll = 100 - 50 * np.log(w / 0.1) ** 2
+    s = MixtureScan(w, ll, ll[:, None], 1000)
+    stat, _ = s.errors()
+    assert s.upper_limit(0.95) == pytest.approx(0.1 + 1.6449 * stat, rel=1e-4)
+    falling = MixtureScan(w, -np.linspace(0.5, 8, 9), np.zeros((9, 1)), 1000)
+    up = falling.upper_limit(0.95)
+    assert w[0] < up < w[1]  # 2 |LL| = 1, 2.875, ...: crosses 2.706 between the first two points
+    assert up == pytest.approx(np.exp(np.log(w[0]) + (2.706 - 1) / 1.875 * np.log(w[1] / w[0])), rel=1e-3)
+    assert np.isnan(MixtureScan(w, -np.full(9, 0.1), np.zeros((9, 1)), 1000).upper_limit(0.95))
+
+
+def test_parabola_fallback_through_zero():
+    """A noisy small-signal scan (the LHCO R&D pseudo signal region's, as gbi run measured it)
+    whose best points bracket no maximum in log w: the quadratic in w through LL(0) = 0 gives
+    the vertex, finite errors and an interval around it; on an exact quadratic it is exact."""
+    from zfit_gbi.ranode import MixtureScan
+
+    w = np.array([0.001, 0.0025, 0.0063, 0.0117, 0.0158, 0.0215, 0.0398, 0.1])
+    ll = np.array([1.0896, 1.4451, 2.2792, 3.537, 5.7419, -0.6149, 5.5372, -1.2163])
+    s = MixtureScan(w, ll, ll[:, None], 18335)
+    p = s.parabola()
+    assert p.kind == "linear"
+    assert 0.03 < s.w_hat < 0.06
+    stat, noise = s.errors()
+    assert np.isfinite(stat)
+    assert noise > 0
+    lo, hi = s.interval()
+    assert lo < s.w_hat < hi
+    assert p.at(np.array([s.w_hat]))[0] == pytest.approx(p.ll_hat)
+    exact = MixtureScan(w, 200 * w - 5000 * w**2 + np.where(w == 0.0158, -3.0, 0.0), np.zeros((8, 1)), 1000)
+    if exact.parabola().kind == "linear":  # (the log fit may also find this one)
+        assert exact.w_hat == pytest.approx(0.02, rel=0.2)

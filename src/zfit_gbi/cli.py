@@ -19,7 +19,7 @@ log = logging.getLogger("zfit_gbi")
 
 EXAMPLES = {
     "demo": "gbi demo --out gbi-demo                 # the embedded benchmark, about 4-5 minutes on 2 CPU cores",
-    "run": "gbi run analysis.yaml --out results      # or --models trained/models to skip training",
+    "run": "gbi run analysis.yaml --out results      # or --models trained/models; --set signal.model=data-driven",
     "train": "gbi train analysis.yaml --out trained  # generators only: trained/models/{background,signal}",
     "fit": "gbi fit analysis.yaml --out fit --models trained/models",
     "limit": "gbi limit analysis.yaml --out limit --models trained/models --cl 0.95 --calculator asymptotic",
@@ -43,12 +43,40 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _settings(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set a.b=VALUE`` pairs as a nested mapping; VALUE is read as YAML (``3``, ``true``,
+    ``[0.001, 0.1]``, ``data-driven``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key or any(not k for k in key.split(".")):
+            msg = f"--set {pair!r}: expected KEY=VALUE with a dotted key, e.g. --set signal.model=data-driven"
+            raise ValueError(msg)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {pair!r}: the value is not YAML ({err})") from None
+        *parents, last = key.split(".")
+        node = out
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise TypeError(f"--set {pair!r}: {k} is set twice, once as a value")
+        node[last] = value
+    return out
+
+
 def _config(args: argparse.Namespace, changes: dict[str, Any] | None = None) -> Any:
-    """The validated config of ``args.config`` with ``--models`` and ``changes`` applied."""
+    """The validated config of ``args.config`` with ``--set``, ``--models`` and ``changes`` applied."""
     from .config import load_config, override_config
     from .pipeline import use_models
 
     cfg = load_config(args.config)
+    settings = _settings(getattr(args, "set", None))
+    if settings:
+        cfg = override_config(cfg, settings, source=f"{args.config} with --set")
     if getattr(args, "models", None):
         cfg = use_models(cfg, args.models)
     return override_config(cfg, changes, source="command line") if changes else cfg
@@ -109,13 +137,26 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
     y = s["signal_yield"]
     rows = [["signal yield", f"{y['value']:.1f} -{y['error_low']:.1f} +{y['error_high']:.1f}", "" if truth is None else f"{truth['n_signal']:.0f} injected"]]
     rows.append(["background yield", f"{s['background_yield']['value']:.0f} +- {s['background_yield']['error']:.0f}", ""])
+    data_driven = s.get("signal_model") == "data-driven"
+    if data_driven:
+        r, mo = s["signal_yield_signal_region"], s["mass_only"]
+        rows[0][0] = "signal yield (R-ANODE)"
+        rows.append(["  in the signal region", f"{r['value']:.1f} [{r['low']:.1f}, {r['high']:.1f}]", f"w = {s['ranode']['w_hat']:.3g}"])
+        rows.append(["mass-only fit yield", f"{mo['value']:.1f} -{mo['error_low']:.1f} +{mo['error_high']:.1f}", "signal shape fixed"])
     if s.get("discovery"):
         d = s["discovery"]
-        rows.append(["significance Z", f"{d['significance']:.2f} (p0 {d['p0']:.2g})", "" if truth is None else f"oracle {truth['oracle_significance']:.2f}"])
+        ref = "" if truth is None else f"oracle {truth['oracle_significance']:.2f}"
+        bound = bool(data_driven and d.get("calibrated") and d["calibrated"]["bound"])
+        if data_driven:
+            ref = (f"asymptotic {d['asymptotic']['significance']:.2f}" + ("" if d.get("calibrated") else " only")
+                   + (f"; {ref}" if ref else ""))
+        rows.append(["significance Z", f"{'> ' if bound else ''}{d['significance']:.2f} (p0 {'< ' if bound else ''}{d['p0']:.2g})", ref])
     if s.get("upper_limit"):
         u = s["upper_limit"]
         e = u["expected"]
-        rows.append([f"CLs {u['cl']:.0%} upper limit", f"{u['observed']:.1f} observed", f"expected {e[2]:.1f} (+1s {e[3]:.1f}, -1s {e[1]:.1f})"])
+        name = f"{u['cl']:.0%} upper limit" if data_driven else f"CLs {u['cl']:.0%} upper limit"
+        rows.append([name, f"{u['observed']:.1f} observed",
+                     "" if e is None else f"expected {e[2]:.1f} (+1s {e[3]:.1f}, -1s {e[1]:.1f})"])
     for name, v in s.get("nuisances", {}).items():
         rows.append([f"nuisance {name}", f"{v['value']:+.2f} +- {v['error']:.2f}", "prior N(0, 1)"])
     rows.append(["fit valid", str(s["fit_valid"]), f"{s['n_events']['fit']} events, {s['n_events']['signal_region']} in the signal region"])
@@ -334,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = _command(sub, common, name, help)
         p.add_argument("config", help=config_help)
         p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                       help="change one config key (YAML value), e.g. --set signal.model=data-driven; repeatable")
         if models:
             p.add_argument("--models", default=None, metavar="FOLDER",
                            help="load both generators from this folder (models/ of gbi train or gbi run) instead of training")
@@ -361,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     scanp = _command(sub, common, "scan", "mass scan: fit, local significance and CLs limit at each hypothesised mass")
     scanp.add_argument("config", help="the YAML config (as for gbi run; signal.mass is overridden)")
     scanp.add_argument("--out", required=True, help="output folder (scan.json, models/, plots)")
+    scanp.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="change one config key (YAML value); repeatable")
     scanp.add_argument("--masses", nargs=3, type=float, required=True, metavar=("LOW", "HIGH", "N"),
                        help="N hypothesised masses from LOW to HIGH (resonant variable's unit)")
     scanp.add_argument("--models", default=None, metavar="FOLDER",

@@ -38,6 +38,10 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "spurious_signal": "{width, member_yields, parameter} of nuisances.spurious_signal: the width (signal events) of the nuisance on the signal yield and, when measured, the yield fitted with each background ensemble member alone (null if off)",
     "parameters": "{name: {value, error}} of every floating parameter",
     "fit_valid": "bool: the minimum is valid (an invalid one is an error, never a summary)",
+    "signal_model": "simulation | data-driven (signal.model)",
+    "signal_yield_signal_region": "data-driven only: {value, low, high}: the R-ANODE estimate w N_SR and its interval in the signal region",
+    "ranode": "data-driven only: the R-ANODE scan {w, log_likelihood, w_hat, w_interval, errors, q0, t, ...}, signal_fraction_in_signal_region (of p_S(m)), null (the background-only toys' t values, scale, zero_fraction), null_w_hat, settings",
+    "mass_only": "data-driven only: {value, error_low, error_high}: the mass-only fit's signal yield in the fit window (signal shape fixed), the baseline",
     "n_events": "{fit, signal_region, sidebands}: event counts in the windows",
     "windows": "{fit, signal_region}",
     "profile_scan": "{poi, minus_2_delta_nll}: profile likelihood scan of the POI (null if disabled)",
@@ -160,6 +164,14 @@ def _describe(gen: Flow | FlowEnsemble) -> dict[str, Any]:
     }
 
 
+def _simulation_mode(cfg: Any, command: str) -> None:
+    """A clear error for the commands the data-driven mode does not have (yet)."""
+    if cfg.signal.model != "simulation":
+        msg = (f"{command} needs signal.model 'simulation' (a signal generator trained on simulation); signal.model "
+               f"{cfg.signal.model!r} learns the signal in gbi run's R-ANODE scan: use gbi run (one mass hypothesis per run: signal.mass)")
+        raise DataError(msg)
+
+
 def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     """``gbi train``: train (or load) the background generator on the sidebands and the signal
     generator on the simulation, save both under ``out/models/{background,signal}``, draw the
@@ -168,6 +180,8 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     ``gbi fit``, ``gbi limit`` and ``gbi run`` reuse the saved generators with
     ``--models out/models`` (:func:`use_models`)."""
     from ._tf import tf  # noqa: F401
+
+    _simulation_mode(cfg, "gbi train")
 
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -199,7 +213,8 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
 
 def use_models(cfg: Any, folder: str | Path) -> Any:
     """``cfg`` with both generators loaded from ``folder/background`` and ``folder/signal``
-    (the ``models`` folder written by :func:`train` or :func:`run`).
+    (the ``models`` folder written by :func:`train` or :func:`run`); for ``signal.model:
+    data-driven`` the background generator only (the signal flow is trained on the data).
 
     Raises:
         DataError: when a generator folder is missing.
@@ -207,12 +222,12 @@ def use_models(cfg: Any, folder: str | Path) -> Any:
     from .config import override_config
 
     folder = Path(folder).expanduser().absolute()
-    missing = [str(folder / w) for w in ("background", "signal") if not (folder / w / "model.json").is_file()]
+    which = ("background", "signal") if cfg.signal.model == "simulation" else ("background",)
+    missing = [str(folder / w) for w in which if not (folder / w / "model.json").is_file()]
     if missing:
         msg = f"--models {folder}: no saved generator in {', '.join(missing)} (expected the models/ folder written by gbi train or gbi run)"
         raise DataError(msg)
-    return override_config(cfg, {"background": {"generator": {"path": str(folder / "background")}},
-                                 "signal": {"generator": {"path": str(folder / "signal")}}}, source=f"--models {folder}")
+    return override_config(cfg, {w: {"generator": {"path": str(folder / w)}} for w in which}, source=f"--models {folder}")
 
 
 def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
@@ -235,6 +250,12 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         parts, sim, box = _read_inputs(cfg)
         fit_events = parts["fit"]
         counts = windows.counts(fit_events, resonant)
+
+    if cfg.signal.model == "data-driven":
+        from .data_driven import run_data_driven
+
+        summary, plots = run_data_driven(cfg, out, parts, sim, box, timings, quiet)
+        return _finish(cfg, out, summary, "zfit", counts, windows, plots, timings)
 
     poi_kind = cfg.inference.poi
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
@@ -261,9 +282,21 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             "spurious_signal": None,
             "parameters": binned["parameters"], "fit_valid": True, "correlation": {},
         }
+    if binned is not None:
+        summary["results"] = {"pyhf": binned}
+    return _finish(cfg, out, summary, backend, counts, windows, plots, timings)
+
+
+def _finish(cfg: Any, out: Path, summary: dict[str, Any], backend: str, counts: dict[str, int], windows: Windows, plots: list[str],
+            timings: dict[str, float]) -> dict[str, Any]:
+    """The run-wide fields of ``summary``; writes ``out/summary.json`` and returns it."""
+    results = summary.pop("results", {})
+    if backend != "pyhf":
+        results = {"zfit": {k: summary.get(k) for k in ("signal_yield", "discovery", "upper_limit")}, **results}
+    summary.setdefault("signal_model", cfg.signal.model)
     summary.update({
         "backend": backend,
-        "results": {"zfit": {k: summary.get(k) for k in ("signal_yield", "discovery", "upper_limit")}} if backend != "pyhf" else {},
+        "results": results,
         "n_events": counts,
         "windows": {"fit": list(windows.fit), "signal_region": list(windows.signal_region)},
         "plots": plots,
@@ -271,8 +304,6 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         "versions": versions(),
         "config": json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else None,
     })
-    if binned is not None:
-        summary["results"]["pyhf"] = binned
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -371,6 +402,7 @@ def export_workspace(cfg: Any, path: str | Path, *, custom: bool = False, quiet:
 
     from ._tf import tf  # noqa: F401
 
+    _simulation_mode(cfg, "gbi export-pyhf")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -445,8 +477,9 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
     return res
 
 
-def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events, dict[str, tuple[float, float]]]:
-    """The data split into windows, the signal simulation in the fit window and the feature box."""
+def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events | None, dict[str, tuple[float, float]]]:
+    """The data split into windows, the signal simulation in the fit window (None when the
+    config has none) and the feature box."""
     d = cfg.data
     features, resonant = tuple(d.features), d.resonant
     windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
@@ -457,6 +490,12 @@ def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events, dict[str, tuple[f
     parts = windows.split(data, resonant)
     windows.check_data_cover_fit(data, resonant)
     s = cfg.signal.simulation
+    if s is None:  # signal.model data-driven without a simulation: the box from the data alone
+        box = box_from_data(parts["fit"], features, margin=d.bounds_margin)
+        for f, (lo, hi) in (d.bounds or {}).items():
+            box[f] = (float(lo), float(hi))
+        parts["fit"] = validate(parts["fit"], [resonant, *features], box, what="data")
+        return parts, None, box
     sim = read_events(s.path, s.columns, tree=s.tree)
     sim = validate(sim, [resonant, *features], what="signal simulation")
     sim = sim.select(windows.in_fit(sim[resonant]))
@@ -549,6 +588,7 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
 
     from ._tf import tf  # noqa: F401
 
+    _simulation_mode(cfg, "gbi scan")
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     masses = np.asarray(masses, dtype=float)
@@ -750,6 +790,9 @@ def _read_summary(out: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a gbi summary ({err})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
         raise DataError(f"{path}: not a gbi summary (no 'config' section)")
+    if summary.get("signal_model") == "data-driven":
+        raise DataError(f"{path}: a data-driven (R-ANODE) run; its plots (ranode_scan, ranode_calibration) are written by gbi run, "
+                        "and its calibration toys are part of the run (signal.data_driven.null_toys)")
     if summary.get("backend") == "pyhf":
         raise DataError(f"{path}: a binned-only run (inference.backend pyhf); gbi plot and gbi toys use the unbinned fit, "
                         "and the binned plots (postfit_binned, cls_scan_pyhf) are written by the run itself")

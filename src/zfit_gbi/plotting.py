@@ -399,20 +399,52 @@ def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", tex
     if np.isfinite(a):
         span = max(hi - lo, 4 * (hi - w_hat), 1e-3)
         ww = np.linspace(max(w_hat - 3 * span, scan.w[0]), min(w_hat + 3 * span, scan.w[-1]), 200)
-        yy = 2 * (ref - (fit.ll_hat + a * np.log(ww / w_hat) ** 2))
-        ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5, label=f"parabola, point scatter {fit.scatter:.1f} in ln L")
+        if fit.kind == "linear":  # through LL(0) = 0
+            ww = np.linspace(0.0, min(max(3 * hi, 2 * w_hat), scan.w[-1]), 200)
+        yy = 2 * (ref - fit.at(ww))
+        ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5,
+                label=f"parabola{' in w through LL(0) = 0' if fit.kind == 'linear' else ''}, point scatter {fit.scatter:.1f} in ln L")
     ax.axvspan(lo * n, hi * n, color="#94a4a2", alpha=0.35, lw=0,
                label=rf"$\hat N_S$ = {scan.w_hat * n:.0f} [{lo * n:.0f}, {hi * n:.0f}]")
     ax.axhline(1, color="0.4", ls="--", lw=1)
     ymax = max(6.0, 1.2 * float(np.sort(y)[min(4, len(y) - 1)]))
     keep = y <= ymax
-    ax.set_ylim(min(0.0, float(y.min())) - 0.05 * ymax, 1.6 * ymax)  # headroom for the legend
+    ax.set_ylim(min(0.0, float(y.min())) - 0.05 * ymax, max(2.0 * ymax, min(2.2 * float(y.max()), 6 * ymax)))  # the legend above the points
     xs = scan.w[keep] * n
     ax.set_xlim(0.9 * min(xs.min(), lo * n), 1.1 * max(xs.max(), hi * n))
     ax.set_xlabel(r"Signal yield in the signal region $w\,N_{SR}$")
     ax.set_ylabel(r"$2\,(\ln L_{max} - \ln L)$, held out")
     ax.plot([], [], " ", label=f"background only (w = 0): $q_0$ = {scan.q0:.1f}")
     ax.legend(loc="upper left", fontsize="x-small")
+    _label(ax, experiment, text)
+    return ax
+
+
+def plot_null_calibration(null: Any, t: float, *, ax=None, experiment: str | None = "CMS", text: str = "Simulation"):
+    """The background-only distribution of the R-ANODE statistic t = 2 max LL
+    (:class:`zfit_gbi.ranode.NullCalibration`) with the observed t and the fitted tail
+    (1 - f0) c chi2_1 (t / c) scaled to the histogram; the legend gives the calibrated p-value."""
+    from scipy.stats import chi2
+
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    tn = np.asarray(null.t_null, dtype=float)
+    hi = max(float(tn.max()), t, 1.0) * 1.15
+    lo = min(float(tn.min()), t, 0.0)
+    edges = np.linspace(lo, hi, 21)
+    h = hist.Hist.new.Reg(20, lo, hi, name="t").Double().fill(np.clip(tn, lo, hi))
+    hep.histplot(h, ax=ax, histtype="fill", color="#94a4a2", alpha=0.6, label=f"background-only toys ({tn.size})")
+    c, f0 = null.scale, float(np.mean(tn <= 0))
+    if np.isfinite(c):
+        tt = np.linspace(max(edges[0], 1e-3), hi, 300)
+        ax.plot(tt, (1 - f0) * tn.size * np.diff(edges)[0] * chi2.pdf(tt / c, 1) / c, color="#3f90da", lw=1.5,
+                label=rf"fitted tail $(1-f_0)\,c\,\chi^2_1$, c = {c:.2f}")
+    p = null.p_value(t)
+    rel = "<" if p["bound"] else "="
+    ax.axvline(t, color="#bd1f01", lw=2, label=f"observed t = {t:.1f}: p {rel} {p['p0']:.3g} (Z {'>' if p['bound'] else '='} {p['significance']:.2f})")
+    ax.set_xlabel(r"$t = 2\,\max_w \ln L(w)/L(0)$, held out")
+    ax.set_ylabel("Pseudo-experiments")
+    ax.set_ylim(0, max(float(h.values().max()), 1.0) * 2.2)  # the histogram sets the scale (the chi2_1 density diverges at 0)
+    ax.legend(loc="upper right", fontsize="x-small")
     _label(ax, experiment, text)
     return ax
 

@@ -14,11 +14,13 @@ density q a flow trained by maximizing the *mixture* likelihood at fixed w.
 flows that did not see it; several seeds averaged), and returns the held-out log-likelihood
 ratio to the background-only hypothesis, LL(w) = sum_i log(p_data,i(w) / p_B,i). Every w has
 its own trained flows, so LL(w) scatters about a smooth curve (training noise): a parabola fitted
-to the highest points gives w (so the signal yield w N_SR), its curvature the statistical error
-(2 delta LL = 1) and the points' scatter the training-noise error, and q0 = 2 LL_max is the
-discovery statistic: asymptotically chi2-like, but the flows are trained on
-the data, so quote the p-value calibrated on background-only pseudo-experiments
-(:func:`calibrated_p_value`), which is what the asymptotic Z must be checked against.
+to the highest points (or, for a small signal, a quadratic in w through the exact LL(0) = 0) gives
+w (so the signal yield w N_SR), its curvature the statistical error (2 delta LL = 1) and the
+points' scatter the training-noise error, and t = 2 max LL (q0 = max(t, 0)) is the discovery
+statistic: asymptotically chi2-like, but the flows are trained on the data, so quote the p-value
+calibrated on background-only pseudo-experiments scanned the same way (:class:`NullCalibration`),
+which is what the asymptotic Z must be checked against. ``zfit_gbi.data_driven`` runs all of it
+for ``gbi run`` (``signal.model: data-driven``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from scipy.special import logsumexp
 from .data import DataError
 from .generators import Flow, TrainConfig
 
-__all__ = ["MixtureScan", "Parabola", "calibrated_p_value", "mixture_scan", "train_in_mixture"]
+__all__ = ["MixtureScan", "NullCalibration", "Parabola", "calibrated_p_value", "mixture_scan", "train_in_mixture"]
 
 
 def train_in_mixture(
@@ -65,13 +67,21 @@ def train_in_mixture(
 
 
 class Parabola(NamedTuple):
-    """The parabola LL = ll_hat + curvature (log w - log w_hat)^2 fitted to a scan's best points."""
+    """The parabola fitted to a scan: LL = ll_hat + curvature (log w - log w_hat)^2 through the
+    best points (``kind="log"``), or LL = b w - a w^2 through the exact LL(0) = 0 (``"linear"``,
+    the fallback; curvature = -a)."""
 
-    w_hat: float  # the vertex (the best point when no maximum is bracketed)
-    curvature: float  # in log w; -inf when no maximum is bracketed
+    w_hat: float  # the vertex (the best point when no maximum is found)
+    curvature: float  # in log w (kind "log") or in w (kind "linear"); -inf when no maximum is found
     noise_error: float  # error of w_hat from the points' scatter about the parabola
     scatter: float  # that scatter, in units of ln L
     ll_hat: float  # LL at the vertex
+    kind: str = "log"
+
+    def at(self, w: np.ndarray) -> np.ndarray:
+        """The parabola's LL at ``w``."""
+        d = np.log(w / self.w_hat) if self.kind == "log" else np.asarray(w) - self.w_hat
+        return self.ll_hat + self.curvature * d**2
 
 
 @dataclass(frozen=True)
@@ -92,27 +102,49 @@ class MixtureScan:
     n_events: int
 
     def parabola(self) -> Parabola:
-        """Least-squares parabola LL = a u^2 + b u + c in u = log w through the (up to) five
-        highest scan points: the held-out LL of independently trained flows scatters (training
-        noise), so the maximum and the curvature come from a fit, not from the best point.
-        Without a maximum bracketed by those points the curvature is ``-inf`` and ``w_hat`` the
-        best point."""
+        """The held-out LL of independently trained flows scatters about a smooth curve
+        (training noise), so the maximum and the curvature come from a fit, not from the best
+        point: a least-squares parabola LL = a u^2 + b u + c in u = log w through the (up to)
+        five highest scan points; where those points bracket no maximum (small signals, whose
+        curve is flat compared with the scatter), the quadratic LL = b w - a w^2 through the exact
+        LL(0) = 0 and all scan points (the small-w expansion of sum_i log(1 + w (r_i - 1)); a
+        grid reaching far beyond the maximum biases it; none when the best point is the grid's last). Without a maximum from either the curvature is ``-inf``
+        and ``w_hat`` the best point."""
+        best = int(np.argmax(self.log_likelihood))
+        none = Parabola(float(self.w[best]), -math.inf, 0.0, 0.0, float(self.log_likelihood[best]))
         order = np.argsort(self.log_likelihood)[::-1][: min(5, len(self.w))]
         u, ll = np.log(self.w[order]), self.log_likelihood[order]
         if len(u) < 4:
-            return Parabola(float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0]))
-        X = np.stack([u**2, u, np.ones_like(u)], axis=1)
+            return none
+        log_fit = self._vertex(np.stack([u**2, u, np.ones_like(u)], axis=1), ll, u)
+        if log_fit is not None:
+            a, b, c, u_hat, noise, rms = log_fit
+            w_hat = math.exp(u_hat)
+            return Parabola(w_hat, a, noise * w_hat, rms, a * u_hat**2 + b * u_hat + c)
+        w, ll = self.w, self.log_likelihood
+        rising = best == len(w) - 1  # still rising at the grid's end: no maximum inside it
+        lin_fit = None if rising or len(w) < 3 else self._vertex(np.stack([w**2, w], axis=1), ll, w, lower=0.0)
+        if lin_fit is None:
+            return none
+        a, b, w_hat, noise, rms = lin_fit[0], lin_fit[1], lin_fit[3], lin_fit[4], lin_fit[5]
+        return Parabola(w_hat, a, noise, rms, a * w_hat**2 + b * w_hat, "linear")
+
+    @staticmethod
+    def _vertex(X: np.ndarray, ll: np.ndarray, u: np.ndarray, lower: float | None = None) -> tuple[float, ...] | None:
+        """Least squares LL = X coef with coef = (a, b[, c]); the vertex -b / 2a if a < 0 and it
+        lies within the points' range (from ``lower`` when given); ``(a, b, c, vertex, its error
+        from the residual scatter, that scatter)`` or None."""
         coef, *_ = np.linalg.lstsq(X, ll, rcond=None)
-        a, b, c = coef
-        if a >= 0 or not u.min() <= -b / (2 * a) <= u.max():  # no maximum bracketed by the best points
-            return Parabola(float(np.exp(u[0])), -math.inf, 0.0, 0.0, float(ll[0]))
-        u_hat = float(-b / (2 * a))
+        a, b = float(coef[0]), float(coef[1])
+        lo = u.min() if lower is None else lower
+        if a >= 0 or not lo <= -b / (2 * a) <= u.max():
+            return None
         resid = ll - X @ coef
-        rms = float(np.sqrt(np.sum(resid**2) / max(len(u) - 3, 1)))
+        rms = float(np.sqrt(np.sum(resid**2) / max(len(u) - X.shape[1], 1)))
         cov = rms**2 * np.linalg.pinv(X.T @ X)[:2, :2]
         grad = np.array([b / (2 * a * a), -1 / (2 * a)])  # d(-b / 2a) / d(a, b)
-        w_hat = math.exp(u_hat)
-        return Parabola(w_hat, float(a), w_hat * float(np.sqrt(max(grad @ cov @ grad, 0.0))), rms, float(a * u_hat**2 + b * u_hat + c))
+        c = float(coef[2]) if len(coef) > 2 else 0.0
+        return a, b, c, -b / (2 * a), float(np.sqrt(max(grad @ cov @ grad, 0.0))), rms
 
     @property
     def w_hat(self) -> float:
@@ -133,8 +165,10 @@ class MixtureScan:
         """``(statistical, training noise)`` errors of :attr:`w_hat`: from the parabola's
         curvature (2 delta LL = 1) and from the scatter of the scan points about it."""
         p = self.parabola()
-        if not math.isfinite(p.curvature):  # fewer than 4 points, or no maximum inside the best ones: unknown
+        if not math.isfinite(p.curvature):  # fewer than 4 points, or no maximum found: unknown
             return math.nan, math.nan
+        if p.kind == "linear":
+            return math.sqrt(0.5 / -p.curvature), p.noise_error
         return p.w_hat * math.sqrt(0.5 / -p.curvature), p.noise_error  # the statistical one from the curvature in log w
 
     def interval(self, level: float = 1.0) -> tuple[float, float]:
@@ -148,12 +182,46 @@ class MixtureScan:
         lo = 0.0 if self.q0 < level**2 or not math.isfinite(err) else max(w_hat - err, 0.0)
         return lo, min(w_hat + err, 1.0)
 
+    @property
+    def t(self) -> float:
+        """2 max LL over the scan points, not clipped at 0: the statistic :class:`NullCalibration`
+        calibrates (continuous, so its calibrated p-values are uniform without signal; q0 is
+        max(t, 0))."""
+        return 2.0 * float(self.log_likelihood.max())
+
+    def upper_limit(self, cl: float = 0.95) -> float:
+        """One-sided upper limit on w at confidence level ``cl``: w_hat + z sigma with
+        z = Phi^-1(cl) and sigma the statistical and training-noise errors added in quadrature
+        (the profile-likelihood limit of the fitted parabola, training noise included); without
+        a parabolic maximum, the first scan point above the best one (or above w = 0 when every
+        LL < 0) where 2 (LL_max - LL) >= z^2, interpolated in log w. NaN when the scan never
+        gets there (widen ``w_grid``)."""
+        from scipy.stats import norm
+
+        z = float(norm.ppf(cl))
+        stat, noise = self.errors()
+        if math.isfinite(stat) and self.log_likelihood.max() > 0:
+            return min(self.w_hat + z * math.hypot(stat, noise), 1.0)
+        ll, ref = self.log_likelihood, max(float(self.log_likelihood.max()), 0.0)
+        start = int(np.argmax(ll)) if ll.max() > 0 else -1
+        prev_u, prev_d = (math.log(self.w[start]), 2 * (ref - ll[start])) if start >= 0 else (None, 0.0)
+        for j in range(start + 1, len(self.w)):
+            d = 2 * (ref - ll[j])
+            if d >= z * z:
+                if prev_u is None:
+                    return float(self.w[j])
+                u = prev_u + (z * z - prev_d) / (d - prev_d) * (math.log(self.w[j]) - prev_u)
+                return float(math.exp(u))
+            prev_u, prev_d = math.log(self.w[j]), d
+        return math.nan
+
     def to_dict(self) -> dict[str, Any]:
         lo, hi = self.interval()
         stat, noise = self.errors()
         return {"w": self.w.tolist(), "log_likelihood": self.log_likelihood.tolist(), "w_hat": self.w_hat, "w_interval": [lo, hi],
                 "w_error_statistical": stat, "w_error_training_noise": noise, "ll_scatter": self.parabola().scatter,
-                "q0": self.q0, "significance": self.significance, "n_events": self.n_events,
+                "parabola": self.parabola().kind,
+                "q0": self.q0, "t": self.t, "significance": self.significance, "n_events": self.n_events,
                 "signal_yield": {"value": self.w_hat * self.n_events, "low": lo * self.n_events, "high": hi * self.n_events}}
 
     def __repr__(self) -> str:
@@ -256,3 +324,48 @@ def calibrated_p_value(q0: float, q0_null: Sequence[float]) -> tuple[float, floa
         raise ValueError(msg)
     p = (1 + int(np.sum(null >= q0))) / (1 + null.size)
     return p, float(norm.isf(p))
+
+
+@dataclass(frozen=True)
+class NullCalibration:
+    """The background-only distribution of the scan statistic t = 2 max LL (:attr:`MixtureScan.t`),
+    from pseudo-experiments scanned exactly like the data.
+
+    The quoted p-value of an observed t is the empirical one, (1 + #(t_null >= t)) / (1 + n):
+    exact, but never below 1 / (1 + n), so when no toy reaches t it is an upper bound
+    (``bound``), the Z a lower bound. Next to it, for orientation only, a fitted tail:
+    t_null ~ f0 [t <= 0] + (1 - f0) c chi2_1 (the asymptotic half-chi2 of a one-parameter test,
+    its scale c = the mean positive t_null, the maximum-likelihood estimate; c = 1 is Wilks);
+    it extrapolates from a few toys' small t values, so it is not quoted.
+
+    Attributes:
+        t_null: t of each background-only pseudo-experiment, shape ``(n,)``.
+    """
+
+    t_null: np.ndarray
+
+    @property
+    def scale(self) -> float:
+        """c: the mean of the positive t_null (NaN with fewer than 5 positive)."""
+        pos = self.t_null[self.t_null > 0]
+        return float(pos.mean()) if pos.size >= 5 else math.nan
+
+    def p_value(self, t: float) -> dict[str, Any]:
+        """``{p0, significance, bound, n_above, p0_fitted, significance_fitted}`` of an observed
+        ``t``: the empirical p-value and Z (``bound``: no toy reaches t, so p0 is an upper and Z
+        a lower bound), and the fitted tail's."""
+        from scipy.stats import chi2, norm
+
+        p_emp, z_emp = calibrated_p_value(t, self.t_null)
+        c, f0 = self.scale, float(np.mean(self.t_null <= 0))
+        p_fit = ((1 - f0) * float(chi2.sf(t / c, 1)) if t > 0 else 1.0) if math.isfinite(c) else math.nan
+        n_above = int(np.sum(self.t_null >= t))
+        return {"p0": p_emp, "significance": z_emp, "bound": n_above == 0, "n_above": n_above,
+                "p0_fitted": p_fit, "significance_fitted": float(norm.isf(p_fit)) if math.isfinite(p_fit) else math.nan}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_toys": int(self.t_null.size), "t_null": self.t_null.tolist(), "scale": self.scale,
+                "zero_fraction": float(np.mean(self.t_null <= 0))}
+
+    def __repr__(self) -> str:
+        return f"NullCalibration({self.t_null.size} background-only toys, P(t <= 0) = {np.mean(self.t_null <= 0):.2f}, scale c = {self.scale:.3g})"

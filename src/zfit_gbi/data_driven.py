@@ -1,0 +1,229 @@
+"""The ``signal.model: data-driven`` route of ``gbi run``: the signal learned from the data (R-ANODE).
+
+The GBI paper's model-agnostic mode, on the same events and windows as the simulation mode:
+
+1. the background generator p_B(x | m) trained on the sidebands (as in every mode), its ensemble
+   averaged;
+2. the mass-only fit of the fit window: N_B p_B(m) + N_S p_S(m), with p_S(m) fixed (fitted to the
+   simulation if the config has one, else a Gaussian at ``signal.mass`` with ``signal.width``):
+   the background mass shape normalized on the signal region, and the mass-only yield as the
+   baseline next to the result;
+3. the R-ANODE scan (:func:`zfit_gbi.ranode.mixture_scan`) on the signal-region events: the
+   signal flow q(x) trained inside w p_S(m) q(x) + (1 - w) p_B(m) p_B(x | m) at each w, k-fold,
+   the held-out log-likelihood curve giving w (so the yield), its interval and t = 2 max LL;
+4. the calibration: ``null_toys`` background-only pseudo-experiments, each as many signal-region
+   events as the data, masses from the fitted background mass shape and features drawn from
+   the background ensemble's members in turn while the scan uses their average (as for the
+   data), scanned exactly like the data (:class:`zfit_gbi.ranode.NullCalibration`): the
+   calibrated p-value next to the asymptotic one, and the expected limits (the toys' own
+   limits). The toys thus carry what training the signal flow on the data does to t
+   (fluctuations it learns) and the generator's training noise (a member is not the average),
+   but not an error all members share (the sideband-to-signal-region interpolation): a
+   signal-like mismodelling of that kind raises the data's t and not the toys'. Measure it
+   with background-only data (the LHCO table in the README has one).
+
+The signal yield is reported in the fit window like every other mode (w N_SR divided by the
+fraction of p_S(m) inside the signal region) and in the signal region.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import Events, Windows
+from .generators import Flow, FlowConfig, TrainConfig, save
+from .ranode import MixtureScan, NullCalibration, mixture_scan
+
+__all__ = ["background_only_signal_region", "run_data_driven"]
+
+
+def _signal_flow(features: tuple[str, ...], box: dict[str, tuple[float, float]], flow_kwargs: dict[str, Any], seed: int) -> Flow:
+    """A fresh q(x): unconditional (q does not depend on m inside the signal region)."""
+    return Flow(features, box, (), FlowConfig(**flow_kwargs), seed=seed)
+
+
+def _settings(cfg: Any, box: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """The scan's settings as plain data (they travel to other processes for the null toys)."""
+    dd, g = cfg.signal.data_driven, cfg.signal.generator
+    return {"features": tuple(cfg.data.features), "box": {k: tuple(v) for k, v in box.items()}, "flow": g.flow_kwargs(),
+            "train": {**g.train_kwargs(), "progress": False}, "w_grid": np.geomspace(dd.w_range[0], dd.w_range[1], dd.n_w).tolist(),
+            "n_folds": dd.folds, "seeds": [g.seed + i for i in range(dd.seeds)], "refine": dd.refine}
+
+
+def _scan(settings: dict[str, Any], x: np.ndarray, m: np.ndarray, la: np.ndarray, lb: np.ndarray, seed: int, progress: bool) -> MixtureScan:
+    return mixture_scan(x, m, log_signal_mass=la, log_background=lb,
+                        make_flow=functools.partial(_signal_flow, settings["features"], settings["box"], settings["flow"]),
+                        w_grid=settings["w_grid"], n_folds=settings["n_folds"], seeds=settings["seeds"],
+                        train=TrainConfig(**settings["train"]), seed=seed, refine=settings["refine"], progress=progress)
+
+
+def _null_task(task: dict[str, Any]) -> dict[str, float]:
+    """One background-only pseudo-experiment's scan (a module-level function: runs anywhere)."""
+    from ._tf import tf  # noqa: F401
+
+    scan = _scan(task["settings"], task["x"], task["m"], task["la"], task["lb"], task["seed"], progress=False)
+    return {"t": scan.t, "w_hat": scan.w_hat, "upper_limit": scan.upper_limit(task["cl"])}
+
+
+def background_only_signal_region(n: int, mass_model: Any, bkg_gen: Any, signal_region: tuple[float, float], seed: int,
+                                  n_grid: int = 4001) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` background-only signal-region events: masses from the background mass shape (its
+    current parameters; inverse CDF on a fine grid) and features from ``bkg_gen`` at those
+    masses. Returns ``(x, m)``, shapes ``(n, n_features)`` and ``(n,)``."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(*signal_region, n_grid)
+    dens = np.exp(mass_model.log_densities(grid, signal_region)[1])
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(grid))])
+    m = np.interp(rng.uniform(size=n) * cdf[-1], cdf, grid)
+    x = bkg_gen.sample(n, m[:, None], seed=int(rng.integers(2**31)))
+    return x, m
+
+
+def _mass_model(cfg: Any, parts: dict[str, Events], sim: Events | None, windows: Windows) -> tuple[Any, Any]:
+    """The mass-only model with p_S(m) fixed (fitted to the simulation, or the configured
+    Gaussian), fitted to the fit window; returns ``(model, fit result)``."""
+    from .inference import fit
+    from .model import build_mass_model
+
+    resonant, s = cfg.data.resonant, cfg.signal
+    mass = s.mass if s.mass is not None else 0.5 * sum(windows.signal_region)
+    if sim is None:
+        mm = build_mass_model(resonant=resonant, windows=windows, data_masses=parts["fit"][resonant], background_mass=cfg.background.mass_shape,
+                              signal_mass="gauss", sqrt_s=cfg.background.sqrt_s, signal_init={"mu": mass, "sigma": s.width}, prefix="dd_mass_")
+    else:
+        mm = build_mass_model(resonant=resonant, windows=windows, data_masses=parts["fit"][resonant], signal_masses=sim[resonant],
+                              background_mass=cfg.background.mass_shape, signal_mass=s.mass_shape, sqrt_s=cfg.background.sqrt_s,
+                              prefix="dd_mass_")
+        if s.mass is not None:  # moved like the simulation mode's signal.mass: mean set, width scaled
+            mu0 = float(mm.signal_params["mu"].value())
+            mm.signal_params["mu"].set_value(s.mass)
+            mm.signal_params["sigma"].set_value(float(mm.signal_params["sigma"].value()) * s.mass / mu0)
+    for p in mm.signal_params.values():
+        p.floating = False
+    return mm, fit(mm.loss(parts["fit"][resonant]), mm.poi)
+
+
+def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events | None, box: dict[str, tuple[float, float]],
+                    timings: dict[str, float], quiet: bool) -> tuple[dict[str, Any], list[str]]:
+    """The data-driven route of :func:`zfit_gbi.pipeline.run`: the summary's result fields and the plots."""
+    from scipy.stats import norm
+    from tqdm.auto import tqdm
+
+    from ._atomic import write_json_atomic
+    from .executor import run_tasks
+    from .pipeline import _generator, _save_interrupted, _stage
+
+    features, resonant = tuple(cfg.data.features), cfg.data.resonant
+    windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+    seed, dd, executor = int(cfg.inference.seed), cfg.signal.data_driven, cfg.compute.executor
+    with _stage(timings, "background generator", quiet):
+        try:
+            bkg_gen = _generator(cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]), features, resonant,
+                                 box, "background", quiet, executor=None if executor == "sequential" else executor)
+        except KeyboardInterrupt as err:
+            _save_interrupted(err, out, "background")
+            raise
+        save(bkg_gen, out / "models" / "background")
+
+    with _stage(timings, "mass-only fit", quiet):
+        mm, mres = _mass_model(cfg, parts, sim, windows)
+        frac = mm.signal_fraction(windows.signal_region)
+    sr = parts["signal_region"]
+    if len(sr) < 20 * dd.folds:
+        msg = f"only {len(sr)} events in the signal region {windows.signal_region}: too few for the {dd.folds}-fold R-ANODE scan"
+        raise ValueError(msg)
+
+    def densities(x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        la, lbm = mm.log_densities(m, windows.signal_region)
+        return la, lbm + bkg_gen.log_prob(x, m[:, None])
+
+    settings = _settings(cfg, box)
+    x, m = sr.array(features), sr[resonant]
+    with _stage(timings, "R-ANODE scan", quiet):
+        scan = _scan(settings, x, m, *densities(x, m), seed, progress=not quiet)
+    write_json_atomic(out / "ranode_scan.json", scan.to_dict())  # kept if the calibration is interrupted
+
+    cl = cfg.inference.upper_limit.cl if cfg.inference.upper_limit is not None else 0.95
+    null, toys = None, []
+    if dd.null_toys and (cfg.inference.discovery or cfg.inference.upper_limit is not None):
+        with _stage(timings, "null calibration", quiet):
+            tasks = []
+            members = getattr(bkg_gen, "members", None) or [bkg_gen]
+            for i in range(dd.null_toys):  # drawn from each ensemble member in turn, scanned with their average
+                xt, mt = background_only_signal_region(len(sr), mm, members[i % len(members)], windows.signal_region,
+                                                       seed=seed * 100_003 + i)
+                la, lb = densities(xt, mt)
+                tasks.append({"settings": settings, "x": xt, "m": mt, "la": la, "lb": lb, "seed": seed + 1 + i, "cl": cl})
+            if executor == "sequential":
+                for t in tqdm(tasks, desc="background-only toys", disable=None if not quiet else True, leave=False):
+                    toys.append(_null_task(t))
+            else:
+                toys = run_tasks(_null_task, tasks, executor=executor)
+            null = NullCalibration(np.array([t["t"] for t in toys]))
+
+    n_sr, to_fit = len(sr), len(sr) / frac  # w -> signal events in the signal region / in the fit window
+    lo, hi = scan.interval()
+    result: dict[str, Any] = {}
+    if cfg.inference.discovery:
+        asym = {"p0": float(norm.sf(scan.significance)), "significance": scan.significance}
+        calib = {**null.p_value(scan.t), **null.to_dict()} if null is not None else None
+        quoted = calib if calib is not None else asym
+        result["discovery"] = {"q0": scan.q0, "t": scan.t, "p0": quoted["p0"], "significance": quoted["significance"],
+                               "calculator": (f"R-ANODE scan calibrated on {dd.null_toys} background-only toys"
+                                              + (" (none reaches the observed t: p0 is an upper bound, Z a lower bound)" if calib["bound"] else "")
+                                              if calib else "R-ANODE scan, asymptotic (no background-only toys: set signal.data_driven.null_toys)"),
+                               "asymptotic": asym, "calibrated": calib}
+    if cfg.inference.upper_limit is not None:
+        limits = np.array([t["upper_limit"] for t in toys], dtype=float)
+        limits = limits[np.isfinite(limits)]
+        expected = (np.quantile(limits, norm.cdf([-2, -1, 0, 1, 2])) * to_fit).tolist() if limits.size >= 5 else None
+        result["upper_limit"] = {"cl": cl, "observed": scan.upper_limit(cl) * to_fit, "expected": expected, "scan": None,
+                                 "calculator": "R-ANODE scan: one-sided limit of the held-out likelihood parabola (training noise included); "
+                                               "expected band: quantiles of the background-only toys' limits"}
+
+    summary = {
+        "signal_model": "data-driven",
+        "signal_yield": {"value": scan.w_hat * to_fit, "error_low": (scan.w_hat - lo) * to_fit, "error_high": (hi - scan.w_hat) * to_fit,
+                         "error_method": "R-ANODE scan: held-out likelihood parabola, statistical and training-noise errors in quadrature"},
+        "signal_yield_signal_region": {"value": scan.w_hat * n_sr, "low": lo * n_sr, "high": hi * n_sr},
+        "mu": None,
+        "background_yield": {"value": mres.values[mm.n_bkg.name], "error": mres.errors[mm.n_bkg.name]},
+        "discovery": result.get("discovery"),
+        "upper_limit": result.get("upper_limit"),
+        "profile_scan": None, "nuisances": {}, "spurious_signal": None,
+        "ranode": {**scan.to_dict(), "signal_fraction_in_signal_region": frac, "null": null.to_dict() if null is not None else None,
+                   "null_w_hat": [t["w_hat"] for t in toys], "settings": {k: v for k, v in settings.items() if k not in ("box", "features")}},
+        "mass_only": {"value": mres.poi_value, "error_low": mres.poi_error_low, "error_high": mres.poi_error_high,
+                      "error_method": mres.poi_error_method, "signal_shape": "fixed"},
+        "parameters": {k: {"value": v, "error": mres.errors.get(k)} for k, v in mres.values.items()},
+        "fit_valid": bool(math.isfinite(scan.errors()[0])),
+        "correlation": {},
+    }
+    plots = _plots(cfg, out, scan, null, bkg_gen) if cfg.plots.enabled else []
+    return summary, plots
+
+
+def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None, bkg_gen: Any) -> list[str]:
+    from . import plotting as P
+
+    pc = cfg.plots
+    written: list[Path] = []
+    with P.style(pc.style) as exp:
+        fig, ax = P.plt.subplots(figsize=(8, 6))
+        P.plot_mixture_scan(scan, ax=ax, experiment=exp, text=pc.label)
+        written += P.save(fig, out / "ranode_scan", pc.formats)
+        if null is not None:
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_null_calibration(null, scan.t, ax=ax, experiment=exp, text=pc.label)
+            written += P.save(fig, out / "ranode_calibration", pc.formats)
+        hs = bkg_gen.history if isinstance(bkg_gen.history, list) else [bkg_gen.history]
+        if any(len(h.train_loss) for h in hs):
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_training(hs, ax=ax, title="Background generator")
+            written += P.save(fig, out / "training_background", pc.formats)
+    return sorted(p.name for p in written)
