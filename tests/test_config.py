@@ -500,3 +500,36 @@ def test_compute_executor_validated(tmp_path):
         validate_config({**base, "compute": {"executor": "proceses"}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"compute\.executor"):
         validate_config({**base, "compute": {"executor": "processes:0"}}, base_dir=tmp_path)
+
+
+def test_signal_model_keys(tmp_path):
+    """signal.model: simulation needs a simulation; data-driven takes one or a width (not both),
+    trains its signal flow (no saved path, no ensemble), keeps signal.mass inside the signal
+    region, and warns about the keys it does not use; a typo of the model lists the allowed ones."""
+    from zfit_gbi.config import ConfigError, ConfigWarning, validate_config
+
+    base = {"data": {"path": "d.npy", "columns": ["m", "a"], "resonant": "m", "features": ["a"]},
+            "windows": {"fit": [0.0, 1.0], "signal_region": [0.4, 0.6]}}
+    sim = {"path": "s.npy", "columns": ["m", "a"]}
+
+    def problems(signal: dict, **more) -> str:
+        with pytest.raises(ConfigError) as info:
+            validate_config({**base, "signal": signal, **more}, base_dir=tmp_path)
+        return str(info.value)
+
+    assert "signal.simulation: required for model 'simulation'" in problems({})
+    assert "signal.width: only for model 'data-driven'" in problems({"simulation": sim, "width": 0.1})
+    assert "signal.width: required for model 'data-driven' without a simulation" in problems({"model": "data-driven"})
+    assert "signal.width: not with a simulation" in problems({"model": "data-driven", "simulation": sim, "width": 0.1})
+    assert "signal.generator.ensemble" in problems({"model": "data-driven", "width": 0.1, "generator": {"ensemble": 3}})
+    assert "signal.generator.path" in problems({"model": "data-driven", "width": 0.1, "generator": {"path": "g"}})
+    assert "outside the signal region [0.4, 0.6]" in problems({"model": "data-driven", "width": 0.1, "mass": 0.2})
+    assert "allowed values: simulation, data-driven" in problems({"model": "parametrised", "simulation": sim})
+    assert "signal.data_driven.w_range: needs 0 < low < high <= 1" in problems(
+        {"model": "data-driven", "width": 0.1, "data_driven": {"w_range": [0.1, 0.01]}})
+    cfg = validate_config({**base, "signal": {"model": "data-driven", "width": 0.05}}, base_dir=tmp_path)
+    assert cfg.signal.simulation is None
+    assert cfg.signal.data_driven.null_toys == 10
+    with pytest.warns(ConfigWarning, match="nuisances.generator 'eigen' not used"):
+        validate_config({**base, "signal": {"model": "data-driven", "simulation": sim},
+                         "background": {"generator": {"ensemble": 3}}, "nuisances": {"generator": "eigen"}}, base_dir=tmp_path)

@@ -95,3 +95,24 @@ def test_mixture_scan_plot(tmp_path):
     curve = ax.get_lines()[1].get_ydata()
     assert min(curve) == pytest.approx(0.0, abs=0.01)  # sampled on 200 points around the vertex
     P.save(ax.figure, tmp_path / "scan", ("png",))
+
+
+def test_null_calibration_and_small_signal_scan_plots(tmp_path):
+    """The calibration plot: the toys' histogram, the observed t with its calibrated p-value in
+    the legend (a bound when no toy reaches it), the y-range set by the histogram, not by the
+    diverging chi2_1 density; the scan plot of a small signal draws the parabola in w through 0."""
+    from zfit_gbi.ranode import MixtureScan, NullCalibration
+
+    null = NullCalibration(np.array([29.2, 0.3, 23.0, 14.4, 0.2, 1.3, 40.3, 3.6, 0.9, 10.7]))
+    ax = P.plot_null_calibration(null, 11.5)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("p = 0.455" in t for t in texts)  # 4 of 10 toys reach 11.5: (1 + 4) / 11
+    assert ax.get_ylim()[1] < 10
+    ax = P.plot_null_calibration(null, 100.0)
+    assert any("p < 0.0909" in t and "Z > 1.34" in t for t in (t.get_text() for t in ax.get_legend().get_texts()))
+    P.save(ax.figure, tmp_path / "calibration", ("png",))
+    w = np.array([0.001, 0.0025, 0.0063, 0.0117, 0.0158, 0.0215, 0.0398, 0.1])
+    ll = np.array([1.0896, 1.4451, 2.2792, 3.537, 5.7419, -0.6149, 5.5372, -1.2163])
+    ax = P.plot_mixture_scan(MixtureScan(w, ll, ll[:, None], 18335))
+    assert any("through LL(0) = 0" in t.get_text() for t in ax.get_legend().get_texts())
+    P.save(ax.figure, tmp_path / "scan_linear", ("png",))

@@ -18,9 +18,10 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 NEEDS_DATA = {"04_lhco_rnd.py": SHARED / "lhco_rnd_sr", "05_cms_dimuon.py": SHARED / "cms_dimuon"}  # real data: --data FOLDER
 
 
-# the binned tutorial's smoke run takes over 2 minutes on 2 cores and its pieces are tested in
-# test_pyhf_*.py and test_cli.py: it runs with the slow suite (pytest -m slow) to keep CI short
-SLOW = {"03_binned_pyhf.py"}
+# smoke runs of over a minute on 2 cores whose pieces are tested elsewhere (test_pyhf_*.py,
+# test_inference.py, test_ranode.py, test_classifier.py, test_cli.py) run with the slow suite
+# (pytest -m slow) to keep CI well under its 30 minutes
+SLOW = {"02_cls_limits.py", "03_binned_pyhf.py", "04_lhco_rnd.py"}
 
 
 @pytest.mark.parametrize("script", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n

@@ -821,6 +821,9 @@ class RunConfig(_Section):
                 ("signal.mass", f"{_fmt(m)} is outside the fit window [{_fmt(f0)}, {_fmt(f1)}]")
             )
         gen, kind = self.background.generator, self.nuisances.generator
+        (s0, s1) = self.windows.signal_region
+        if self.signal.model == "data-driven" and m is not None and not s0 < m < s1:
+            p.append(("signal.mass", f"{_fmt(m)} is outside the signal region [{_fmt(s0)}, {_fmt(s1)}], where the data-driven mode learns the signal"))
         if self.signal.model == "data-driven":
             unused = [f"{k} {v!r}" for k, v, default in (("inference.backend", self.inference.backend, "zfit"),
                                                           ("nuisances.generator", kind, "none"),

@@ -409,13 +409,13 @@ def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", tex
     ax.axhline(1, color="0.4", ls="--", lw=1)
     ymax = max(6.0, 1.2 * float(np.sort(y)[min(4, len(y) - 1)]))
     keep = y <= ymax
-    ax.set_ylim(min(0.0, float(y.min())) - 0.05 * ymax, max(2.0 * ymax, min(2.2 * float(y.max()), 6 * ymax)))  # the legend above the points
+    ax.set_ylim(min(0.0, float(y.min())) - 0.05 * ymax, 2.0 * ymax)  # headroom for the legend
     xs = scan.w[keep] * n
     ax.set_xlim(0.9 * min(xs.min(), lo * n), 1.1 * max(xs.max(), hi * n))
     ax.set_xlabel(r"Signal yield in the signal region $w\,N_{SR}$")
     ax.set_ylabel(r"$2\,(\ln L_{max} - \ln L)$, held out")
     ax.plot([], [], " ", label=f"background only (w = 0): $q_0$ = {scan.q0:.1f}")
-    ax.legend(loc="upper left", fontsize="x-small")
+    ax.legend(loc="upper left", fontsize="x-small", frameon=True, framealpha=0.9, edgecolor="none")  # over any point beneath
     _label(ax, experiment, text)
     return ax
 
