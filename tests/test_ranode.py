@@ -198,6 +198,9 @@ def test_parabola_fallback_through_zero():
     lo, hi = s.interval()
     assert lo < s.w_hat < hi
     assert p.at(np.array([s.w_hat]))[0] == pytest.approx(p.ll_hat)
-    exact = MixtureScan(w, 200 * w - 5000 * w**2 + np.where(w == 0.0158, -3.0, 0.0), np.zeros((8, 1)), 1000)
-    if exact.parabola().kind == "linear":  # (the log fit may also find this one)
-        assert exact.w_hat == pytest.approx(0.02, rel=0.2)
+    exact = 200 * w - 5000 * w**2  # the through-zero fit of an exact quadratic: vertex 0.02, no scatter
+    a, b, c, vertex, noise, rms = MixtureScan._vertex(np.stack([w**2, w], axis=1), exact, w, lower=0.0)
+    assert (a, b, c) == (pytest.approx(-5000), pytest.approx(200), 0.0)
+    assert vertex == pytest.approx(0.02, rel=1e-9)
+    assert noise == pytest.approx(0.0, abs=1e-9)
+    assert rms == pytest.approx(0.0, abs=1e-9)

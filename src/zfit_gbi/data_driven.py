@@ -75,13 +75,21 @@ def background_only_signal_region(n: int, mass_model: Any, bkg_gen: Any, signal_
     """``n`` background-only signal-region events: masses from the background mass shape (its
     current parameters; inverse CDF on a fine grid) and features from ``bkg_gen`` at those
     masses. Returns ``(x, m)``, shapes ``(n, n_features)`` and ``(n,)``."""
-    rng = np.random.default_rng(seed)
-    grid = np.linspace(*signal_region, n_grid)
-    dens = np.exp(mass_model.log_densities(grid, signal_region)[1])
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(grid))])
-    m = np.interp(rng.uniform(size=n) * cdf[-1], cdf, grid)
-    x = bkg_gen.sample(n, m[:, None], seed=int(rng.integers(2**31)))
-    return x, m
+    return _BackgroundSampler(mass_model, signal_region, n_grid)(n, bkg_gen, seed)
+
+
+class _BackgroundSampler:
+    """Background-only signal-region events; the mass shape's inverse CDF is tabulated once."""
+
+    def __init__(self, mass_model: Any, signal_region: tuple[float, float], n_grid: int = 4001):
+        self.grid = np.linspace(*signal_region, n_grid)
+        dens = np.exp(mass_model.log_densities(self.grid, signal_region)[1])
+        self.cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(self.grid))])
+
+    def __call__(self, n: int, bkg_gen: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        m = np.interp(rng.uniform(size=n) * self.cdf[-1], self.cdf, self.grid)
+        return bkg_gen.sample(n, m[:, None], seed=int(rng.integers(2**31))), m
 
 
 def _mass_model(cfg: Any, parts: dict[str, Events], sim: Events | None, windows: Windows) -> tuple[Any, Any]:
@@ -95,14 +103,10 @@ def _mass_model(cfg: Any, parts: dict[str, Events], sim: Events | None, windows:
     if sim is None:
         mm = build_mass_model(resonant=resonant, windows=windows, data_masses=parts["fit"][resonant], background_mass=cfg.background.mass_shape,
                               signal_mass="gauss", sqrt_s=cfg.background.sqrt_s, signal_init={"mu": mass, "sigma": s.width}, prefix="dd_mass_")
-    else:
+    else:  # signal.mass moves the simulation-fitted peak as in the simulation mode
         mm = build_mass_model(resonant=resonant, windows=windows, data_masses=parts["fit"][resonant], signal_masses=sim[resonant],
                               background_mass=cfg.background.mass_shape, signal_mass=s.mass_shape, sqrt_s=cfg.background.sqrt_s,
-                              prefix="dd_mass_")
-        if s.mass is not None:  # moved like the simulation mode's signal.mass: mean set, width scaled
-            mu0 = float(mm.signal_params["mu"].value())
-            mm.signal_params["mu"].set_value(s.mass)
-            mm.signal_params["sigma"].set_value(float(mm.signal_params["sigma"].value()) * s.mass / mu0)
+                              signal_mass_hypothesis=s.mass, prefix="dd_mass_")
     for p in mm.signal_params.values():
         p.floating = False
     return mm, fit(mm.loss(parts["fit"][resonant]), mm.poi)
@@ -112,7 +116,6 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
                     timings: dict[str, float], quiet: bool) -> tuple[dict[str, Any], list[str]]:
     """The data-driven route of :func:`zfit_gbi.pipeline.run`: the summary's result fields and the plots."""
     from scipy.stats import norm
-    from tqdm.auto import tqdm
 
     from ._atomic import write_json_atomic
     from .executor import run_tasks
@@ -154,16 +157,12 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         with _stage(timings, "null calibration", quiet):
             tasks = []
             members = getattr(bkg_gen, "members", None) or [bkg_gen]
+            sample = _BackgroundSampler(mm, windows.signal_region)
             for i in range(dd.null_toys):  # drawn from each ensemble member in turn, scanned with their average
-                xt, mt = background_only_signal_region(len(sr), mm, members[i % len(members)], windows.signal_region,
-                                                       seed=seed * 100_003 + i)
+                xt, mt = sample(len(sr), members[i % len(members)], seed=seed * 100_003 + i)
                 la, lb = densities(xt, mt)
                 tasks.append({"settings": settings, "x": xt, "m": mt, "la": la, "lb": lb, "seed": seed + 1 + i, "cl": cl})
-            if executor == "sequential":
-                for t in tqdm(tasks, desc="background-only toys", disable=None if not quiet else True, leave=False):
-                    toys.append(_null_task(t))
-            else:
-                toys = run_tasks(_null_task, tasks, executor=executor)
+            toys = run_tasks(_null_task, tasks, executor=executor, progress=None if quiet else "background-only toys")
             null = NullCalibration(np.array([t["t"] for t in toys]))
 
     n_sr, to_fit = len(sr), len(sr) / frac  # w -> signal events in the signal region / in the fit window
@@ -210,6 +209,7 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
 
 def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None, bkg_gen: Any) -> list[str]:
     from . import plotting as P
+    from .pipeline import _training_plots
 
     pc = cfg.plots
     written: list[Path] = []
@@ -221,9 +221,4 @@ def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None,
             fig, ax = P.plt.subplots(figsize=(8, 6))
             P.plot_null_calibration(null, scan.t, ax=ax, experiment=exp, text=pc.label)
             written += P.save(fig, out / "ranode_calibration", pc.formats)
-        hs = bkg_gen.history if isinstance(bkg_gen.history, list) else [bkg_gen.history]
-        if any(len(h.train_loss) for h in hs):
-            fig, ax = P.plt.subplots(figsize=(8, 6))
-            P.plot_training(hs, ax=ax, title="Background generator")
-            written += P.save(fig, out / "training_background", pc.formats)
-    return sorted(p.name for p in written)
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats)})

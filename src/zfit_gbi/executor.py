@@ -51,11 +51,12 @@ def check_executor(executor: Any) -> None:
     raise ValueError(msg)
 
 
-def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, executor: Any = None) -> list[R]:
+def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, executor: Any = None, progress: str | None = None) -> list[R]:
     """``[fn(t) for t in tasks]``, run where ``executor`` says, results in the order of ``tasks``.
 
     ``fn`` must be a module-level function and the tasks and results plain data (arrays, dicts),
-    so they can travel to other processes or machines.
+    so they can travel to other processes or machines. ``progress``: a progress-bar label (tasks
+    done in this process or in worker processes; a Dask run reports on its dashboard).
 
     Raises:
         ValueError: for an unknown executor name.
@@ -63,8 +64,13 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, executor: Any = None)
     """
     check_executor(executor)
     tasks = list(tasks)
+    from tqdm.auto import tqdm
+
+    def bar(results: Any) -> list[R]:
+        return list(tqdm(results, total=len(tasks), desc=progress, disable=None if progress else True, leave=False))
+
     if executor is None or executor == "sequential" or len(tasks) <= 1:
-        return [fn(t) for t in tasks]
+        return bar(map(fn, tasks))
     if isinstance(executor, str) and executor.startswith("processes"):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -72,7 +78,7 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, executor: Any = None)
         n = int(executor.split(":", 1)[1]) if ":" in executor else (os.cpu_count() or 1)
         # spawn: a forked TensorFlow runtime is not safe to use in the child
         with ProcessPoolExecutor(max_workers=min(n, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
-            return list(pool.map(fn, tasks))
+            return bar(pool.map(fn, tasks))
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:

@@ -117,6 +117,15 @@ def _signal_init(m: np.ndarray, windows: Windows) -> dict[str, float]:
     return {"mu": float(np.median(m)), "sigma": float(np.clip(np.std(m), 1e-3 * width, 0.3 * width))}
 
 
+def _move_peak(sig_params: dict[str, zfit.Parameter], m_hyp: float) -> float:
+    """Move a fitted signal peak to ``m_hyp``: mean set there, width scaled with it (the
+    resolution grows with the mass); returns the scale m_hyp / old mean."""
+    scale = m_hyp / float(sig_params["mu"].value())
+    sig_params["mu"].set_value(m_hyp)
+    sig_params["sigma"].set_value(float(sig_params["sigma"].value()) * scale)
+    return scale
+
+
 def build_model(
     *,
     resonant: str,
@@ -187,9 +196,7 @@ def build_model(
         if not windows.fit[0] < m_hyp < windows.fit[1]:
             msg = f"signal_mass_hypothesis {m_hyp:g} is outside the fit window {windows.fit}"
             raise ValueError(msg)
-        scale = m_hyp / float(sig_params["mu"].value())
-        sig_params["mu"].set_value(m_hyp)
-        sig_params["sigma"].set_value(float(sig_params["sigma"].value()) * scale)
+        scale = _move_peak(sig_params, m_hyp)
         sfit = type(sfit)({**sfit.values, sig_params["mu"].name: m_hyp, sig_params["sigma"].name: float(sig_params["sigma"].value())},
                           {**sfit.errors, sig_params["sigma"].name: sfit.errors.get(sig_params["sigma"].name, 0.0) * scale}, sfit.valid, sfit.nll)
     constraints = []
@@ -303,6 +310,7 @@ def build_mass_model(
     signal_mass: str = "gauss",
     sqrt_s: float = 13.0,
     signal_init: dict[str, float] | None = None,
+    signal_mass_hypothesis: float | None = None,
     prefix: str = "mass_",
 ) -> MassModel:
     """The mass-only model of the same data: the background shape floats (started from a fit
@@ -310,13 +318,16 @@ def build_mass_model(
 
     The signal shape is fitted to ``signal_masses`` (shape ``(n,)``, the simulation) and fixed;
     without a simulation (``signal_masses=None``) it floats in the fit, started from
-    ``signal_init`` (e.g. ``{"mu": 9.46, "sigma": 0.08}``, the resonant variable's unit)."""
+    ``signal_init`` (e.g. ``{"mu": 9.46, "sigma": 0.08}``, the resonant variable's unit).
+    ``signal_mass_hypothesis`` moves the simulation-fitted peak there (as :func:`build_model`)."""
     mspace, m_in, bkg_m, bkg_params = _background_mass(resonant, windows, data_masses, background_mass, sqrt_s, prefix)
     if signal_masses is not None:
         s_m = np.asarray(signal_masses, dtype=float)
         s_m = s_m[windows.in_fit(s_m)]
         sig_m, sig_params = mass_shape(signal_mass, mspace, prefix=f"{prefix}sig", init={**_signal_init(s_m, windows), **(signal_init or {})})
         fit_mass_shape(sig_m, s_m, floating=False)
+        if signal_mass_hypothesis is not None:
+            _move_peak(sig_params, float(signal_mass_hypothesis))
     elif signal_init is None or "mu" not in signal_init:
         msg = "build_mass_model: give signal_masses (a simulation) or signal_init with at least 'mu' (the shape then floats)"
         raise ValueError(msg)

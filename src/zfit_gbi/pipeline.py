@@ -489,25 +489,22 @@ def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events | None, dict[str, 
     data = validate(data, [resonant, *features], what="data")
     parts = windows.split(data, resonant)
     windows.check_data_cover_fit(data, resonant)
-    s = cfg.signal.simulation
-    if s is None:  # signal.model data-driven without a simulation: the box from the data alone
-        box = box_from_data(parts["fit"], features, margin=d.bounds_margin)
-        for f, (lo, hi) in (d.bounds or {}).items():
-            box[f] = (float(lo), float(hi))
-        parts["fit"] = validate(parts["fit"], [resonant, *features], box, what="data")
-        return parts, None, box
-    sim = read_events(s.path, s.columns, tree=s.tree)
-    sim = validate(sim, [resonant, *features], what="signal simulation")
-    sim = sim.select(windows.in_fit(sim[resonant]))
-    if len(sim) < 10:
-        raise DataError(f"{s.path}: only {len(sim)} signal-simulation events inside the fit window {windows.fit}")
+    s, sim = cfg.signal.simulation, None  # no simulation: signal.model data-driven without one
+    if s is not None:
+        sim = read_events(s.path, s.columns, tree=s.tree)
+        sim = validate(sim, [resonant, *features], what="signal simulation")
+        sim = sim.select(windows.in_fit(sim[resonant]))
+        if len(sim) < 10:
+            raise DataError(f"{s.path}: only {len(sim)} signal-simulation events inside the fit window {windows.fit}")
     # the feature box: the configured bounds, else the data and simulation range with a margin
-    both = Events(np.concatenate([parts["fit"].array(features), sim.array(features)]), features, source=str(d.path))
+    both = Events(np.concatenate([parts["fit"].array(features), *([] if sim is None else [sim.array(features)])]), features,
+                  source=str(d.path))
     box = box_from_data(both, features, margin=d.bounds_margin)
     for f, (lo, hi) in (d.bounds or {}).items():
         box[f] = (float(lo), float(hi))
     parts["fit"] = validate(parts["fit"], [resonant, *features], box, what="data")
-    sim = validate(sim, [resonant, *features], box, what="signal simulation")
+    if sim is not None:
+        sim = validate(sim, [resonant, *features], box, what="signal simulation")
     return parts, sim, box
 
 
@@ -857,9 +854,12 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
 
 
 def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str]) -> list[str]:
-    """Training curves of both generators (every ensemble member); file names written."""
+    """Training curves of both generators (every ensemble member; ``sig_gen`` None: the
+    background's only); file names written."""
     written: list[Path] = []
     for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
+        if gen is None:
+            continue
         hist = gen.history
         hs = hist if isinstance(hist, list) else [hist]
         if any(len(h.train_loss) for h in hs):

@@ -25,6 +25,7 @@ for ``gbi run`` (``signal.model: data-driven``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -102,14 +103,20 @@ class MixtureScan:
     n_events: int
 
     def parabola(self) -> Parabola:
+        """The fitted parabola (:meth:`_parabola`, computed once: every estimate reads it)."""
+        return self._parabola
+
+    @functools.cached_property
+    def _parabola(self) -> Parabola:
         """The held-out LL of independently trained flows scatters about a smooth curve
         (training noise), so the maximum and the curvature come from a fit, not from the best
         point: a least-squares parabola LL = a u^2 + b u + c in u = log w through the (up to)
         five highest scan points; where those points bracket no maximum (small signals, whose
         curve is flat compared with the scatter), the quadratic LL = b w - a w^2 through the exact
         LL(0) = 0 and all scan points (the small-w expansion of sum_i log(1 + w (r_i - 1)); a
-        grid reaching far beyond the maximum biases it; none when the best point is the grid's last). Without a maximum from either the curvature is ``-inf``
-        and ``w_hat`` the best point."""
+        grid reaching far beyond the maximum biases it; none when the best point is the grid's
+        last). Without a maximum from either the curvature is ``-inf`` and ``w_hat`` the best
+        point."""
         best = int(np.argmax(self.log_likelihood))
         none = Parabola(float(self.w[best]), -math.inf, 0.0, 0.0, float(self.log_likelihood[best]))
         order = np.argsort(self.log_likelihood)[::-1][: min(5, len(self.w))]
@@ -126,7 +133,7 @@ class MixtureScan:
         lin_fit = None if rising or len(w) < 3 else self._vertex(np.stack([w**2, w], axis=1), ll, w, lower=0.0)
         if lin_fit is None:
             return none
-        a, b, w_hat, noise, rms = lin_fit[0], lin_fit[1], lin_fit[3], lin_fit[4], lin_fit[5]
+        a, b, _, w_hat, noise, rms = lin_fit
         return Parabola(w_hat, a, noise, rms, a * w_hat**2 + b * w_hat, "linear")
 
     @staticmethod
