@@ -18,6 +18,7 @@ Every density is exact (``log_prob_*``), so the oracle likelihood ratio is compu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -60,6 +61,9 @@ class ResonantBenchmark:
         signal_mass: Signal peak position in TeV.
         signal_width: Gaussian width of the signal peak in TeV.
         mass_power: Exponent ``k`` of the background spectrum ``m^-k``.
+        signal_mj1: Centre of the signal's ``mj1`` distribution in TeV (its latent mean is
+            ``logit(signal_mj1)``), like the daughter mass m_Y of the LHCO signal: the
+            signal-model parameter of the PAWS-style mode (:mod:`zfit_gbi.paws`).
     """
 
     fit_window: tuple[float, float] = (2.9, 4.1)
@@ -67,6 +71,7 @@ class ResonantBenchmark:
     signal_mass: float = 3.5
     signal_width: float = 0.035
     mass_power: float = 8.0
+    signal_mj1: float = 0.15
 
     resonant: ClassVar[str] = "mjj"
     features: ClassVar[tuple[str, ...]] = _FEATURES
@@ -93,7 +98,22 @@ class ResonantBenchmark:
 
     _cov_a = _corr_cov([0.55, 0.7, 0.6, 0.6], {(0, 1): 0.4, (2, 3): 0.3, (0, 2): -0.2})
     _cov_b = _corr_cov([0.45, 0.5, 0.7, 0.5], {(0, 1): -0.3, (0, 2): 0.35, (1, 3): 0.2})
-    _sig_mean = np.array([logit(0.15), logit(0.3), logit(0.45), logit(0.45)])
+    def __post_init__(self) -> None:
+        if not 0.0 < self.signal_mj1 < 1.0:
+            msg = f"signal_mj1 must lie inside the mj1 box (0, 1) TeV, got {self.signal_mj1}"
+            raise ValueError(msg)
+
+    @staticmethod
+    def _signal_mean(mj1: float | np.ndarray) -> np.ndarray:
+        """Signal latent mean(s) for ``mj1`` (TeV, scalar or shape ``(n,)``): shape ``(4,)`` or ``(n, 4)``."""
+        mj1 = np.asarray(mj1, dtype=float)
+        rest = np.broadcast_to(np.array([logit(0.3), logit(0.45), logit(0.45)]), (*mj1.shape, 3))
+        return np.concatenate([logit(mj1)[..., None], rest], axis=-1)
+
+    @property
+    def _sig_mean(self) -> np.ndarray:
+        return self._signal_mean(self.signal_mj1)
+
     _cov_s = _corr_cov([0.4, 0.4, 0.6, 0.6], {(2, 3): 0.2})
 
     @property
@@ -191,9 +211,11 @@ class ResonantBenchmark:
         s = self.signal_width
         return truncnorm.rvs((lo - mu) / s, (hi - mu) / s, loc=mu, scale=s, size=n, random_state=rng)
 
-    def sample_signal_features(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` signal feature vectors, shape ``(n, 4)``."""
-        z = self._sig_mean + rng.standard_normal((n, 4)) @ np.linalg.cholesky(self._cov_s).T
+    def sample_signal_features(self, n: int, rng: np.random.Generator, mj1: float | np.ndarray | None = None) -> np.ndarray:
+        """``n`` signal feature vectors, shape ``(n, 4)``; ``mj1`` (TeV, scalar or one per
+        event) overrides :attr:`signal_mj1`."""
+        mean = self._sig_mean if mj1 is None else self._signal_mean(mj1)
+        z = mean + rng.standard_normal((n, 4)) @ np.linalg.cholesky(self._cov_s).T
         return self._to_features(z)
 
     def sample(self, n_background: int, n_signal: int = 0, seed: int = 0, *, poisson: bool = False) -> Events:
@@ -222,13 +244,27 @@ class ResonantBenchmark:
         perm = rng.permutation(len(values))
         return Events(values[perm], (*self.columns, "label"), source=f"benchmark(seed={seed})")
 
-    def signal_simulation(self, n: int, seed: int = 1, *, mass: float | None = None) -> Events:
-        """A separate signal-simulation sample (columns as :meth:`sample`, all ``label`` 1)."""
+    def signal_simulation(self, n: int, seed: int = 1, *, mass: float | None = None, mj1: Sequence[float] | None = None) -> Events:
+        """A separate signal-simulation sample (columns as :meth:`sample`, all ``label`` 1).
+
+        With ``mj1`` (a grid of signal ``mj1`` centres in TeV) it is a *parametrized*
+        simulation: ``n`` events at each grid point, and a column ``signal_mj1`` holding each
+        event's parameter (what :mod:`zfit_gbi.paws` trains its classifier on)."""
         rng = np.random.default_rng(seed)
-        m = self.sample_signal_mass(n, rng, mass)
-        x = self.sample_signal_features(n, rng)
-        values = np.column_stack([m, x, np.ones(n)])
-        return Events(values, (*self.columns, "label"), source=f"benchmark signal simulation(seed={seed})")
+        if mj1 is None:
+            m = self.sample_signal_mass(n, rng, mass)
+            x = self.sample_signal_features(n, rng)
+            values = np.column_stack([m, x, np.ones(n)])
+            return Events(values, (*self.columns, "label"), source=f"benchmark signal simulation(seed={seed})")
+        grid = np.asarray(mj1, dtype=float).ravel()
+        if not len(grid) or np.any((grid <= 0) | (grid >= 1)):
+            msg = f"mj1: a non-empty grid inside (0, 1) TeV, got {grid.tolist()}"
+            raise ValueError(msg)
+        theta = np.repeat(grid, n)
+        m = self.sample_signal_mass(len(theta), rng, mass)
+        x = self.sample_signal_features(len(theta), rng, theta)
+        values = np.column_stack([m, x, np.ones(len(theta)), theta])
+        return Events(values, (*self.columns, "label", "signal_mj1"), source=f"benchmark parametrized signal simulation(seed={seed})")
 
     def oracle(self, events: Events) -> dict[str, float]:
         """The Neyman-Pearson reference: the extended likelihood fit of (n_S, n_B) with the

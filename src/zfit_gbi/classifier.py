@@ -59,33 +59,11 @@ class Classifier:
     def fit(self, x1: np.ndarray, x0: np.ndarray) -> Classifier:
         """Train class 1 (``x1``, e.g. data) against class 0 (``x0``, e.g. generated background);
         the classes are weighted to equal total weight."""
-        from ._tf import tf, tf_keras
-
         x1, x0 = _matrix(x1, "x1"), _matrix(x0, "x0")
         if x1.shape[1] != x0.shape[1]:
             msg = f"the two classes have {x1.shape[1]} and {x0.shape[1]} features"
             raise DataError(msg)
-        c = self.config
-        x = np.concatenate([x1, x0])
-        y = np.concatenate([np.ones(len(x1)), np.zeros(len(x0))])
-        w = np.concatenate([np.full(len(x1), 0.5 * len(x) / len(x1)), np.full(len(x0), 0.5 * len(x) / len(x0))])
-        self.mean, self.scale = x.mean(axis=0), x.std(axis=0) + 1e-12
-        rng = np.random.default_rng(c.seed)
-        order = rng.permutation(len(x))
-        n_val = max(int(c.val_fraction * len(x)), 1)
-        val, tr = order[:n_val], order[n_val:]
-        tf.keras.utils.set_random_seed(c.seed)
-        net = tf_keras.Sequential([tf_keras.layers.Input((x.shape[1],))]
-                                  + [tf_keras.layers.Dense(h, activation="relu") for h in c.hidden]
-                                  + [tf_keras.layers.Dense(1)])
-        net.compile(optimizer=tf_keras.optimizers.Adam(c.learning_rate),
-                    loss=tf_keras.losses.BinaryCrossentropy(from_logits=True), weighted_metrics=[])
-        z = (x - self.mean) / self.scale
-        stop = tf_keras.callbacks.EarlyStopping(patience=c.patience, restore_best_weights=True)
-        h = net.fit(z[tr], y[tr], sample_weight=w[tr], validation_data=(z[val], y[val], w[val]), epochs=c.epochs,
-                    batch_size=c.batch_size, callbacks=[stop], verbose=0, shuffle=True)
-        self.history = {"train_loss": [float(v) for v in h.history["loss"]], "val_loss": [float(v) for v in h.history["val_loss"]]}
-        self._net = net
+        self._net, self.mean, self.scale, self.history = train_dense(x1, x0, self.config)
         return self
 
     def score(self, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
@@ -175,6 +153,41 @@ def cathode_scores(
     mb = rng.choice(m, size=n_background)
     xb = np.asarray(background_generator.sample(n_background, mb[:, None], seed=seed + 999))
     return CathodeScores(scores, _score_by_random_fold(classifiers, xb, seed + 998), tuple(classifiers))
+
+
+def train_dense(x1: np.ndarray, x0: np.ndarray, config: ClassifierConfig, *, progress: str | None = None) -> tuple[Any, np.ndarray, np.ndarray, dict]:
+    """Train a dense binary classifier of class 1 (``x1``, shape ``(n1, d)``) against class 0
+    (``x0``, ``(n0, d)``), the classes weighted to equal total weight, on standardized inputs,
+    early stopping on a held-out ``config.val_fraction``; ``progress``: a tqdm bar's label.
+    Returns the tf-keras network (input: standardized, output: the logit), the inputs' mean and
+    scale, and the loss history."""
+    from ._tf import tf, tf_keras
+
+    c = config
+    x = np.concatenate([x1, x0])
+    y = np.concatenate([np.ones(len(x1)), np.zeros(len(x0))])
+    w = np.concatenate([np.full(len(x1), 0.5 * len(x) / len(x1)), np.full(len(x0), 0.5 * len(x) / len(x0))])
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-12
+    rng = np.random.default_rng(c.seed)
+    order = rng.permutation(len(x))
+    n_val = max(int(c.val_fraction * len(x)), 1)
+    val, tr = order[:n_val], order[n_val:]
+    tf.keras.utils.set_random_seed(c.seed)
+    net = tf_keras.Sequential([tf_keras.layers.Input((x.shape[1],))]
+                              + [tf_keras.layers.Dense(h, activation="relu") for h in c.hidden]
+                              + [tf_keras.layers.Dense(1)])
+    net.compile(optimizer=tf_keras.optimizers.Adam(c.learning_rate),
+                loss=tf_keras.losses.BinaryCrossentropy(from_logits=True), weighted_metrics=[])
+    z = (x - mean) / scale
+    callbacks = [tf_keras.callbacks.EarlyStopping(patience=c.patience, restore_best_weights=True)]
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        callbacks.append(TqdmCallback(verbose=0, desc=progress))
+    h = net.fit(z[tr], y[tr], sample_weight=w[tr], validation_data=(z[val], y[val], w[val]), epochs=c.epochs,
+                batch_size=c.batch_size, callbacks=callbacks, verbose=0, shuffle=True)
+    history = {"train_loss": [float(v) for v in h.history["loss"]], "val_loss": [float(v) for v in h.history["val_loss"]]}
+    return net, mean, scale, history
 
 
 def auc(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

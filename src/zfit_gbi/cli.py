@@ -157,6 +157,9 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
         name = f"{u['cl']:.0%} upper limit" if data_driven else f"CLs {u['cl']:.0%} upper limit"
         rows.append([name, f"{u['observed']:.1f} observed",
                      "" if e is None else f"expected {e[2]:.1f} (+1s {e[3]:.1f}, -1s {e[1]:.1f})"])
+    for name, v in (s.get("signal_parameters") or {}).items():  # PAWS-style
+        rows.append([f"signal parameter {name}", f"{v['value']:.4g} +- {v['error']:.2g}",
+                     f"simulated [{v['range'][0]:.4g}, {v['range'][1]:.4g}]; Z and limit at this value"])
     for name, v in s.get("nuisances", {}).items():
         rows.append([f"nuisance {name}", f"{v['value']:+.2f} +- {v['error']:.2f}", "prior N(0, 1)"])
     rows.append(["fit valid", str(s["fit_valid"]), f"{s['n_events']['fit']} events, {s['n_events']['signal_region']} in the signal region"])

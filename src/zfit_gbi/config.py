@@ -19,10 +19,11 @@ A config is a YAML mapping::
       mass_shape: dijet            # dijet | exppoly2 | exppoly3 | bernstein3 | bernstein4
       generator: {type: maf-rqs, ensemble: 5, epochs: 100, seed: 1}   # or {path: saved_model_dir}
     signal:
-      model: simulation            # simulation | data-driven (R-ANODE: learned from the data)
+      model: simulation            # simulation | data-driven (R-ANODE) | parametrized (PAWS-style)
       simulation: {path: sig.npy, columns: [mjj, mj1, delta_mj, tau21_j1, tau21_j2]}
       mass_shape: gauss            # gauss | dscb
       data_driven: {w_range: [0.001, 0.1], n_w: 6, folds: 3, null_toys: 10}   # data-driven only
+      parametrized: {parameters: [signal_mj1], classifier: {epochs: 30}}      # parametrized only
       generator: {type: maf-rqs, epochs: 100, seed: 2}
     nuisances:
       generator: eigen             # none | envelope | eigen | updown
@@ -98,6 +99,7 @@ __all__ = [
     "InferenceConfig",
     "ModelConfig",
     "NuisanceConfig",
+    "ParametrizedConfig",
     "PlotsConfig",
     "RunConfig",
     "SignalConfig",
@@ -115,7 +117,7 @@ SignalShape = Literal["gauss", "dscb"]
 GeneratorType = Literal["maf-affine", "maf-rqs"]
 NuisanceKind = Literal["none", "envelope", "eigen", "updown"]
 Calculator = Literal["asymptotic", "toys"]
-SignalModel = Literal["simulation", "data-driven"]
+SignalModel = Literal["simulation", "data-driven", "parametrized"]
 
 BACKGROUND_SHAPES: tuple[str, ...] = typing.get_args(BackgroundShape)
 """Background mass shapes; the same names as :data:`zfit_gbi.shapes.BACKGROUND_SHAPES`."""
@@ -538,6 +540,52 @@ class DataDrivenConfig(_Section):
         return self
 
 
+class ClassifierSettings(_Section):
+    """A dense ReLU classifier (:class:`zfit_gbi.classifier.ClassifierConfig`): Adam, early
+    stopping on ``val_fraction`` of the events with the best weights kept."""
+
+    hidden: Annotated[list[PosInt], Field(min_length=1)] = [64, 64, 64]
+    epochs: PosInt = 30
+    batch_size: PosInt = 512
+    learning_rate: PosFloat = 1e-3
+    patience: PosInt = 5
+    val_fraction: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.2
+    seed: NonNegInt = 0
+
+
+class ParametrizedConfig(_Section):
+    """The PAWS-style signal of ``signal.model: parametrized`` (:mod:`zfit_gbi.paws`).
+
+    A classifier f(x, m, theta) between the signal simulation (in the signal region) and the
+    background generator's events at the same masses gives the ratio p_S / p_B; the signal
+    density is the generator times that ratio, and the fit gives the signal yield and the
+    signal-model parameters theta.
+
+    Args:
+        parameters: Columns of ``signal.simulation`` holding each simulated event's
+            signal-model parameters (e.g. the daughter masses of a generic search). Each must
+            take several values; it becomes a free fit parameter within the simulated range.
+            ``[]``: a simulation of one parameter point (the classifier has no theta input and
+            the mode estimates the yield only).
+        classifier: The classifier's architecture and training.
+        oversample: Generated background events per simulated event in the training.
+        n_mc: Generator events for the ratio's normalization Z(theta).
+        profile_points: Values per parameter of the profile likelihood scan (the starting
+            point of the fit and the ``signal_parameters`` plot); >= 3.
+    """
+
+    parameters: list[Name] = []
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    oversample: PosInt = 2
+    n_mc: PosInt = 20000
+    profile_points: Annotated[StrictInt, Field(ge=3)] = 9
+
+    @model_validator(mode="after")
+    def _check(self) -> ParametrizedConfig:
+        _problems(_unique(self.parameters, "parameters"))
+        return self
+
+
 class SignalConfig(_Section):
     """The signal model p_S(m) p_S(x | m).
 
@@ -549,9 +597,12 @@ class SignalConfig(_Section):
             needed. Our choice for the signal's m dependence there: p_S(m) is the mass shape
             fitted to the simulation when one is given, else a Gaussian at ``mass`` (default:
             the signal region's centre) with standard deviation ``width``, and q does not depend
-            on m inside the signal region.
+            on m inside the signal region. ``parametrized`` (PAWS-style): p_S(x | m, theta) is the
+            background generator times the density ratio of a classifier trained on the
+            simulation, parametrized in the signal-model parameters theta (settings in
+            ``parametrized``), which float in the fit; p_S(m) is fitted to the simulation.
         simulation: Signal simulation the mass shape is fitted to and the generator trained on
-            (required for ``simulation``, optional for ``data-driven``).
+            (required for ``simulation`` and ``parametrized``, optional for ``data-driven``).
         mass_shape: ``gauss`` or ``dscb`` (double-sided Crystal Ball), fitted to the simulation.
         float_shape: False: the shape parameters are fixed at the simulation fit. True: they
             float with Gaussian constraints (the simulation fit's values and errors).
@@ -565,6 +616,7 @@ class SignalConfig(_Section):
             architecture and training settings of q (``ensemble`` must stay 1: use
             ``data_driven.seeds``; ``path`` is not possible, q is trained on the data).
         data_driven: The R-ANODE scan (``data-driven`` only).
+        parametrized: The parametrized classifier (``parametrized`` only).
     """
 
     model: SignalModel = "simulation"
@@ -575,15 +627,21 @@ class SignalConfig(_Section):
     width: PosFloat | None = None
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     data_driven: DataDrivenConfig = Field(default_factory=DataDrivenConfig)
+    parametrized: ParametrizedConfig = Field(default_factory=ParametrizedConfig)
 
     @model_validator(mode="after")
     def _check(self) -> SignalConfig:
         p: list[tuple[str, str]] = []
-        if self.model == "simulation":
+        if self.model in ("simulation", "parametrized"):
             if self.simulation is None:
-                p.append(("simulation", "required for model 'simulation' (or set model: data-driven to learn the signal from the data)"))
+                p.append(("simulation", f"required for model {self.model!r} (or set model: data-driven to learn the signal from the data)"))
             if self.width is not None:
                 p.append(("width", "only for model 'data-driven' without a simulation (the simulation gives the signal's mass shape)"))
+            cols = self.simulation.columns if self.simulation is not None else None
+            if self.model == "parametrized" and cols is not None:
+                missing = [c for c in self.parametrized.parameters if c not in cols]
+                if missing:
+                    p.append(("parametrized.parameters", f"{missing} are not columns of signal.simulation ({cols})"))
         else:
             if self.simulation is None and self.width is None:
                 p.append(("width", "required for model 'data-driven' without a simulation: the standard deviation of the Gaussian p_S(m)"))
@@ -832,6 +890,15 @@ class RunConfig(_Section):
             if unused:
                 warnings.warn(f"signal.model 'data-driven' runs the R-ANODE scan (no zfit fit, no binned route): {', '.join(unused)} not used; "
                               "the background ensemble enters as its average", ConfigWarning, stacklevel=2)
+        if self.signal.model == "parametrized":
+            clash = [c for c in self.signal.parametrized.parameters if c in (self.data.resonant, *self.data.features)]
+            if clash:
+                p.append(("signal.parametrized.parameters", f"{clash} are data columns (resonant variable or features), not signal-model parameters"))
+            if self.inference.backend == "pyhf":
+                p.append(("inference.backend", "'pyhf' has no parametrized signal (its templates need a signal generator); use 'zfit' with signal.model 'parametrized'"))
+            elif self.inference.backend == "both":
+                warnings.warn("signal.model 'parametrized' runs the unbinned route only: inference.backend 'both' acts as 'zfit'",
+                              ConfigWarning, stacklevel=2)
         if kind == "envelope" and self.inference.backend != "zfit":
             p.append(("nuisances.generator", f"'envelope' (profiling over models) has no binned equivalent for inference.backend {self.inference.backend!r}; use 'eigen' or 'updown'"))
         ss = self.nuisances.spurious_signal

@@ -9,7 +9,9 @@
   optionally varied by a generator-error :class:`~zfit_gbi.nuisances.Variation`.
 * p_S(m): Gaussian or DSCB fitted to the signal simulation, then fixed (default) or floating
   within Gaussian constraints from that fit.
-* p_S(x | m): a flow trained on the signal simulation.
+* p_S(x | m): a flow trained on the signal simulation, or (PAWS-style, ``signal_ratio``) the
+  background generator times a parametrized classifier's density ratio, whose signal-model
+  parameters float (:mod:`zfit_gbi.paws`).
 
 The POI is the signal yield in the fit window (``poi="yield"``) or the signal strength
 ``mu = n_S / reference_yield`` (``poi="mu"``).
@@ -55,6 +57,12 @@ class GBIModel:
     signal_mass_params: dict[str, zfit.Parameter] = field(default_factory=dict)
     reference_yield: float | None = None
     spurious: Any = None
+    signal_ratio: Any = None
+
+    @property
+    def signal_params(self) -> list[zfit.Parameter]:
+        """The signal model's free parameters (PAWS-style ``signal_ratio``; else none)."""
+        return list(self.signal_ratio.params) if self.signal_ratio is not None else []
 
     def data(self, events: Events, *, clip: bool = False) -> zfit.Data:
         """Validated zfit data on the model's space (columns by name; extra columns ignored)."""
@@ -86,14 +94,17 @@ class GBIModel:
             self.poi.set_value(0.0)
         for p in self.nuisances:
             p.set_value(0.0)
+        for p in self.signal_params:  # the middle of the simulated range
+            p.set_value(0.5 * (float(p.lower) + float(p.upper)))
 
     def __repr__(self) -> str:
         nuis = f", nuisances {[p.name for p in self.nuisances]}" if self.nuisances else ""
         nuis += f", spurious signal {self.spurious.width:.3g} events" if self.spurious is not None else ""
+        sig = "flow" if self.signal_ratio is None else f"generator x classifier ratio ({', '.join(p.name for p in self.signal_params) or 'no parameters'})"
         return (
             f"GBIModel(obs={list(self.space.obs)}, POI {self.poi.name}, background p_B({self.resonant}) "
             f"{type(self.background.mass_pdf).__name__} x generator, signal {type(self.signal.mass_pdf).__name__} "
-            f"x flow{nuis}{', HI-SIGMA sidebands' if self.background.sideband_constant else ''})"
+            f"x {sig}{nuis}{', HI-SIGMA sidebands' if self.background.sideband_constant else ''})"
         )
 
 
@@ -132,7 +143,7 @@ def build_model(
     features: Sequence[str],
     windows: Windows,
     background_generator: Flow | FlowEnsemble,
-    signal_generator: Flow | FlowEnsemble,
+    signal_generator: Flow | FlowEnsemble | None,
     data_masses: np.ndarray,
     signal_masses: np.ndarray,
     signal_weights: np.ndarray | None = None,
@@ -146,6 +157,7 @@ def build_model(
     poi: Literal["yield", "mu"] = "yield",
     reference_yield: float | None = None,
     signal_mass_hypothesis: float | None = None,
+    signal_ratio: Any = None,
     prefix: str = "",
 ) -> GBIModel:
     """Build the extended GBI model.
@@ -174,9 +186,17 @@ def build_model(
             scaled with the mass: a constant relative resolution). p_S(x | m) is evaluated at
             each event's m, so it serves every hypothesis its simulation covers; outside the
             simulated masses the generator extrapolates in m.
+        signal_ratio: PAWS-style signal (:class:`~zfit_gbi.paws.ClassifierRatio`): p_S(x | m) is
+            the background generator times its density ratio (``signal_generator`` must then be
+            None); its parameters float, unconstrained, within the simulated range.
         prefix: Prefix of every parameter name (several models in one session).
     """
     features = tuple(features)
+    if (signal_generator is None) == (signal_ratio is None):
+        msg = "give either signal_generator (a flow) or signal_ratio (PAWS-style), not both or neither"
+        raise ValueError(msg)
+    if signal_ratio is not None:
+        signal_generator = background_generator
     for gen, what in ((background_generator, "background"), (signal_generator, "signal")):
         if tuple(gen.features) != features or tuple(gen.context) != (resonant,):
             msg = f"the {what} generator models p({', '.join(gen.features)} | {', '.join(gen.context)}), expected p({', '.join(features)} | {resonant})"
@@ -234,7 +254,8 @@ def build_model(
     background = JointFlowPDF(bkg_m, background_generator, variation=variation, sideband_constant=sb, extended=n_bkg, name=f"{prefix}background")
     sig_yield = n_sig if spurious_signal is None else spurious_signal.yield_of(
         n_sig, f"{prefix}n_sig_total", poi=poi_param, events_per_poi=reference_yield if poi == "mu" else 1.0)
-    signal = JointFlowPDF(sig_m, signal_generator, background.space, sideband_constant=sb, extended=sig_yield, name=f"{prefix}signal")
+    signal = JointFlowPDF(sig_m, signal_generator, background.space, variation=signal_ratio, sideband_constant=sb, extended=sig_yield,
+                          name=f"{prefix}signal")
     model = zfit.pdf.SumPDF([signal, background], name=f"{prefix}gbi_model")
     if variation is not None:
         constraints.append(variation.constraint)
@@ -256,6 +277,7 @@ def build_model(
         signal_mass_params=sig_params,
         reference_yield=reference_yield,
         spurious=spurious_signal,
+        signal_ratio=signal_ratio,
     )
 
 

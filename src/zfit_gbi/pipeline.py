@@ -38,7 +38,8 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "spurious_signal": "{width, member_yields, parameter} of nuisances.spurious_signal: the width (signal events) of the nuisance on the signal yield and, when measured, the yield fitted with each background ensemble member alone (null if off)",
     "parameters": "{name: {value, error}} of every floating parameter",
     "fit_valid": "bool: the minimum is valid (an invalid one is an error, never a summary)",
-    "signal_model": "simulation | data-driven (signal.model)",
+    "signal_model": "simulation | data-driven | parametrized (signal.model)",
+    "signal_parameters": "parametrized only: {name: {value, error, range, profile: {values, minus_2_delta_nll}}} of the fitted signal-model parameters (discovery and upper_limit are quoted at these values: local)",
     "signal_yield_signal_region": "data-driven only: {value, low, high}: the R-ANODE estimate w N_SR and its interval in the signal region",
     "ranode": "data-driven only: the R-ANODE scan {w, log_likelihood, w_hat, w_interval, errors, q0, t, ...}, signal_fraction_in_signal_region (of p_S(m)), null (the background-only toys' t values, scale, zero_fraction), null_w_hat, settings",
     "mass_only": "data-driven only: {value, error_low, error_high}: the mass-only fit's signal yield in the fit window (signal shape fixed), the baseline",
@@ -116,14 +117,17 @@ def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str,
 
 
 def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out: Path | None, timings: dict[str, float],
-                quiet: bool) -> tuple[Flow | FlowEnsemble, Flow | FlowEnsemble]:
-    """The background generator (sidebands) and the signal generator (simulation), trained or
-    loaded as the config says, and saved under ``out/models`` unless ``out`` is None."""
+                quiet: bool) -> tuple[Flow | FlowEnsemble, Flow | FlowEnsemble | None]:
+    """The background generator (sidebands) and the signal generator (simulation; None unless
+    ``signal.model`` is ``simulation``), trained or loaded as the config says, and saved under
+    ``out/models`` unless ``out`` is None."""
     features, resonant = tuple(cfg.data.features), cfg.data.resonant
     k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") or cfg.nuisances.spurious_signal is True else 1
-    gens = []
-    for what, g, events in (("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features])),
-                            ("signal", cfg.signal.generator, sim)):
+    gens: list[Any] = [None, None]
+    jobs = [("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]))]
+    if cfg.signal.model == "simulation":
+        jobs.append(("signal", cfg.signal.generator, sim))
+    for i, (what, g, events) in enumerate(jobs):
         with _stage(timings, f"{what} generator", quiet):
             try:
                 gen = _generator(g, events, features, resonant, box, what, quiet, k_min if what == "background" else 1,
@@ -133,7 +137,7 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
                 raise
             if out is not None:
                 save(gen, out / "models" / what)
-        gens.append(gen)
+        gens[i] = gen
     return gens[0], gens[1]
 
 
@@ -165,10 +169,12 @@ def _describe(gen: Flow | FlowEnsemble) -> dict[str, Any]:
 
 
 def _simulation_mode(cfg: Any, command: str) -> None:
-    """A clear error for the commands the data-driven mode does not have (yet)."""
+    """A clear error for the commands the data-driven and parametrized modes do not have (yet)."""
     if cfg.signal.model != "simulation":
+        how = ("learns the signal in gbi run's R-ANODE scan" if cfg.signal.model == "data-driven"
+               else "builds the signal from a parametrized classifier trained in gbi run")
         msg = (f"{command} needs signal.model 'simulation' (a signal generator trained on simulation); signal.model "
-               f"{cfg.signal.model!r} learns the signal in gbi run's R-ANODE scan: use gbi run (one mass hypothesis per run: signal.mass)")
+               f"{cfg.signal.model!r} {how}: use gbi run (one mass hypothesis per run: signal.mass)")
         raise DataError(msg)
 
 
@@ -213,8 +219,9 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
 
 def use_models(cfg: Any, folder: str | Path) -> Any:
     """``cfg`` with both generators loaded from ``folder/background`` and ``folder/signal``
-    (the ``models`` folder written by :func:`train` or :func:`run`); for ``signal.model:
-    data-driven`` the background generator only (the signal flow is trained on the data).
+    (the ``models`` folder written by :func:`train` or :func:`run`); for ``signal.model``
+    ``data-driven`` or ``parametrized`` the background generator only (the signal flow or
+    classifier is trained by the run).
 
     Raises:
         DataError: when a generator folder is missing.
@@ -259,13 +266,17 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
 
     poi_kind = cfg.inference.poi
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
+    ratio = None
+    if cfg.signal.model == "parametrized":
+        with _stage(timings, "signal classifier", quiet):
+            ratio = _paws_ratio(cfg, bkg_gen, sim, windows, out, seed, quiet)
 
     with _stage(timings, "model", quiet):
-        model, common = _build(cfg, bkg_gen, sig_gen, parts, sim, seed)
+        model, common = _build(cfg, bkg_gen, sig_gen, parts, sim, seed, signal_ratio=ratio)
         loss = model.loss(fit_events)
         scale = model.reference_yield if poi_kind == "mu" else 1.0  # POI units -> signal events
 
-    backend = cfg.inference.backend
+    backend = "zfit" if ratio is not None else cfg.inference.backend  # parametrized: unbinned only (ConfigWarning)
     plots: list[str] = []
     summary: dict[str, Any] = {}
     if backend in ("zfit", "both"):
@@ -317,7 +328,28 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
     from .model import build_model
 
     with _stage(timings, "fit", quiet):
+        profiles = _signal_parameter_profiles(cfg, model, loss)  # also the fit's start
         summary_fit = fit(loss, model.poi, minos=cfg.inference.minos)
+    signal_parameters = None
+    if model.signal_params:
+        from .inference import _conditional_nll
+
+        signal_parameters = {}
+        best = {p: float(p.value()) for p in loss.get_params(floating=True)}
+        with _stage(timings, "signal parameter profiles", quiet):
+            for name, p in zip(model.signal_ratio.classifier.parameters, model.signal_params, strict=True):
+                v, e = summary_fit.values[p.name], summary_fit.errors[p.name]
+                fine = np.unique(np.clip(np.linspace(v - 4 * e, v + 4 * e, 9), float(p.lower), float(p.upper)))
+                nll = _conditional_nll(loss, p, fine)
+                zfit.param.set_values(list(best), list(best.values()))
+                grid = profiles[p.name]
+                signal_parameters[name] = {
+                    "parameter": p.name, "value": v, "error": e, "range": [float(p.lower), float(p.upper)],
+                    "profile": {"values": fine.tolist(), "minus_2_delta_nll": [max(2 * (x - summary_fit.nll), 0.0) for x in nll]},
+                    "grid": {"values": grid[0], "minus_2_delta_nll": [max(2 * (x - summary_fit.nll), 0.0) for x in grid[1]]},
+                }
+        for p in model.signal_params:
+            p.floating = False  # discovery and limit at the fitted signal parameters (local significance)
 
     result: dict[str, Any] = {}
     treatment, poi_kind, seed = cfg.nuisances.generator, cfg.inference.poi, int(cfg.inference.seed)
@@ -351,12 +383,15 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
             delta = profile_scan(loss, model.poi, grid)
             result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
 
+    for p in model.signal_params:
+        p.floating = True
     params = list(loss.get_params(floating=True))  # back to the best fit (the scans moved them)
     zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])
     plots: list[str] = []
     if cfg.plots.enabled:
         with _stage(timings, "plots", quiet):
-            plots = _plots(cfg, out, model, fit_events, windows, bkg_gen, sig_gen, result, lim if cfg.inference.upper_limit is not None else None, seed)
+            plots = _plots(cfg, out, model, fit_events, windows, bkg_gen, sig_gen, result, lim if cfg.inference.upper_limit is not None else None, seed,
+                           signal_parameters)
 
     s = summary_fit
     summary = {
@@ -371,8 +406,49 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
         "parameters": {k: {"value": v, "error": s.errors.get(k)} for k, v in s.values.items()},
         "fit_valid": s.valid,
         "correlation": s.correlation,
+        "signal_parameters": signal_parameters,
     }
     return summary, plots
+
+
+def _signal_parameter_profiles(cfg: Any, model: Any, loss: Any) -> dict[str, tuple[list[float], list[float]]]:
+    """Profile likelihood of each signal-model parameter (PAWS-style) on a grid over its
+    simulated range (every other parameter, the POI included, profiled): ``{name: (values,
+    NLL minima)}``. Each parameter is left at its best grid point: the fit starts there (a
+    likelihood in a classifier's parameter can have several minima)."""
+    from .inference import _conditional_nll
+
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for p in model.signal_params:
+        grid = np.linspace(float(p.lower), float(p.upper), cfg.signal.parametrized.profile_points)
+        nll = _conditional_nll(loss, p, grid)
+        p.set_value(float(grid[int(np.argmin(nll))]))
+        out[p.name] = (grid.tolist(), [float(v) for v in nll])
+    return out
+
+
+def _paws_ratio(cfg: Any, bkg_gen: Any, sim: Events, windows: Windows, out: Path | None, seed: int, quiet: bool) -> Any:
+    """The PAWS-style signal density of ``signal.model: parametrized``: the parametrized
+    classifier trained on the simulation's signal-region events against the background
+    generator (saved under ``out/models/signal_classifier``) as a :class:`~zfit_gbi.paws.ClassifierRatio`."""
+    from .classifier import ClassifierConfig
+    from .paws import ClassifierRatio, train_parametrized_classifier
+
+    resonant, features = cfg.data.resonant, tuple(cfg.data.features)
+    pc = cfg.signal.parametrized
+    sr = sim.select(windows.in_signal_region(sim[resonant]))
+    if len(sr) < 100:
+        msg = f"{cfg.signal.simulation.path}: only {len(sr)} signal-simulation events in the signal region {windows.signal_region}; the parametrized classifier needs >= 100"
+        raise DataError(msg)
+    c = pc.classifier
+    clf_cfg = ClassifierConfig(hidden=tuple(c.hidden), epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
+                               patience=c.patience, val_fraction=c.val_fraction, seed=c.seed)
+    params = tuple(pc.parameters)
+    clf = train_parametrized_classifier(sr.array(features), sr[resonant], sr.array(params) if params else None, bkg_gen,
+                                        parameters=params, oversample=pc.oversample, config=clf_cfg, seed=seed, progress=not quiet)
+    if out is not None:
+        clf.save(out / "models" / "signal_classifier")
+    return ClassifierRatio.build(clf, bkg_gen, sr[resonant], n_mc=pc.n_mc, seed=seed, prefix="sig", mass_range=windows.signal_region)
 
 
 def _templates(cfg: Any, model: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int) -> Any:
@@ -490,9 +566,10 @@ def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events | None, dict[str, 
     parts = windows.split(data, resonant)
     windows.check_data_cover_fit(data, resonant)
     s, sim = cfg.signal.simulation, None  # no simulation: signal.model data-driven without one
+    params = list(cfg.signal.parametrized.parameters) if cfg.signal.model == "parametrized" else []
     if s is not None:
         sim = read_events(s.path, s.columns, tree=s.tree)
-        sim = validate(sim, [resonant, *features], what="signal simulation")
+        sim = validate(sim, [resonant, *features, *params], what="signal simulation")
         sim = sim.select(windows.in_fit(sim[resonant]))
         if len(sim) < 10:
             raise DataError(f"{s.path}: only {len(sim)} signal-simulation events inside the fit window {windows.fit}")
@@ -504,16 +581,16 @@ def _read_inputs(cfg: Any) -> tuple[dict[str, Events], Events | None, dict[str, 
         box[f] = (float(lo), float(hi))
     parts["fit"] = validate(parts["fit"], [resonant, *features], box, what="data")
     if sim is not None:
-        sim = validate(sim, [resonant, *features], box, what="signal simulation")
+        sim = validate(sim, [resonant, *features, *params], box, what="signal simulation")
     return parts, sim, box
 
 
 def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, seed: int, *,
-           prefix: str = "", mass: float | None = None) -> tuple[Any, dict[str, Any]]:
+           prefix: str = "", mass: float | None = None, signal_ratio: Any = None) -> tuple[Any, dict[str, Any]]:
     """The GBI model of the config (with its generator-error variation) and the keyword
     arguments shared by every model of the run (the envelope builds one per member).
     ``prefix`` makes every parameter name unique (several models in one process); ``mass``
-    overrides ``signal.mass``."""
+    overrides ``signal.mass``; ``signal_ratio`` is the PAWS-style signal (``sig_gen`` None)."""
     from .model import build_model
     from .nuisances import EigenVariation
 
@@ -536,6 +613,7 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
         "hisigma_sidebands": cfg.model.hisigma_sidebands, "sqrt_s": cfg.background.sqrt_s,
         "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
         "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass if mass is None else mass,
+        "signal_ratio": signal_ratio,
     }
     spurious = _spurious(cfg, bkg_gen, common, parts["fit"], prefix)
     return build_model(background_generator=bkg_gen, variation=variation, spurious_signal=spurious, prefix=prefix, **common), common
@@ -787,6 +865,9 @@ def _read_summary(out: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a gbi summary ({err})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
         raise DataError(f"{path}: not a gbi summary (no 'config' section)")
+    if summary.get("signal_model") == "parametrized":
+        raise DataError(f"{path}: a parametrized (PAWS-style) run; its plots are written by gbi run, and gbi toys/plot do not "
+                        "reload its classifier yet (rerun gbi run with --models for the background generator)")
     if summary.get("signal_model") == "data-driven":
         raise DataError(f"{path}: a data-driven (R-ANODE) run; its plots (ranode_scan, ranode_calibration) are written by gbi run, "
                         "and its calibration toys are part of the run (signal.data_driven.null_toys)")
@@ -824,7 +905,7 @@ def _toys_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bkg_gen: Any, sig_gen: Any,
-           result: dict[str, Any], limit: Any, seed: int) -> list[str]:
+           result: dict[str, Any], limit: Any, seed: int, signal_parameters: dict[str, Any] | None = None) -> list[str]:
     """The run's plots (PNG/PDF per ``cfg.plots``); returns the written file names."""
     from . import plotting as P
 
@@ -849,6 +930,13 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
             fig, ax = P.plt.subplots(figsize=(8, 6))
             P.plot_cls(limit, ax=ax, poi_label=poi_label, experiment=exp, text=pc.label)
             written += P.save(fig, out / "cls_scan", pc.formats)
+
+        for name, sp in (signal_parameters or {}).items():  # PAWS-style: each parameter's profile
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_profile_scan(sp["profile"]["values"], sp["profile"]["minus_2_delta_nll"], ax=ax, poi_label=name, experiment=exp,
+                                text=pc.label)
+            ax.axvline(sp["value"], color="0.4", ls=":", lw=1)
+            written += P.save(fig, out / f"profile_{name}", pc.formats)
 
     return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats)})
 
