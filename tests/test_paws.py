@@ -165,7 +165,8 @@ def test_config_parametrized(tmp_path):
 def test_run_parametrized(tmp_path, capsys):
     """`gbi run` with signal.model: parametrized on a small data set whose signal sits at
     mj1 = 0.3: the summary's signal_parameters (value, error, range, profiles), the parameter
-    held at its fit for the discovery, the profile plot, the saved classifier; gbi plot refuses."""
+    held at its fit for the discovery, the profile plot, the saved classifier; gbi plot refuses;
+    gbi scan fits the parameter at every mass (worker processes loading the saved classifier)."""
     import yaml
 
     from zfit_gbi.cli import main
@@ -207,3 +208,15 @@ def test_run_parametrized(tmp_path, capsys):
     assert not (out / "models" / "signal").exists()
     assert main(["plot", str(out)]) == 1
     assert "parametrized" in capsys.readouterr().err
+    # gbi scan: the classifier trained once and saved, each mass fitted on a worker process that loads it
+    scan = tmp_path / "scan"
+    assert main(["scan", str(path), "--out", str(scan), "--masses", "3.45", "3.55", "2", "--quiet", "--models", str(out / "models"),
+                 "--executor", "processes:2"]) == 0
+    rows = json.loads((scan / "scan.json").read_text())["rows"]
+    assert [r["mass"] for r in rows] == [3.45, 3.55]
+    for r in rows:
+        assert r["fit_valid"]
+        theta = r["signal_parameters"]["signal_mj1"]
+        assert 0.1 <= theta["value"] <= 0.4
+        assert theta["error"] > 0
+    assert (scan / "models" / "signal_classifier" / "classifier.json").exists()

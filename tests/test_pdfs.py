@@ -117,6 +117,7 @@ def test_extended_fit_recovers_injected_signal(bench, fit_setup, graph):
     cols = list(model.space.obs)
     values = np.concatenate([bkg_ev.array(cols), sig_ev])
     data = zfit.Data.from_numpy(obs=model.space, array=values)
+    before = zfit.run.get_graph_mode()  # "auto" by default; forcing True afterwards would slow every later test
     zfit.run.set_graph_mode(graph)
     try:
         for p, v in ((lam, -2.0), (nb, 5000), (ns, 50)):
@@ -135,7 +136,7 @@ def test_extended_fit_recovers_injected_signal(bench, fit_setup, graph):
         assert bkg.cache.misses - misses <= 1
         assert bkg.cache.hits > 10
     finally:
-        zfit.run.set_graph_mode(True)
+        zfit.run.set_graph_mode(before)
 
 
 def test_cache_off_gives_same_values(bench, sideband_flow):

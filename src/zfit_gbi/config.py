@@ -614,7 +614,8 @@ class SignalConfig(_Section):
             simulation (resonant variable's unit; required there, an error elsewhere).
         generator: p_S(x | m) trained on the simulation (or loaded); for ``data-driven`` the
             architecture and training settings of q (``ensemble`` must stay 1: use
-            ``data_driven.seeds``; ``path`` is not possible, q is trained on the data).
+            ``data_driven.seeds``; ``path`` is not possible, q is trained on the data); not used
+            by ``parametrized`` (its classifier's settings are in ``parametrized.classifier``).
         data_driven: The R-ANODE scan (``data-driven`` only).
         parametrized: The parametrized classifier (``parametrized`` only).
     """

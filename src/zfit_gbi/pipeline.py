@@ -168,9 +168,10 @@ def _describe(gen: Flow | FlowEnsemble) -> dict[str, Any]:
     }
 
 
-def _simulation_mode(cfg: Any, command: str) -> None:
-    """A clear error for the commands the data-driven and parametrized modes do not have (yet)."""
-    if cfg.signal.model != "simulation":
+def _simulation_mode(cfg: Any, command: str, *, parametrized: bool = False) -> None:
+    """A clear error for the commands the data-driven (and, unless ``parametrized``, the
+    parametrized) mode does not have (yet)."""
+    if cfg.signal.model != "simulation" and not (parametrized and cfg.signal.model == "parametrized"):
         how = ("learns the signal in gbi run's R-ANODE scan" if cfg.signal.model == "data-driven"
                else "builds the signal from a parametrized classifier trained in gbi run")
         msg = (f"{command} needs signal.model 'simulation' (a signal generator trained on simulation); signal.model "
@@ -427,10 +428,12 @@ def _signal_parameter_profiles(cfg: Any, model: Any, loss: Any) -> dict[str, tup
     return out
 
 
-def _paws_ratio(cfg: Any, bkg_gen: Any, sim: Events, windows: Windows, out: Path | None, seed: int, quiet: bool) -> Any:
+def _paws_ratio(cfg: Any, bkg_gen: Any, sim: Events, windows: Windows, out: Path | None, seed: int, quiet: bool,
+                classifier: Any = None) -> Any:
     """The PAWS-style signal density of ``signal.model: parametrized``: the parametrized
     classifier trained on the simulation's signal-region events against the background
-    generator (saved under ``out/models/signal_classifier``) as a :class:`~zfit_gbi.paws.ClassifierRatio`."""
+    generator (saved under ``out/models/signal_classifier``; ``classifier``: a trained one, not
+    retrained) as a :class:`~zfit_gbi.paws.ClassifierRatio`."""
     from .classifier import ClassifierConfig
     from .paws import ClassifierRatio, train_parametrized_classifier
 
@@ -444,8 +447,10 @@ def _paws_ratio(cfg: Any, bkg_gen: Any, sim: Events, windows: Windows, out: Path
     clf_cfg = ClassifierConfig(hidden=tuple(c.hidden), epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
                                patience=c.patience, val_fraction=c.val_fraction, seed=c.seed)
     params = tuple(pc.parameters)
-    clf = train_parametrized_classifier(sr.array(features), sr[resonant], sr.array(params) if params else None, bkg_gen,
-                                        parameters=params, oversample=pc.oversample, config=clf_cfg, seed=seed, progress=not quiet)
+    clf = classifier
+    if clf is None:
+        clf = train_parametrized_classifier(sr.array(features), sr[resonant], sr.array(params) if params else None, bkg_gen,
+                                            parameters=params, oversample=pc.oversample, config=clf_cfg, seed=seed, progress=not quiet)
     if out is not None:
         clf.save(out / "models" / "signal_classifier")
     return ClassifierRatio.build(clf, bkg_gen, sr[resonant], n_mc=pc.n_mc, seed=seed, prefix="sig", mass_range=windows.signal_region)
@@ -663,7 +668,7 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
 
     from ._tf import tf  # noqa: F401
 
-    _simulation_mode(cfg, "gbi scan")
+    _simulation_mode(cfg, "gbi scan", parametrized=True)
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     masses = np.asarray(masses, dtype=float)
@@ -676,11 +681,15 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     with _stage(timings, "read data", quiet):
         parts, sim, box = _read_inputs(cfg)
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
+    ratio = None
+    if cfg.signal.model == "parametrized":  # one classifier for every mass (saved: workers load it)
+        with _stage(timings, "signal classifier", quiet):
+            ratio = _paws_ratio(cfg, bkg_gen, sim, windows, out, int(cfg.inference.seed), quiet)
     ul = cfg.inference.upper_limit
     executor = cfg.compute.executor
     with _stage(timings, "scan", quiet):
         if executor == "sequential":
-            rows = [_scan_point(cfg, bkg_gen, sig_gen, parts, sim, i, float(m))
+            rows = [_scan_point(cfg, bkg_gen, sig_gen, parts, sim, i, float(m), ratio)
                     for i, m in enumerate(tqdm(masses, desc="mass scan", unit="mass", disable=quiet or None))]
         else:  # each worker loads the data and the just-saved generators once, then fits its masses
             from .executor import run_tasks
@@ -714,39 +723,59 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     return result
 
 
-def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, i: int, mass: float) -> dict[str, Any]:
-    """One row of :func:`scan`: fit, discovery and (if configured) the CLs limit at ``mass``."""
+def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, i: int, mass: float,
+                ratio: Any = None) -> dict[str, Any]:
+    """One row of :func:`scan`: fit, discovery and (if configured) the CLs limit at ``mass``;
+    with a PAWS-style ``ratio`` the signal parameters are fitted too (started from their
+    profile's best grid point) and held at their fit for the discovery and the limit."""
     from .inference import FitError, discovery, fit, upper_limit
 
     seed = int(cfg.inference.seed)
     ul = cfg.inference.upper_limit
     scale = cfg.inference.reference_yield if cfg.inference.poi == "mu" else 1.0
-    model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed, prefix=f"scan{i}_", mass=mass)
+    model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, seed, prefix=f"scan{i}_", mass=mass, signal_ratio=ratio)
     model.reset(len(parts["fit"]))
     loss = model.loss(parts["fit"])
     row: dict[str, Any] = {"mass": mass}
     try:
+        _signal_parameter_profiles(cfg, model, loss)
         f = fit(loss, model.poi, minos=False)
     except FitError as err:
         return {**row, "fit_valid": False, "error": str(err)}
-    d = discovery(loss, model.poi, n_asimov=cfg.inference.n_asimov, seed=seed)
-    row.update({"fit_valid": True, "signal_yield": f.poi_value * scale, "signal_yield_error": f.errors[model.poi.name] * scale,
-                "q0": d.q0, "p0": d.p0, "significance": d.significance})
-    if ul is not None:
-        lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
-        row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
+    if ratio is not None:
+        row["signal_parameters"] = {n: {"value": f.values[p.name], "error": f.errors[p.name]}
+                                    for n, p in zip(ratio.classifier.parameters, model.signal_params, strict=True)}
+    for p in model.signal_params:
+        p.floating = False  # local: at the fitted signal parameters
+    try:
+        d = discovery(loss, model.poi, n_asimov=cfg.inference.n_asimov, seed=seed)
+        row.update({"fit_valid": True, "signal_yield": f.poi_value * scale, "signal_yield_error": f.errors[model.poi.name] * scale,
+                    "q0": d.q0, "p0": d.p0, "significance": d.significance})
+        if ul is not None:
+            lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
+            row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
+    finally:
+        for p in model.signal_params:
+            p.floating = True
     return row
 
 
 @functools.lru_cache(maxsize=2)
-def _scan_inputs(config_json: str, models: str) -> tuple[Any, Any, Any, dict[str, Events], Events]:
+def _scan_inputs(config_json: str, models: str) -> tuple[Any, Any, Any, dict[str, Events], Events, Any]:
     """A worker's config, generators and data, read once per worker process."""
     from .config import validate_config
 
     cfg = use_models(validate_config(json.loads(config_json), source="<scan task>"), models)
     parts, sim, box = _read_inputs(cfg)
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, None, {}, True)
-    return cfg, bkg_gen, sig_gen, parts, sim
+    ratio = None
+    if cfg.signal.model == "parametrized":  # the classifier the scan trained and saved
+        from .paws import ParametrizedClassifier
+
+        windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+        clf = ParametrizedClassifier.load(Path(models) / "signal_classifier")
+        ratio = _paws_ratio(cfg, bkg_gen, sim, windows, None, int(cfg.inference.seed), True, classifier=clf)
+    return cfg, bkg_gen, sig_gen, parts, sim, ratio
 
 
 def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -754,8 +783,8 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     processes and Dask can run it)."""
     from ._tf import tf  # noqa: F401
 
-    cfg, bkg_gen, sig_gen, parts, sim = _scan_inputs(json.dumps(task["config"], sort_keys=True), task["models"])
-    return _scan_point(cfg, bkg_gen, sig_gen, parts, sim, int(task["index"]), float(task["mass"]))
+    cfg, bkg_gen, sig_gen, parts, sim, ratio = _scan_inputs(json.dumps(task["config"], sort_keys=True), task["models"])
+    return _scan_point(cfg, bkg_gen, sig_gen, parts, sim, int(task["index"]), float(task["mass"]), ratio)
 
 
 def _run_folder(out: Path, summary: dict[str, Any], plots: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Events], Any, Any]:
