@@ -37,7 +37,7 @@
 #   scan, 3 folds; p_S(m) the simulation-fitted shape of the mass-only fit), its yield and
 #   asymptotic Z (`gbi run` adds the background-only calibration).
 #
-# Run: `python tutorials/04_lhco_rnd.py --data ../shared/data/lhco_rnd_sr` (full: about 30
+# Run: `python tutorials/04_lhco_rnd.py --data ../shared/data/lhco_rnd_sr` (full: about 21
 # minutes on 2 CPU cores) or with `--smoke` (a subsample, tiny networks, about 1 minute; the
 # numbers are not meaningful). Without the data folder it says so and exits. The README quotes
 # the full run's table.
@@ -250,7 +250,7 @@ with P.style("CMS") as exp:
     ax.errorbar(inj, [r["gbi_yield"] for r in rows], yerr=[[r["gbi_error_low"] for r in rows], [r["gbi_error_high"] for r in rows]],
                 fmt="ko", label="GBI fit (signal from simulation)")
     ax.errorbar(inj - 8, [r["ideal_yield"] for r in rows], yerr=[[r["ideal_error_low"] for r in rows], [r["ideal_error_high"] for r in rows]],
-                fmt="^", color="C0", mfc="none", label="idealized (generator on the true background)")
+                fmt="^", color="C0", mfc="none", label="idealized (true background)")
     mo_err = [r["mass_only_error"] for r in rows]
     big = np.median(mo_err) > 1.5 * max(inj.max(), 100)  # the broad LHCO signal is nearly degenerate with the background shape
     ax.errorbar(inj + 8, [r["mass_only_yield"] for r in rows], yerr=None if big else mo_err, fmt="s", color="C1",
