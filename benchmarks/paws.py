@@ -14,8 +14,8 @@ sideband-trained background ensemble (the demo's settings):
 * ``oracle``: the exact densities at the true mj1.
 
 Discovery Z is asymptotic (the parametrized row's at its fitted mj1: local). No limits (time).
-Run: ``python benchmarks/paws.py`` (about 10 minutes on 2 CPU cores); ``--quick``: smaller
-networks and samples (about 4 minutes).
+Run: ``python benchmarks/paws.py`` (about 5 minutes on 2 CPU cores: the three runs took 3.5);
+``--quick``: smaller networks and samples.
 """
 
 from __future__ import annotations

@@ -272,7 +272,7 @@ class ClassifierRatio(Variation):
         for name in classifier.parameters:
             lo, hi = classifier.ranges[name]
             params.append(zfit.Parameter(f"{prefix}_{name}", float(start.get(name, 0.5 * (lo + hi))), lo, hi, step_size=0.05 * (hi - lo)))
-        self = cls(params=params, constraint=None, mc_columns=np.empty((0, 2 + classifier.n_inputs - len(classifier.parameters))),
+        self = cls(params=params, constraint=None, mc_columns=np.empty((0, len(classifier.features) + 2)),
                    name=f"{prefix}_paws", mass_range=_mass_range(masses, mass_range))
         self.classifier, self.generator = classifier, background_generator
         x, mm = _reference(background_generator, masses, n_mc, seed)
