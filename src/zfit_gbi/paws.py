@@ -73,10 +73,6 @@ class ParametrizedClassifier:
     weights: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=dict)
 
-    @property
-    def n_inputs(self) -> int:
-        return len(self.features) + 1 + len(self.parameters)
-
     def _inputs(self, x: np.ndarray, m: np.ndarray, theta: np.ndarray | None) -> np.ndarray:
         x = _matrix(x, "x")
         m = np.asarray(m, dtype=float).reshape(-1, 1)
@@ -106,29 +102,27 @@ class ParametrizedClassifier:
     def log_ratio_tensor(self, x: tf.Tensor, m: tf.Tensor, theta: Sequence[Any] = ()) -> tf.Tensor:
         """log r per event (float64, shape ``(n,)``) for tensors ``x`` ``(n, n_features)`` and
         ``m`` ``(n,)``; ``theta`` one scalar (tensor or zfit parameter) per parameter."""
-        self._check_trained()
         x = tf.cast(x, tf.float64)
         cols = [x, tf.reshape(tf.cast(m, tf.float64), [-1, 1])]
         if self.parameters:
             t = tf.stack([tf.cast(v, tf.float64) for v in theta])
             cols.append(tf.broadcast_to(t[None, :], [tf.shape(x)[0], len(self.parameters)]))
-        h = (tf.concat(cols, axis=1) - self.mean) / self.scale
+        return self._forward(tf.concat(cols, axis=1))
+
+    def log_ratio(self, x: np.ndarray, m: np.ndarray, theta: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+        """log r per event, shape ``(n,)``; ``theta`` one value per parameter (all events) or
+        ``(n, n_parameters)``."""
+        return self._forward(tf.constant(self._inputs(x, m, theta), tf.float64)).numpy()
+
+    def _forward(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The network on raw inputs ``(n, n_features + 1 + n_parameters)``: log r, ``(n,)``."""
+        self._check_trained()
+        h = (inputs - self.mean) / self.scale
         for i, (k, b) in enumerate(self.weights):
             h = tf.matmul(h, k) + b
             if i < len(self.weights) - 1:
                 h = tf.nn.relu(h)
         return tf.clip_by_value(h[:, 0], -_CLIP, _CLIP)
-
-    def log_ratio(self, x: np.ndarray, m: np.ndarray, theta: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-        """log r per event, shape ``(n,)``; ``theta`` one value per parameter (all events) or
-        ``(n, n_parameters)``."""
-        self._check_trained()
-        a = (self._inputs(x, m, theta) - self.mean) / self.scale
-        for i, (k, b) in enumerate(self.weights):
-            a = a @ k + b
-            if i < len(self.weights) - 1:
-                a = np.maximum(a, 0.0)
-        return np.clip(a[:, 0], -_CLIP, _CLIP)
 
     # ---- persistence: arrays (npz, no pickle) + JSON metadata with a checksum ---------------
     def save(self, folder: str | Path) -> Path:
@@ -256,22 +250,20 @@ class ClassifierRatio(Variation):
         seed: int = 0,
         prefix: str = "sig",
         mass_range: tuple[float, float] | None = None,
-        start: dict[str, float] | None = None,
     ) -> ClassifierRatio:
         """Args: the trained classifier, the background generator, the masses of the
         normalization sample (shape ``(n,)``, e.g. the simulation's in the signal region),
         where the ratio acts (default their span; elsewhere the signal's features follow the
-        generator), the parameters' starting values (default the middle of their range)."""
+        generator). The parameters start in the middle of their range."""
         from .nuisances import _mass_range, _reference
 
         if tuple(classifier.features) != tuple(background_generator.features):
             msg = f"the classifier's features {list(classifier.features)} are not the generator's {list(background_generator.features)}"
             raise ValueError(msg)
-        start = start or {}
         params = []
         for name in classifier.parameters:
             lo, hi = classifier.ranges[name]
-            params.append(zfit.Parameter(f"{prefix}_{name}", float(start.get(name, 0.5 * (lo + hi))), lo, hi, step_size=0.05 * (hi - lo)))
+            params.append(zfit.Parameter(f"{prefix}_{name}", 0.5 * (lo + hi), lo, hi, step_size=0.05 * (hi - lo)))
         self = cls(params=params, constraint=None, mc_columns=np.empty((0, len(classifier.features) + 2)),
                    name=f"{prefix}_paws", mass_range=_mass_range(masses, mass_range))
         self.classifier, self.generator = classifier, background_generator
@@ -280,17 +272,13 @@ class ClassifierRatio(Variation):
         return self
 
     def columns(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """``[log p_B(x | m), x..., m]`` (cached per dataset by the signal component)."""
         x, m = np.asarray(x, dtype=np.float64), np.asarray(m, dtype=np.float64).ravel()
         return np.column_stack([self.generator.log_prob(x, m[:, None]), x, m])
 
     def log_factor(self, cols: tf.Tensor, theta: Sequence[tf.Tensor]) -> tf.Tensor:
         nf = len(self.classifier.features)
         return self.classifier.log_ratio_tensor(cols[:, 1:1 + nf], cols[:, 1 + nf], theta)
-
-    @property
-    def values(self) -> dict[str, float]:
-        """The parameters' current values by classifier parameter name."""
-        return {n: float(p.value()) for n, p in zip(self.classifier.parameters, self.params, strict=True)}
 
     def __repr__(self) -> str:
         return f"ClassifierRatio({self.classifier!r}, params {[p.name for p in self.params]})"

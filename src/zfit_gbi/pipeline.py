@@ -331,63 +331,57 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
     with _stage(timings, "fit", quiet):
         profiles = _signal_parameter_profiles(cfg, model, loss)  # also the fit's start
         summary_fit = fit(loss, model.poi, minos=cfg.inference.minos)
+    params = list(loss.get_params(floating=True))
     signal_parameters = None
     if model.signal_params:
-        from .inference import _conditional_nll
-
         signal_parameters = {}
-        best = {p: float(p.value()) for p in loss.get_params(floating=True)}
         with _stage(timings, "signal parameter profiles", quiet):
             for name, p in zip(model.signal_ratio.classifier.parameters, model.signal_params, strict=True):
                 v, e = summary_fit.values[p.name], summary_fit.errors[p.name]
                 fine = np.unique(np.clip(np.linspace(v - 4 * e, v + 4 * e, 9), float(p.lower), float(p.upper)))
-                nll = _conditional_nll(loss, p, fine)
-                zfit.param.set_values(list(best), list(best.values()))
+                delta = profile_scan(loss, p, fine)
+                zfit.param.set_values(params, [summary_fit.values[q.name] for q in params])
                 grid = profiles[p.name]
                 signal_parameters[name] = {
                     "parameter": p.name, "value": v, "error": e, "range": [float(p.lower), float(p.upper)],
-                    "profile": {"values": fine.tolist(), "minus_2_delta_nll": [max(2 * (x - summary_fit.nll), 0.0) for x in nll]},
+                    "profile": {"values": fine.tolist(), "minus_2_delta_nll": delta.tolist()},
                     "grid": {"values": grid[0], "minus_2_delta_nll": [max(2 * (x - summary_fit.nll), 0.0) for x in grid[1]]},
                 }
-        for p in model.signal_params:
-            p.floating = False  # discovery and limit at the fitted signal parameters (local significance)
 
     result: dict[str, Any] = {}
     treatment, poi_kind, seed = cfg.nuisances.generator, cfg.inference.poi, int(cfg.inference.seed)
-    if cfg.inference.discovery:
-        with _stage(timings, "discovery", quiet):
-            if treatment == "envelope":
-                losses, pois = [], []
-                for i, member in enumerate(bkg_gen.members):
-                    mk = build_model(background_generator=member, prefix=f"env{i}_", **common)
-                    losses.append(mk.loss(fit_events))
-                    pois.append(mk.poi)
-                env = envelope_discovery(losses, pois)
-                result["discovery"] = {"q0": env["q0"], "p0": env["p0"], "significance": env["significance"], "calculator": "asymptotic (envelope)"}
-            else:
-                inf = cfg.inference
-                disc = discovery(loss, model.poi, calculator=inf.discovery_calculator, n_toys=inf.discovery_n_toys, n_asimov=inf.n_asimov, seed=seed)
-                result["discovery"] = disc.to_dict()
-    if cfg.inference.upper_limit is not None:
-        ul = cfg.inference.upper_limit
-        with _stage(timings, "upper limit", quiet):
-            scan = None if ul.scan is None else np.linspace(ul.scan[0], ul.scan[1], ul.n_points)
-            lim = upper_limit(loss, model.poi, cl=ul.cl, calculator=ul.calculator, scan=scan, n_points=ul.n_points,
-                              n_toys=ul.n_toys, n_asimov=cfg.inference.n_asimov, seed=seed)
-            result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
-                                     "calculator": lim.calculator, "scan": lim.scan}
+    with _held(model.signal_params):  # discovery, limit and POI scan at the fitted signal parameters (local significance)
+        if cfg.inference.discovery:
+            with _stage(timings, "discovery", quiet):
+                if treatment == "envelope":
+                    losses, pois = [], []
+                    for i, member in enumerate(bkg_gen.members):
+                        mk = build_model(background_generator=member, prefix=f"env{i}_", **common)
+                        losses.append(mk.loss(fit_events))
+                        pois.append(mk.poi)
+                    env = envelope_discovery(losses, pois)
+                    result["discovery"] = {"q0": env["q0"], "p0": env["p0"], "significance": env["significance"], "calculator": "asymptotic (envelope)"}
+                else:
+                    inf = cfg.inference
+                    disc = discovery(loss, model.poi, calculator=inf.discovery_calculator, n_toys=inf.discovery_n_toys, n_asimov=inf.n_asimov, seed=seed)
+                    result["discovery"] = disc.to_dict()
+        if cfg.inference.upper_limit is not None:
+            ul = cfg.inference.upper_limit
+            with _stage(timings, "upper limit", quiet):
+                scan = None if ul.scan is None else np.linspace(ul.scan[0], ul.scan[1], ul.n_points)
+                lim = upper_limit(loss, model.poi, cl=ul.cl, calculator=ul.calculator, scan=scan, n_points=ul.n_points,
+                                  n_toys=ul.n_toys, n_asimov=cfg.inference.n_asimov, seed=seed)
+                result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
+                                         "calculator": lim.calculator, "scan": lim.scan}
 
-    if cfg.inference.profile_points:
-        with _stage(timings, "profile scan", quiet):
-            lo_e, hi_e = summary_fit.poi_error_low, summary_fit.poi_error_high
-            grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
-            delta = profile_scan(loss, model.poi, grid)
-            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
+        if cfg.inference.profile_points:
+            with _stage(timings, "profile scan", quiet):
+                lo_e, hi_e = summary_fit.poi_error_low, summary_fit.poi_error_high
+                grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
+                delta = profile_scan(loss, model.poi, grid)
+                result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
 
-    for p in model.signal_params:
-        p.floating = True
-    params = list(loss.get_params(floating=True))  # back to the best fit (the scans moved them)
-    zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])
+    zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])  # back to the best fit (the scans moved them)
     plots: list[str] = []
     if cfg.plots.enabled:
         with _stage(timings, "plots", quiet):
@@ -410,6 +404,18 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
         "signal_parameters": signal_parameters,
     }
     return summary, plots
+
+
+@contextmanager
+def _held(params: list[Any]):
+    """Hold ``params`` fixed at their current values inside the block (floating again after)."""
+    for p in params:
+        p.floating = False
+    try:
+        yield
+    finally:
+        for p in params:
+            p.floating = True
 
 
 def _signal_parameter_profiles(cfg: Any, model: Any, loss: Any) -> dict[str, tuple[list[float], list[float]]]:
@@ -443,12 +449,10 @@ def _paws_ratio(cfg: Any, bkg_gen: Any, sim: Events, windows: Windows, out: Path
     if len(sr) < 100:
         msg = f"{cfg.signal.simulation.path}: only {len(sr)} signal-simulation events in the signal region {windows.signal_region}; the parametrized classifier needs >= 100"
         raise DataError(msg)
-    c = pc.classifier
-    clf_cfg = ClassifierConfig(hidden=tuple(c.hidden), epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
-                               patience=c.patience, val_fraction=c.val_fraction, seed=c.seed)
     params = tuple(pc.parameters)
     clf = classifier
     if clf is None:
+        clf_cfg = ClassifierConfig(**{**pc.classifier.model_dump(), "hidden": tuple(pc.classifier.hidden)})
         clf = train_parametrized_classifier(sr.array(features), sr[resonant], sr.array(params) if params else None, bkg_gen,
                                             parameters=params, oversample=pc.oversample, config=clf_cfg, seed=seed, progress=not quiet)
     if out is not None:
@@ -745,18 +749,13 @@ def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], 
     if ratio is not None:
         row["signal_parameters"] = {n: {"value": f.values[p.name], "error": f.errors[p.name]}
                                     for n, p in zip(ratio.classifier.parameters, model.signal_params, strict=True)}
-    for p in model.signal_params:
-        p.floating = False  # local: at the fitted signal parameters
-    try:
+    with _held(model.signal_params):  # local: at the fitted signal parameters
         d = discovery(loss, model.poi, n_asimov=cfg.inference.n_asimov, seed=seed)
         row.update({"fit_valid": True, "signal_yield": f.poi_value * scale, "signal_yield_error": f.errors[model.poi.name] * scale,
                     "q0": d.q0, "p0": d.p0, "significance": d.significance})
         if ul is not None:
             lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
             row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
-    finally:
-        for p in model.signal_params:
-            p.floating = True
     return row
 
 
