@@ -350,7 +350,7 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
 
     result: dict[str, Any] = {}
     treatment, poi_kind, seed = cfg.nuisances.generator, cfg.inference.poi, int(cfg.inference.seed)
-    with _held(model.signal_params):  # discovery, limit and POI scan at the fitted signal parameters (local significance)
+    with _held(model.signal_params):  # discovery and limit at the fitted signal parameters (local significance)
         if cfg.inference.discovery:
             with _stage(timings, "discovery", quiet):
                 if treatment == "envelope":
@@ -374,12 +374,12 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
                 result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
                                          "calculator": lim.calculator, "scan": lim.scan}
 
-        if cfg.inference.profile_points:
-            with _stage(timings, "profile scan", quiet):
-                lo_e, hi_e = summary_fit.poi_error_low, summary_fit.poi_error_high
-                grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
-                delta = profile_scan(loss, model.poi, grid)
-                result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
+    if cfg.inference.profile_points:  # theta profiled, like the quoted (Minos) interval
+        with _stage(timings, "profile scan", quiet):
+            lo_e, hi_e = summary_fit.poi_error_low, summary_fit.poi_error_high
+            grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
+            delta = profile_scan(loss, model.poi, grid)
+            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
 
     zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])  # back to the best fit (the scans moved them)
     plots: list[str] = []
