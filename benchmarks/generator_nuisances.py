@@ -56,7 +56,7 @@ N_SIG = 200
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-events", type=int, default=3000, help="sideband events per training sample (default 3000)")
-    ap.add_argument("--retrainings", type=int, default=10)
+    ap.add_argument("--retrainings", type=int, default=None, help="retrainings (default 10; --quick 3)")
     ap.add_argument("--members", type=int, default=3, help="bootstrap ensemble size (default 3)")
     ap.add_argument("--toys", type=int, default=4, help="data sets per retraining (default 4)")
     ap.add_argument("--epochs", type=int, default=40)
@@ -70,7 +70,9 @@ def main() -> None:
         _recompute(args.name)
         return
     if args.quick:
-        args.retrainings, args.toys, args.epochs = 3, 2, 15
+        args.toys, args.epochs = 2, 15
+    if args.retrainings is None:
+        args.retrainings = 3 if args.quick else 10
 
     bench = ResonantBenchmark()
     sim = bench.signal_simulation(20_000, seed=41)

@@ -29,9 +29,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "training": (["--no-xla"], ["--quick"]),
     "likelihood": ([], ["--quick"]),
     "demo_stages": ([], ["--quick"]),
-    "sensitivity": ([], ["--quick"]),
-    "asymptotic_vs_toys": ([], ["--toys", "15"]),
+    "sensitivity": ([], ["--quick", "--s-over-sqrt-b", "3"]),
+    "asymptotic_vs_toys": ([], ["--toys", "8"]),
     "generator_nuisances": ([], ["--quick", "--retrainings", "1"]),
+    "paws": ([], ["--quick"]),
     "binned_vs_unbinned": ([], None),  # needs a full demo and 10 minutes of limits: full runs only
     "validation": ([], None),  # 400 toys + 20 retrainings (about an hour); its --quick alone takes 9 minutes
 }

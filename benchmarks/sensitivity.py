@@ -25,13 +25,35 @@ is neglected. ``upper_limit`` is the observed 95 % CLs limit on the signal event
 window (the cut-and-count limit is on events passing the cut, divided by the signal efficiency
 of the cut, which a user would take from simulation; here from the truth labels).
 
+``--dataset lhco``: the same methods but the oracle on the real LHC Olympics R&D events
+(``--data``, default ``../shared/data/lhco_rnd_sr``; without them the script says so and writes
+nothing), with tutorial 04's pseudo signal region 3.44-3.56 TeV in the fit window 3.3-3.7 TeV,
+``exppoly2`` mass shapes and 4 features:
+
+* the data of seed ``s`` are the true background of one mixed file (``sr_mixed_a`` for even
+  seeds, ``sr_mixed_b`` for odd: 59,605 / 61,747 events, about 17,600 / 18,200 in the signal
+  region) plus signal events drawn (seeded) from the 20,000 signal events of
+  ``sr_sig_enriched``; injections at S / sqrt(B) = 0.5, 1, 2.5, 5 in the signal region
+  (42 % of the signal lies there);
+* the signal flow is trained once on ``sr_signal_only`` without those 20,000 events (disjoint
+  from every injected event);
+* the background ensemble is retrained for every injection on the data's sidebands, *signal
+  included* (as in a real search; at S / sqrt(B) = 5 the sidebands hold about 2 % signal);
+* ``idealized``: an ensemble trained on the true background of the *other* mixed file over the
+  whole fit window (independent events, signal region included, as many as the data's sidebands
+  hold): no interpolation, no contamination, the same training statistics;
+* no oracle (the true densities of real events are unknown): the ratio printed is GBI /
+  idealized.
+
 Rows: ``dataset, method, injected_signal, s_over_sqrt_b, seed, signal_yield, significance,
-upper_limit``; a summary (median significance over seeds per method and injection, and the
-ratio of GBI to the oracle) follows the table.
+upper_limit``; a summary (median significance, limit, injected and fitted yield over seeds per
+method and injection, and the ratio of GBI to the oracle) follows the table.
 
 Run: ``python benchmarks/sensitivity.py`` (3 seeds x 5 injections, about 50 minutes on 2 CPU
 cores); ``--quick``: 1 seed, 3 injections, smaller samples, significances only (no limits),
-about 4 minutes.
+about 4 minutes. ``python benchmarks/sensitivity.py --dataset lhco --seeds 2`` writes
+``results/sensitivity_lhco.json`` (2 seeds x 4 injections; the time it took is in the JSON's
+``seconds``).
 """
 
 from __future__ import annotations
@@ -39,6 +61,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from _common import report
@@ -49,12 +73,15 @@ from pyhf_gbi.workspace import build_spec
 from zfit_gbi._tf import tf  # noqa: F401
 from zfit_gbi.benchmark import ResonantBenchmark
 from zfit_gbi.classifier import ClassifierConfig, cathode_scores
-from zfit_gbi.data import Events
-from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
+from zfit_gbi.data import LHCO_COLUMNS, Events, Windows, box_from_data, read_lhco
+from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, TrainConfig
 from zfit_gbi.inference import FitError, counting_significance, discovery, fit, upper_limit
 from zfit_gbi.model import build_mass_model, build_model
 
 FLOW = FlowConfig(n_layers=4, hidden_units=(48, 48))
+LHCO_FEATURES = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")
+LHCO_WINDOWS = Windows(fit=(3.3, 3.7), signal_region=(3.44, 3.56))  # the pseudo signal region of tutorial 04
+ROW_KEYS = ("dataset", "method", "injected_signal", "s_over_sqrt_b", "seed", "signal_yield", "significance", "upper_limit")
 SIG_FLOW = FlowConfig(n_layers=3, hidden_units=(32, 32))
 CUT = 0.02
 
@@ -71,10 +98,11 @@ def counting_limit(n: float, b: float, b_err: float) -> float:
     return float(obs) * unit
 
 
-def unbinned(name, features, bkg_gen, sig_gen, data, sim, windows, prefix, seed, n_asimov, limits):
+def unbinned(name, features, bkg_gen, sig_gen, data, sim, windows, prefix, seed, n_asimov, limits, background_mass="dijet"):
     """Fit, discovery and (if ``limits``) the CLs limit of the GBI model: ``(row, model)``."""
     model = build_model(resonant="mjj", features=features, windows=windows, background_generator=bkg_gen,
-                        signal_generator=sig_gen, data_masses=data["mjj"], signal_masses=sim["mjj"], prefix=prefix)
+                        signal_generator=sig_gen, data_masses=data["mjj"], signal_masses=sim["mjj"], background_mass=background_mass,
+                        prefix=prefix)
     loss = model.loss(data)
     res = fit(loss, model.poi, minos=False)
     z = discovery(loss, model.poi, n_asimov=n_asimov, seed=seed).significance
@@ -82,26 +110,66 @@ def unbinned(name, features, bkg_gen, sig_gen, data, sim, windows, prefix, seed,
     return {"method": name, "signal_yield": res.poi_value, "significance": z, "upper_limit": lim}, model
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--s-over-sqrt-b", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0, 5.0])
-    ap.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window")
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--n-asimov", type=int, default=50_000)
-    ap.add_argument("--clf-epochs", type=int, default=20, help="CATHODE classifier epochs")
-    ap.add_argument("--no-limits", dest="limits", action="store_false", help="significances only (the CLs limits take most of the time)")
-    ap.add_argument("--quick", action="store_true", help="1 seed, 3 injections, 30k background events, 8 epochs, no limits")
-    ap.add_argument("--name", default="sensitivity", help="results/<name>.json")
-    args = ap.parse_args()
-    if args.quick:
-        args.seeds, args.s_over_sqrt_b, args.n_background, args.epochs, args.n_asimov = 1, [1.0, 3.0, 5.0], 30_000, 8, 10_000
-        args.limits, args.clf_epochs = False, 8
+def _failed(name: str, err: Exception) -> dict:
+    return {"method": name, "signal_yield": math.nan, "significance": math.nan, "upper_limit": math.nan, "error": str(err)}
+
+
+def methods(data, *, features, windows, bkg_gen, ideal_gen, sig_gen, sim, seed, tag, args, clf, background_mass) -> list[dict]:
+    """Every method but the oracle on one data set: ``gbi_unbinned`` and ``idealized`` (zfit),
+    ``gbi_binned`` (pyhf), ``mass_only`` and ``cathode_cut``; one row each."""
+    found, models = [], {}
+    for name, gen in (("gbi_unbinned", bkg_gen), ("idealized", ideal_gen)):
+        try:
+            row, models[name] = unbinned(name, features, gen, sig_gen, data, sim, windows, f"{name[:2]}{tag}", seed,
+                                         args.n_asimov, args.limits, background_mass)
+        except FitError as err:
+            row = _failed(name, err)
+        found.append(row)
+    gbi_model = models.get("gbi_unbinned")
+
+    # the binned route: the same generators as pyhf templates
+    parts = windows.split(data, "mjj")
+    if gbi_model is not None:
+        t = make_templates(resonant="mjj", features=features, windows=windows, mass_pdf=gbi_model.background.mass_pdf,
+                           background_generator=bkg_gen, signal_generator=sig_gen, data=data, sidebands=parts["sidebands"],
+                           simulation=sim, mass_bins=4, score_bins=10, n_generated=100_000, seed=seed)
+        spec = build_spec(t)
+        f = B.fit(spec)
+        found.append({"method": "gbi_binned", "signal_yield": f.poi_value, "significance": B.discovery(spec).significance,
+                      "upper_limit": B.upper_limit(spec, cl=0.95, fitted=f).observed if args.limits else math.nan})
+
+    mm = build_mass_model(resonant="mjj", windows=windows, data_masses=data["mjj"], signal_masses=sim["mjj"], background_mass=background_mass,
+                          prefix=f"mo{tag}")
+    mloss = mm.loss(data)
+    try:
+        mres = fit(mloss, mm.poi, minos=False)
+        found.append({"method": "mass_only", "signal_yield": mres.poi_value,
+                      "significance": discovery(mloss, mm.poi, n_asimov=args.n_asimov, seed=seed).significance,
+                      "upper_limit": upper_limit(mloss, mm.poi, cl=0.95, n_points=8, n_asimov=args.n_asimov, seed=seed).observed
+                      if args.limits else math.nan})
+    except FitError as err:
+        found.append(_failed("mass_only", err))
+
+    sr, sb = parts["signal_region"], parts["sidebands"]
+    cs = cathode_scores(sr.array(features), sr["mjj"], bkg_gen, n_folds=3, oversample=2, n_background=60_000,
+                        config=clf, seed=seed, progress=False)
+    thr, n_kept, _ = cs.cut(CUT)
+    sb_kept = sb["mjj"][cs.score(sb.array(features), seed=seed) >= thr]
+    if gbi_model is not None and len(sb_kept) > 10:
+        bump = sideband_expectation(gbi_model.background.mass_pdf, sb_kept, windows)
+        b, b_err = bump.expected, bump.expected * bump.rel_error
+        sig_eff = float(np.sum(sr["label"][cs.data >= thr]) / max(np.sum(data["label"]), 1.0))
+        lim = (counting_limit(n_kept, b, b_err) / sig_eff if sig_eff > 0 else math.inf) if args.limits else math.nan
+        found.append({"method": "cathode_cut", "signal_yield": (n_kept - b) / sig_eff if sig_eff > 0 else math.nan,
+                      "significance": counting_significance(n_kept, b, b_err), "upper_limit": lim})
+    return found
+
+
+def benchmark(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict]:
+    """The embedded benchmark's rows (the oracle included)."""
     bench = ResonantBenchmark()
     windows = bench.windows
     features = bench.features
-    train = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=2e-3, patience=6, progress=False, seed=1)
-    clf = ClassifierConfig(hidden=(64, 64, 64), epochs=args.clf_epochs, batch_size=512, patience=4, seed=5)
     sim = bench.signal_simulation(20_000, seed=2)
     sim = sim.select(windows.in_fit(sim["mjj"]))
     sig_gen = FlowEnsemble.train(sim.array(features), sim["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
@@ -126,77 +194,119 @@ def main() -> None:
         for i, (k, n_inj) in enumerate(zip(args.s_over_sqrt_b, injections, strict=True)):
             data = Events(np.concatenate([bkg.values, pool.values[:n_inj]]), bkg.columns)
             data = data.select(windows.in_fit(data["mjj"]))
-            tag = f"s{seed}i{i}_"
-            common = {"dataset": "benchmark", "injected_signal": n_inj, "s_over_sqrt_b": k, "seed": seed}
-            found = []
             o = bench.oracle(data)
-            found.append({"method": "oracle", "signal_yield": o["signal_yield"], "significance": o["significance"], "upper_limit": math.nan})
-            models = {}
-            for name, gen in (("gbi_unbinned", bkg_gen), ("idealized", ideal_gen)):
-                try:
-                    row, models[name] = unbinned(name, features, gen, sig_gen, data, sim, windows, f"{name[:2]}{tag}", seed,
-                                                 args.n_asimov, args.limits)
-                except FitError as err:
-                    row = {"method": name, "signal_yield": math.nan, "significance": math.nan, "upper_limit": math.nan, "error": str(err)}
-                found.append(row)
-            gbi_model = models.get("gbi_unbinned")
+            found = [{"method": "oracle", "signal_yield": o["signal_yield"], "significance": o["significance"], "upper_limit": math.nan}]
+            found += methods(data, features=features, windows=windows, bkg_gen=bkg_gen, ideal_gen=ideal_gen, sig_gen=sig_gen, sim=sim,
+                             seed=seed, tag=f"s{seed}i{i}_", args=args, clf=clf, background_mass="dijet")
+            rows += _rows("benchmark", found, n_inj, k, seed, t0)
+    return rows
 
-            # the binned route: the same generators as pyhf templates
-            parts = windows.split(data, "mjj")
-            if gbi_model is not None:
-                t = make_templates(resonant="mjj", features=features, windows=windows, mass_pdf=gbi_model.background.mass_pdf,
-                                   background_generator=bkg_gen, signal_generator=sig_gen, data=data, sidebands=parts["sidebands"],
-                                   simulation=sim, mass_bins=4, score_bins=10, n_generated=100_000, seed=seed)
-                spec = build_spec(t)
-                f = B.fit(spec)
-                found.append({"method": "gbi_binned", "signal_yield": f.poi_value, "significance": B.discovery(spec).significance,
-                              "upper_limit": B.upper_limit(spec, cl=0.95, fitted=f).observed if args.limits else math.nan})
 
-            mm = build_mass_model(resonant="mjj", windows=windows, data_masses=data["mjj"], signal_masses=sim["mjj"], prefix=f"mo{tag}")
-            mloss = mm.loss(data)
-            try:
-                mres = fit(mloss, mm.poi, minos=False)
-                found.append({"method": "mass_only", "signal_yield": mres.poi_value,
-                              "significance": discovery(mloss, mm.poi, n_asimov=args.n_asimov, seed=seed).significance,
-                              "upper_limit": upper_limit(mloss, mm.poi, cl=0.95, n_points=8, n_asimov=args.n_asimov, seed=seed).observed
-                              if args.limits else math.nan})
-            except FitError as err:
-                found.append({"method": "mass_only", "signal_yield": math.nan, "significance": math.nan, "upper_limit": math.nan, "error": str(err)})
+def lhco(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict] | None:
+    """The real LHCO R&D signal-region events (pseudo signal region 3.44-3.56 TeV in 3.3-3.7 TeV,
+    as tutorial 04): None when the data are absent."""
+    folder = Path(args.data)
+    names = ("sr_mixed_a.npy", "sr_mixed_b.npy", "sr_signal_only.npy", "sr_sig_enriched.npy")
+    if not all((folder / n).exists() for n in names):
+        print(f"LHCO data not found in {folder} (needs {', '.join(names)}); pass --data FOLDER. No LHCO rows.")
+        return None
+    features, windows = LHCO_FEATURES, LHCO_WINDOWS
+    mixed = [read_lhco(folder / f"sr_mixed_{s}.npy") for s in "ab"]
+    backgrounds = [m.select(m["label"] == 0) for m in mixed]
+    sig_only, enriched = read_lhco(folder / "sr_signal_only.npy"), read_lhco(folder / "sr_sig_enriched.npy")
+    pool = enriched.select(enriched["label"] == 1)  # the injected signal: disjoint from the simulation below
+    held = {r.tobytes() for r in pool.values}
+    sim = sig_only.select(np.array([r.tobytes() not in held for r in sig_only.values]))
+    if args.quick:
+        sim = sim.select(np.arange(len(sim)) < 10_000)
+    box = box_from_data(Events(np.concatenate([m.values for m in mixed] + [sig_only.values]), LHCO_COLUMNS), features, margin=0.01)
+    sig_gen = Flow(features, box, ("mjj",), FLOW, seed=2)
+    sig_gen.fit(sim.array(features), sim["mjj"], train=train)
+    eff_sr = float(np.mean(windows.in_signal_region(pool["mjj"])))
+    rows = []
+    t0 = time.perf_counter()
+    for seed in range(args.seeds):
+        rng = np.random.default_rng(400 + seed)
+        bkg, other = backgrounds[seed % 2], backgrounds[1 - seed % 2]  # data from one file, the idealized generator from the other
+        if args.quick:
+            bkg = bkg.select(rng.random(len(bkg)) < 0.5)
+        b_sr = float(np.sum(windows.in_signal_region(bkg["mjj"])))
+        injections = [round(k * math.sqrt(b_sr) / eff_sr) for k in args.s_over_sqrt_b]
+        n_side = int(np.sum(windows.in_sidebands(bkg["mjj"])))
+        ideal = other.select(rng.permutation(len(other)) < n_side)  # true background over the fit window, as many as the sidebands hold
+        t_seed = replace(train, seed=train.seed + seed)
+        ideal_gen = FlowEnsemble.train(ideal.array(features), ideal["mjj"], features=features, bounds=box, context_names=("mjj",), k=3,
+                                       config=FLOW, train=t_seed)
+        for i, (k, n_inj) in enumerate(zip(args.s_over_sqrt_b, injections, strict=True)):
+            sig = pool.select(np.isin(np.arange(len(pool)), rng.choice(len(pool), n_inj, replace=False)))
+            data = Events(np.concatenate([bkg.values, sig.values]), LHCO_COLUMNS)
+            side = windows.split(data, "mjj")["sidebands"]  # signal included, as in a real search: retrained per injection
+            bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=box, context_names=("mjj",), k=3,
+                                         config=FLOW, train=t_seed)
+            found = methods(data, features=features, windows=windows, bkg_gen=bkg_gen, ideal_gen=ideal_gen, sig_gen=sig_gen, sim=sim,
+                            seed=seed, tag=f"l{seed}i{i}_", args=args, clf=clf, background_mass="exppoly2")
+            rows += _rows("lhco_rnd", found, n_inj, k, seed, t0)
+    return rows
 
-            sr, sb = parts["signal_region"], parts["sidebands"]
-            cs = cathode_scores(sr.array(features), sr["mjj"], bkg_gen, n_folds=3, oversample=2, n_background=60_000,
-                                config=clf, seed=seed, progress=False)
-            thr, n_kept, _ = cs.cut(CUT)
-            sb_kept = sb["mjj"][cs.score(sb.array(features), seed=seed) >= thr]
-            if gbi_model is not None and len(sb_kept) > 10:
-                bump = sideband_expectation(gbi_model.background.mass_pdf, sb_kept, windows)
-                b, b_err = bump.expected, bump.expected * bump.rel_error
-                sig_eff = float(np.sum(sr["label"][cs.data >= thr]) / max(np.sum(data["label"]), 1.0))
-                lim = (counting_limit(n_kept, b, b_err) / sig_eff if sig_eff > 0 else math.inf) if args.limits else math.nan
-                found.append({"method": "cathode_cut", "signal_yield": (n_kept - b) / sig_eff if sig_eff > 0 else math.nan,
-                              "significance": counting_significance(n_kept, b, b_err), "upper_limit": lim})
-            rows += [{**common, **r} for r in found]
-            z = {r["method"]: r["significance"] for r in found}
-            print(f"[seed {seed}, S/sqrt(B) {k:g}, {n_inj} injected, {time.perf_counter() - t0:.0f} s] "
-                  + ", ".join(f"{m} {v:.2f}" for m, v in z.items()), flush=True)
+
+def _rows(dataset: str, found: list[dict], n_inj: int, k: float, seed: int, t0: float) -> list[dict]:
+    z = {r["method"]: r["significance"] for r in found}
+    print(f"[{dataset}, seed {seed}, S/sqrt(B) {k:g}, {n_inj} injected, {time.perf_counter() - t0:.0f} s] "
+          + ", ".join(f"{m} {v:.2f}" for m, v in z.items()), flush=True)
+    return [{"dataset": dataset, "injected_signal": n_inj, "s_over_sqrt_b": k, "seed": seed, **r} for r in found]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=("benchmark", "lhco"), default="benchmark",
+                    help="the embedded benchmark, or the LHCO R&D events of --data (results/<name>_lhco.json)")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lhco_rnd_sr"),
+                    help="folder with the LHCO sr_*.npy files (--dataset lhco)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--s-over-sqrt-b", type=float, nargs="+", default=None, help="injections (default 0.5 1 2 3 5; LHCO 0.5 1 2.5 5)")
+    ap.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window (benchmark)")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--n-asimov", type=int, default=50_000)
+    ap.add_argument("--clf-epochs", type=int, default=20, help="CATHODE classifier epochs")
+    ap.add_argument("--no-limits", dest="limits", action="store_false", help="significances only (the CLs limits take most of the time)")
+    ap.add_argument("--quick", action="store_true", help="1 seed, 3 injections, 30k background events (LHCO: half a file), 8 epochs, no limits")
+    ap.add_argument("--name", default=None, help="results/<name>.json (default sensitivity, sensitivity_lhco)")
+    args = ap.parse_args()
+    is_lhco = args.dataset == "lhco"
+    if args.quick:
+        args.seeds, args.n_background, args.epochs, args.n_asimov = 1, 30_000, 8, 10_000
+        args.limits, args.clf_epochs = False, 8
+    if args.s_over_sqrt_b is None:  # --quick: 3 injections unless given
+        args.s_over_sqrt_b = [1.0, 3.0, 5.0] if args.quick else [0.5, 1.0, 2.5, 5.0] if is_lhco else [0.5, 1.0, 2.0, 3.0, 5.0]
+    name = args.name or ("sensitivity_lhco" if is_lhco else "sensitivity")
+    train = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=2e-3, patience=6, progress=False, seed=1)
+    clf = ClassifierConfig(hidden=(64, 64, 64), epochs=args.clf_epochs, batch_size=512, patience=4, seed=5)
+    t_start = time.perf_counter()
+    rows = lhco(args, train, clf) if is_lhco else benchmark(args, train, clf)
+    if rows is None:
+        return
     summary = []
     for k in args.s_over_sqrt_b:
         for method in dict.fromkeys(r["method"] for r in rows):
-            zs = [r["significance"] for r in rows if r["s_over_sqrt_b"] == k and r["method"] == method]
-            lims = [r["upper_limit"] for r in rows if r["s_over_sqrt_b"] == k and r["method"] == method]
+            sel = [r for r in rows if r["s_over_sqrt_b"] == k and r["method"] == method]
+            zs, lims = [r["significance"] for r in sel], [r["upper_limit"] for r in sel]
             summary.append({"s_over_sqrt_b": k, "method": method, "median_significance": float(np.nanmedian(zs)),
-                            "median_upper_limit": float(np.nanmedian(lims)) if np.any(np.isfinite(lims)) else math.nan, "seeds": len(zs)})
-    report(args.name, rows, {"summary": summary, "settings": vars(args)})
+                            "median_upper_limit": float(np.nanmedian(lims)) if np.any(np.isfinite(lims)) else math.nan,
+                            "median_injected": float(np.median([r["injected_signal"] for r in sel])),
+                            "median_signal_yield": float(np.nanmedian([r["signal_yield"] for r in sel])), "seeds": len(zs)})
+    report(name, [{k: r.get(k, "") for k in ROW_KEYS} for r in rows], {"summary": summary, "settings": vars(args), "seconds": time.perf_counter() - t_start,
+                                                                      "errors": [r for r in rows if "error" in r]})
     print("\nmedian over seeds: significance (and observed 95 % CLs limit)")
-    methods = list(dict.fromkeys(s["method"] for s in summary))
-    print("S/sqrt(B)  " + "  ".join(f"{m:>16}" for m in methods))
+    methods_ = list(dict.fromkeys(s["method"] for s in summary))
+    print("S/sqrt(B)  " + "  ".join(f"{m:>16}" for m in methods_))
     for k in args.s_over_sqrt_b:
         cells = {s["method"]: s for s in summary if s["s_over_sqrt_b"] == k}
-        print(f"{k:9g}  " + "  ".join(f"{cells[m]['median_significance']:6.2f} ({cells[m]['median_upper_limit']:6.0f})" for m in methods))
+        print(f"{k:9g}  " + "  ".join(f"{cells[m]['median_significance']:6.2f} ({cells[m]['median_upper_limit']:6.0f})" for m in methods_))
+    ref = "idealized" if is_lhco else "oracle"
     for k in args.s_over_sqrt_b:
         cells = {s["method"]: s["median_significance"] for s in summary if s["s_over_sqrt_b"] == k}
-        if cells.get("oracle", 0) > 0:
-            print(f"S/sqrt(B) {k:g}: GBI unbinned / oracle = {cells['gbi_unbinned'] / cells['oracle']:.2f}")
+        if cells.get(ref, 0) > 0:
+            print(f"S/sqrt(B) {k:g}: GBI unbinned / {ref} = {cells['gbi_unbinned'] / cells[ref]:.2f}")
 
 
 if __name__ == "__main__":

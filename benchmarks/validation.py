@@ -91,6 +91,13 @@ def _checks(s: dict, z: dict, spread: float, spread_err: float, added: float, au
                s["limit_coverage"] >= 0.95 - 2 * s["limit_coverage_error"]),
         _check("background-only: mean n_hat (events) consistent with 0", z["poi_mean"], z["poi_mean_error"], "within 3 errors of 0",
                abs(z["poi_mean"]) < 3 * z["poi_mean_error"]),
+        *([] if not math.isfinite(z.get("coverage_68", math.nan)) else [
+            _check("background-only: 68 % interval coverage of n_S = 0", z["coverage_68"], z["coverage_68_error"], "within 2 errors of 0.683",
+                   abs(z["coverage_68"] - 0.683) < 2 * z["coverage_68_error"]),
+            _check("background-only: pull mean (profile-likelihood errors)", z["likelihood_pull_mean"], z["likelihood_pull_mean_error"],
+                   "|mean| < 0.1 + 2 errors", abs(z["likelihood_pull_mean"]) < 0.1 + 2 * z["likelihood_pull_mean_error"]),
+            _check("background-only: pull width (profile-likelihood errors)", z["likelihood_pull_width"], z["likelihood_pull_width_error"],
+                   "|width - 1| < 0.1 + 2 errors", abs(z["likelihood_pull_width"] - 1) < 0.1 + 2 * z["likelihood_pull_width_error"])]),
         _check("background-only: KS p-value of p0 against the asymptotic null (all toys)", z["ks_pvalue_asymptotic_null"], math.nan,
                "> 0.01", z["ks_pvalue_asymptotic_null"] > 0.01),
         _check("background-only: fraction n_hat > 0", z["fraction_positive"], z["fraction_positive_error"], "within 2 errors of 0.5",
@@ -188,7 +195,7 @@ def main() -> None:
             print(f"wrote {part_file}")
             return
     t = time.perf_counter()
-    null = toy_study(model, n_signal=0, n_background=n_b, n_toys=args.toys, seed=args.seed + 1, interval=False, p0=True)
+    null = toy_study(model, n_signal=0, n_background=n_b, n_toys=args.toys, seed=args.seed + 1, interval=True, p0=True)
     timings["background-only toys"] = time.perf_counter() - t
     print(null, flush=True)
     if args.part == "null":

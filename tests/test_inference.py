@@ -340,3 +340,37 @@ def test_unnormalized_variation_gives_nan_limits_and_says_why(tiny_cond_flow):
     assert np.all(np.isnan(lim.expected))
     assert any("not usable" in p and "averages" in p for p in lim.problems)
     assert any("best fit to the data is not valid" in p for p in lim.problems)
+
+
+def test_spurious_signal_member_fits_start_where_asked():
+    """A likelihood with two minima in a shared shape parameter t (PAWS's signal parameters
+    can have several): started at the local one (t = +1) a member's fit stays there (POI -1);
+    with ``start`` (the pipeline's grid over t's range) each member's fit finds the global
+    minimum (t = -1, POI +1), so the spurious-signal width compares like with like."""
+    from zfit_gbi.inference import spurious_signal
+    from zfit_gbi.pipeline import _signal_parameter_profiles
+
+    obs = zfit.Space("v", limits=(-10.0, 10.0))
+    t = zfit.Parameter("t_two_minima", 1.0, -1.5, 1.5)
+    losses, pois = [], []
+    for k in range(2):  # two "members": the same model on two data sets drawn like the truth
+        data = zfit.Data.from_numpy(obs=obs, array=np.random.default_rng(40 + k).normal(0.0, 0.9, 4000))
+        mu = zfit.Parameter(f"mu_two_minima{k}", 0.0, -3.0, 3.0)
+        mean = zfit.ComposedParameter(f"mean_two_minima{k}", lambda params: params["mu"] + params["t"], params={"mu": mu, "t": t})
+        sigma = zfit.ComposedParameter(f"sigma_two_minima{k}", lambda params: 1.0 + 0.3 * (params["t"] ** 2 - 1.0) ** 2 + 0.1 * params["t"], params={"t": t})
+        losses.append(zfit.loss.UnbinnedNLL(zfit.pdf.Gauss(mean, sigma, obs=obs), data))
+        pois.append(mu)
+    stuck = fit(losses[0], pois[0], minos=False)
+    assert stuck.values[t.name] == pytest.approx(1.0, abs=0.1)  # the local minimum: what a start at +1 gives
+    assert stuck.poi_value == pytest.approx(-1.0, abs=0.1)
+    calls = []
+
+    def start(loss) -> None:
+        calls.append(loss)
+        t.set_value(1.0)  # as the previous fit left it
+        _signal_parameter_profiles([t], loss, 7)
+
+    ss = spurious_signal(losses, pois, start=start)
+    assert calls == losses
+    assert list(ss.yields) == pytest.approx([1.0, 1.0], abs=0.1)
+    assert ss.width < 0.1

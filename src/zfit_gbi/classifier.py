@@ -181,13 +181,30 @@ def train_dense(x1: np.ndarray, x0: np.ndarray, config: ClassifierConfig, *, pro
     z = (x - mean) / scale
     callbacks = [tf_keras.callbacks.EarlyStopping(patience=c.patience, restore_best_weights=True)]
     if progress:
-        from tqdm.keras import TqdmCallback
-
-        callbacks.append(TqdmCallback(verbose=0, desc=progress))
+        callbacks.append(_epoch_bar(tf_keras, progress, c.epochs))
     h = net.fit(z[tr], y[tr], sample_weight=w[tr], validation_data=(z[val], y[val], w[val]), epochs=c.epochs,
                 batch_size=c.batch_size, callbacks=callbacks, verbose=0, shuffle=True)
     history = {"train_loss": [float(v) for v in h.history["loss"]], "val_loss": [float(v) for v in h.history["val_loss"]]}
     return net, mean, scale, history
+
+
+def _epoch_bar(tf_keras: Any, desc: str, epochs: int) -> Any:
+    """A tqdm bar over epochs with the losses (tqdm.keras's TqdmCallback first prints an empty
+    "0epoch" bar before it knows the epoch count)."""
+    from tqdm.auto import tqdm
+
+    class EpochBar(tf_keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in (logs or {}).items()}, refresh=False)
+            self.bar.update()
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.bar.close()
+
+    return EpochBar()
 
 
 def auc(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -300,10 +300,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not r.get("fit_valid"):
             rows.append([f"{r['mass']:.4g}", "fit failed", "", "", ""])
             continue
-        lim = f"{r['observed']:.1f}" if "observed" in r else ""
-        exp = f"{r['expected'][2]:.1f}" if "expected" in r else ""
-        rows.append([f"{r['mass']:.4g}", f"{r['signal_yield']:.1f} +- {r['signal_yield_error']:.1f}", f"{r['significance']:.2f}", lim, exp])
-    print(_table(rows, ["mass", "signal yield", "local Z", "CLs obs", "CLs exp"]))
+        lim = f"{r['observed']:.1f}" if r.get("observed") is not None else ""
+        exp = f"{r['expected'][2]:.1f}" if r.get("expected") is not None else ""
+        z = f"{r['significance']:.2f}" if r.get("significance") is not None else ""
+        rows.append([f"{r['mass']:.4g}", f"{r['signal_yield']:.1f} +- {r['signal_yield_error']:.1f}", z, lim, exp])
+    sliding = res.get("sliding_windows", False)  # data-driven: calibrated Z and the R-ANODE limit, windows slide with the mass
+    print(_table(rows, ["mass", "signal yield", "Z" if sliding else "local Z", "limit obs" if sliding else "CLs obs",
+                        "limit exp" if sliding else "CLs exp"]))
+    if sliding:
+        print(f"each window's gbi run: {Path(args.out)}/mass_<m>/ (summary.json, plots)")
     print(f"wrote {Path(args.out) / 'scan.json'}")
     return 0
 
@@ -404,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("model", help="folder written by gbi (model.json + weights.npz)")
     insp.set_defaults(func=cmd_inspect)
 
-    scanp = _command(sub, common, "scan", "mass scan: fit, local significance and CLs limit at each hypothesised mass")
+    scanp = _command(sub, common, "scan", "mass scan: fit, local significance and CLs limit at each hypothesised mass "
+                     "(signal.model data-driven: the windows slide with the mass, one full run per window)")
     scanp.add_argument("config", help="the YAML config (as for gbi run; signal.mass is overridden)")
     scanp.add_argument("--out", required=True, help="output folder (scan.json, models/, plots)")
     scanp.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="change one config key (YAML value); repeatable")

@@ -24,11 +24,18 @@ The GBI paper's model-agnostic mode, on the same events and windows as the simul
 
 The signal yield is reported in the fit window like every other mode (w N_SR divided by the
 fraction of p_S(m) inside the signal region) and in the signal region.
+
+``gbi scan`` in this mode is a sliding-window search (:func:`sliding_scan`): the fit window and
+the signal region move together so that the signal region is centred on each hypothesised
+mass, and each window is a complete run of the steps above (the background generator retrained
+on *that* window's sidebands: a generator interpolating into one signal region cannot serve
+another, whose events it was trained on).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,7 @@ from .data import Events, Windows
 from .generators import Flow, FlowConfig, TrainConfig, save
 from .ranode import MixtureScan, NullCalibration, mixture_scan
 
-__all__ = ["background_only_signal_region", "run_data_driven"]
+__all__ = ["background_only_signal_region", "run_data_driven", "sliding_scan"]
 
 
 def _signal_flow(features: tuple[str, ...], box: dict[str, tuple[float, float]], flow_kwargs: dict[str, Any], seed: int) -> Flow:
@@ -222,3 +229,103 @@ def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None,
             P.plot_null_calibration(null, scan.t, ax=ax, experiment=exp, text=pc.label)
             written += P.save(fig, out / "ranode_calibration", pc.formats)
     return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats)})
+
+
+def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:
+    """``gbi scan`` with ``signal.model: data-driven``: a sliding-window search.
+
+    For every mass m the configured windows are shifted by m minus the signal region's centre
+    (widths kept; ``signal.mass`` = m) and :func:`zfit_gbi.pipeline.run` runs there in full into
+    ``out/mass_<m>/``: background generator on that window's sidebands, mass-only fit, R-ANODE
+    scan, background-only calibration. Every shifted fit window must lie inside the data (checked
+    for all masses before anything trains). The windows run where ``compute.executor`` says
+    (each then runs its own calibration toys in its process). Writes ``out/scan.json`` (one row
+    per mass: the window, the yield and its interval, p0 and Z as the run quotes them, the limit
+    and its expected band, the run's folder) and the p0 and limit plots; returns the scan. A
+    window that fails (too few events, a failed fit) gives a row with ``fit_valid`` false and
+    the reason; Ctrl-C keeps the finished windows (their folders and ``scan.json``).
+    """
+    from tqdm.auto import tqdm
+
+    from ._atomic import write_json_atomic
+    from .config import validate_config
+    from .data import DataError, read_events
+    from .executor import run_tasks
+    from .pipeline import _scan_plots, versions
+
+    out = Path(out)
+    if cfg.background.generator.path is not None:
+        msg = ("gbi scan with signal.model data-driven retrains the background generator in every window's sidebands; "
+               f"a saved generator ({cfg.background.generator.path}, --models) serves one window only: leave it out")
+        raise DataError(msg)
+    masses = np.atleast_1d(np.asarray(masses, dtype=float))
+    fit_w, sr_w = tuple(cfg.windows.fit), tuple(cfg.windows.signal_region)
+    centre, resonant = 0.5 * (sr_w[0] + sr_w[1]), cfg.data.resonant
+    d = cfg.data
+    data = read_events(d.path, d.columns, tree=d.tree)
+    executor = cfg.compute.executor
+    tasks, bad = [], []
+    for m in masses:
+        shift = float(m) - centre
+        raw = cfg.model_dump(mode="json")
+        raw["windows"] = {"fit": [fit_w[0] + shift, fit_w[1] + shift], "signal_region": [sr_w[0] + shift, sr_w[1] + shift]}
+        raw["signal"]["mass"] = float(m)
+        if executor != "sequential":  # a window in a worker runs its toys there, not in a pool of its own
+            raw["compute"]["executor"] = "sequential"
+        c = validate_config(raw, source=f"<gbi scan at {resonant} = {m:g}>")
+        try:
+            Windows(tuple(c.windows.fit), tuple(c.windows.signal_region)).check_data_cover_fit(data, resonant)
+        except DataError as err:
+            bad.append(f"{m:g} (fit window {[round(v, 6) for v in c.windows.fit]}): {err}")
+        tasks.append({"config": c.model_dump(mode="json"), "out": str((out / f"mass_{m:g}").absolute()), "mass": float(m)})
+    if bad:
+        msg = (f"{d.path}: the windows slide with the scanned mass (fit window {list(fit_w)}, signal region {list(sr_w)} at "
+               f"{centre:g}); the data do not cover the fit window at mass " + "; ".join(bad))
+        raise DataError(msg)
+
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"masses": masses.tolist(), "rows": rows, "signal_model": "data-driven", "sliding_windows": True,
+                              "versions": versions(), "config": json.loads(cfg.model_dump_json())}
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if executor == "sequential":
+            for t in tqdm(tasks, desc="sliding-window scan", unit="window", disable=quiet or None):
+                rows.append(_window_task(t))
+                write_json_atomic(out / "scan.json", result)  # the finished windows, kept on Ctrl-C
+        else:
+            rows += run_tasks(_window_task, tasks, executor=executor)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        write_json_atomic(out / "scan.json", result)
+        raise
+    if cfg.plots.enabled:
+        result["plots"] = _scan_plots(cfg, out, rows)
+    write_json_atomic(out / "scan.json", result)
+    return result
+
+
+def _window_task(task: dict[str, Any]) -> dict[str, Any]:
+    """One window of :func:`sliding_scan`: a data-driven run and its scan row (module level:
+    worker processes and Dask run it)."""
+    from ._tf import tf  # noqa: F401
+    from .config import validate_config
+    from .data import DataError
+    from .inference import FitError
+    from .pipeline import run
+
+    cfg = validate_config(task["config"], source=f"<gbi scan window at {task['mass']:g}>")
+    out = Path(task["out"])
+    row: dict[str, Any] = {"mass": task["mass"], "windows": {"fit": list(cfg.windows.fit), "signal_region": list(cfg.windows.signal_region)},
+                           "folder": out.name}
+    try:
+        s = run(cfg, out, quiet=True)
+    except (DataError, FitError, ValueError) as err:
+        return {**row, "fit_valid": False, "error": str(err)}
+    y, disc, ul = s["signal_yield"], s.get("discovery") or {}, s.get("upper_limit")
+    row.update({"fit_valid": bool(s["fit_valid"]), "signal_yield": y["value"], "signal_yield_error_low": y["error_low"],
+                "signal_yield_error_high": y["error_high"], "signal_yield_error": 0.5 * (y["error_low"] + y["error_high"]),
+                "p0": disc.get("p0"), "significance": disc.get("significance"), "calculator": disc.get("calculator"),
+                "asymptotic": disc.get("asymptotic"), "n_signal_region": s["n_events"]["signal_region"]})
+    if ul is not None:
+        row.update({"cl": ul["cl"], "observed": ul["observed"], "expected": ul["expected"]})
+    return row

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -780,7 +780,8 @@ def envelope_interval(losses: Sequence, pois: Sequence[zfit.Parameter], *, minos
             "best_model": int(np.argmin(nll)), "values": vals.tolist(), "errors": [f.errors[f.poi] for f in fits], "nll": nll.tolist()}
 
 
-def spurious_signal(losses: Sequence, pois: Sequence[zfit.Parameter], *, scale: float = 1.0, prefix: str = "gen_spurious"):
+def spurious_signal(losses: Sequence, pois: Sequence[zfit.Parameter], *, scale: float = 1.0, prefix: str = "gen_spurious",
+                    start: Callable[[Any], None] | None = None):
     """The generator's error on the signal yield, measured with the members of an ensemble.
 
     Each loss is the same events with the model built on one member alone (no nuisances); the
@@ -789,13 +790,16 @@ def spurious_signal(losses: Sequence, pois: Sequence[zfit.Parameter], *, scale: 
     :class:`~zfit_gbi.nuisances.SpuriousSignal`. Use a *bootstrap* ensemble: its spread is then
     the bootstrap estimate of how far the fitted yield moves when the generator is retrained on
     another sideband sample. Members whose fit fails are left out (with a warning); at least two
-    must remain.
+    must remain. ``start``, if given, is called with each loss before its fit (to choose the
+    start of parameters whose likelihood has several minima, e.g. a PAWS signal parameter).
     """
     from .nuisances import SpuriousSignal
 
     yields = []
     for k, (loss, poi) in enumerate(zip(losses, pois, strict=True)):
         try:
+            if start is not None:
+                start(loss)
             yields.append(fit(loss, poi, minos=False).poi_value * float(scale))
         except FitError as err:
             log.warning("spurious signal: the fit with member %d failed (%s); left out", k, err)

@@ -329,7 +329,7 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
     from .model import build_model
 
     with _stage(timings, "fit", quiet):
-        profiles = _signal_parameter_profiles(cfg, model, loss)  # also the fit's start
+        profiles = _signal_parameter_profiles(model.signal_params, loss, cfg.signal.parametrized.profile_points)  # also the fit's start
         summary_fit = fit(loss, model.poi, minos=cfg.inference.minos)
     params = list(loss.get_params(floating=True))
     signal_parameters = None
@@ -418,16 +418,16 @@ def _held(params: list[Any]):
             p.floating = True
 
 
-def _signal_parameter_profiles(cfg: Any, model: Any, loss: Any) -> dict[str, tuple[list[float], list[float]]]:
-    """Profile likelihood of each signal-model parameter (PAWS-style) on a grid over its
+def _signal_parameter_profiles(params: list[Any], loss: Any, n_points: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Profile likelihood of each signal-model parameter (PAWS-style) on ``n_points`` over its
     simulated range (every other parameter, the POI included, profiled): ``{name: (values,
     NLL minima)}``. Each parameter is left at its best grid point: the fit starts there (a
     likelihood in a classifier's parameter can have several minima)."""
     from .inference import _conditional_nll
 
     out: dict[str, tuple[list[float], list[float]]] = {}
-    for p in model.signal_params:
-        grid = np.linspace(float(p.lower), float(p.upper), cfg.signal.parametrized.profile_points)
+    for p in params:
+        grid = np.linspace(float(p.lower), float(p.upper), n_points)
         nll = _conditional_nll(loss, p, grid)
         p.set_value(float(grid[int(np.argmin(nll))]))
         out[p.name] = (grid.tolist(), [float(v) for v in nll])
@@ -651,7 +651,13 @@ def _spurious(cfg: Any, bkg_gen: Any, common: dict[str, Any], events: Events, pr
         losses.append(mk.loss(events))
         pois.append(mk.poi)
     scale = common["reference_yield"] if common["poi"] == "mu" else 1.0
-    return spurious_signal(losses, pois, scale=scale, prefix=f"{prefix}gen_spurious")
+    ratio = common["signal_ratio"]  # PAWS: each member's fit starts its signal parameters as the main fit does
+    params = list(ratio.params) if ratio is not None else []
+
+    def start(loss: Any) -> None:
+        _signal_parameter_profiles(params, loss, cfg.signal.parametrized.profile_points)
+
+    return spurious_signal(losses, pois, scale=scale, prefix=f"{prefix}gen_spurious", start=start if params else None)
 
 
 def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:
@@ -665,13 +671,21 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     other here, or in worker processes / on Dask, each worker reading the data and the saved
     generators once; the rows are the same either way.
 
+    ``signal.model: data-driven`` scans differently (:func:`zfit_gbi.data_driven.sliding_scan`):
+    the windows slide with the mass and every window is a full data-driven run.
+
     Args:
-        masses: Hypothesised signal masses (resonant variable's unit), inside the fit window.
+        masses: Hypothesised signal masses (resonant variable's unit), inside the fit window
+            (data-driven: each the centre of a shifted signal region).
     """
     from tqdm.auto import tqdm
 
     from ._tf import tf  # noqa: F401
 
+    if cfg.signal.model == "data-driven":
+        from .data_driven import sliding_scan
+
+        return sliding_scan(cfg, out, masses, quiet=quiet)
     _simulation_mode(cfg, "gbi scan", parametrized=True)
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -680,7 +694,6 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     bad = masses[~((masses > windows.fit[0]) & (masses < windows.fit[1]))]
     if bad.size:
         raise DataError(f"scan masses {bad.tolist()} lie outside the fit window {list(windows.fit)}")
-    resonant = cfg.data.resonant
     timings: dict[str, float] = {}
     with _stage(timings, "read data", quiet):
         parts, sim, box = _read_inputs(cfg)
@@ -689,7 +702,6 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     if cfg.signal.model == "parametrized":  # one classifier for every mass (saved: workers load it)
         with _stage(timings, "signal classifier", quiet):
             ratio = _paws_ratio(cfg, bkg_gen, sim, windows, out, int(cfg.inference.seed), quiet)
-    ul = cfg.inference.upper_limit
     executor = cfg.compute.executor
     with _stage(timings, "scan", quiet):
         if executor == "sequential":
@@ -706,25 +718,32 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "scan.json", result)
     if cfg.plots.enabled:
-        from . import plotting as P
-
-        ok = [r for r in rows if r.get("fit_valid")]
-        unit = cfg.plots.unit
-        with P.style(cfg.plots.style) as exp:
-            written = []
-            if ok and "observed" in ok[0]:
-                fig, ax = P.plt.subplots(figsize=(8, 6))
-                P.plot_brazil([r["mass"] for r in ok], [r["observed"] for r in ok], [r["expected"] for r in ok], ax=ax,
-                              cl=ul.cl, mass_label=f"${resonant}$ [{unit}]", experiment=exp, text=cfg.plots.label)
-                written += P.save(fig, out / "scan_limits", cfg.plots.formats)
-            if ok:
-                fig, ax = P.plt.subplots(figsize=(8, 6))
-                P.plot_p0_scan([r["mass"] for r in ok], [r["p0"] for r in ok], ax=ax, mass_label=f"${resonant}$ [{unit}]",
-                               experiment=exp, text=cfg.plots.label)
-                written += P.save(fig, out / "scan_p0", cfg.plots.formats)
-        result["plots"] = sorted(p.name for p in written)
+        result["plots"] = _scan_plots(cfg, out, rows)
         write_json_atomic(out / "scan.json", result)
     return result
+
+
+def _scan_plots(cfg: Any, out: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """The scan's Brazil band (rows with an observed and expected limit) and local p0 plots
+    (rows that failed, with an ``error``, left out)."""
+    from . import plotting as P
+
+    ok = [r for r in rows if "error" not in r]  # a data-driven window whose interval failed still has its p0
+    label = f"${cfg.data.resonant}$ [{cfg.plots.unit}]"
+    written: list[Path] = []
+    with P.style(cfg.plots.style) as exp:
+        lim = [r for r in ok if r.get("observed") is not None and r.get("expected") is not None and np.isfinite(r["observed"])]
+        if lim:
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_brazil([r["mass"] for r in lim], [r["observed"] for r in lim], [r["expected"] for r in lim], ax=ax,
+                          cl=lim[0]["cl"], mass_label=label, experiment=exp, text=cfg.plots.label)
+            written += P.save(fig, out / "scan_limits", cfg.plots.formats)
+        disc = [r for r in ok if r.get("p0") is not None]
+        if disc:
+            fig, ax = P.plt.subplots(figsize=(8, 6))
+            P.plot_p0_scan([r["mass"] for r in disc], [r["p0"] for r in disc], ax=ax, mass_label=label, experiment=exp, text=cfg.plots.label)
+            written += P.save(fig, out / "scan_p0", cfg.plots.formats)
+    return sorted(p.name for p in written)
 
 
 def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, i: int, mass: float,
@@ -742,7 +761,7 @@ def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], 
     loss = model.loss(parts["fit"])
     row: dict[str, Any] = {"mass": mass}
     try:
-        _signal_parameter_profiles(cfg, model, loss)
+        _signal_parameter_profiles(model.signal_params, loss, cfg.signal.parametrized.profile_points)
         f = fit(loss, model.poi, minos=False)
     except FitError as err:
         return {**row, "fit_valid": False, "error": str(err)}
