@@ -47,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toys", type=int, default=300, help="toys per hypothesis (default 300)")
     ap.add_argument("--quick", action="store_true", help="60 toys per hypothesis")
+    ap.add_argument("--epochs", type=int, default=25, help="generator training epochs (default 25)")
     args = ap.parse_args()
     n_toys = 60 if args.quick else args.toys
 
@@ -54,7 +55,7 @@ def main() -> None:
     t0 = time.perf_counter()
     side = bench.sample(40_000, 0, seed=12)
     side = side.select(bench.windows.in_sidebands(side["mjj"]))
-    fast = TrainConfig(epochs=25, batch_size=512, learning_rate=3e-3, patience=5, progress=False, seed=3)
+    fast = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=3e-3, patience=5, progress=False, seed=3)
     bkg = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=4, hidden_units=(32, 32)), seed=1)
     bkg.fit(side.array(bench.features), side["mjj"], train=fast)
     sim = bench.signal_simulation(6000, seed=41)

@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--retrainings", type=int, default=None, help="retrainings (default 10; --quick 3)")
     ap.add_argument("--members", type=int, default=3, help="bootstrap ensemble size (default 3)")
     ap.add_argument("--toys", type=int, default=4, help="data sets per retraining (default 4)")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 40; --quick 15)")
     ap.add_argument("--quick", action="store_true", help="3 retrainings x 2 toys, 15 epochs")
     ap.add_argument("--envelope", action="store_true", help="also the envelope over the ensemble members (one fit per member)")
     ap.add_argument("--no-spurious", action="store_true", help="without the spurious-signal treatments")
@@ -70,7 +70,9 @@ def main() -> None:
         _recompute(args.name)
         return
     if args.quick:
-        args.toys, args.epochs = 2, 15
+        args.toys = 2
+    if args.epochs is None:
+        args.epochs = 15 if args.quick else 40
     if args.retrainings is None:
         args.retrainings = 3 if args.quick else 10
 

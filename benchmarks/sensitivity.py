@@ -264,8 +264,8 @@ def main() -> None:
                     help="folder with the LHCO sr_*.npy files (--dataset lhco)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--s-over-sqrt-b", type=float, nargs="+", default=None, help="injections (default 0.5 1 2 3 5; LHCO 0.5 1 2.5 5)")
-    ap.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window (benchmark)")
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--n-background", type=int, default=None, help="background events in the fit window (benchmark; default 100k, --quick 30k)")
+    ap.add_argument("--epochs", type=int, default=None, help="generator training epochs (default 25, --quick 8)")
     ap.add_argument("--n-asimov", type=int, default=50_000)
     ap.add_argument("--clf-epochs", type=int, default=20, help="CATHODE classifier epochs")
     ap.add_argument("--no-limits", dest="limits", action="store_false", help="significances only (the CLs limits take most of the time)")
@@ -274,8 +274,11 @@ def main() -> None:
     args = ap.parse_args()
     is_lhco = args.dataset == "lhco"
     if args.quick:
-        args.seeds, args.n_background, args.epochs, args.n_asimov = 1, 30_000, 8, 10_000
-        args.limits, args.clf_epochs = False, 8
+        args.seeds, args.n_asimov, args.limits, args.clf_epochs = 1, 10_000, False, 8
+    if args.n_background is None:
+        args.n_background = 30_000 if args.quick else 100_000
+    if args.epochs is None:
+        args.epochs = 8 if args.quick else 25
     if args.s_over_sqrt_b is None:  # --quick: 3 injections unless given
         args.s_over_sqrt_b = [1.0, 3.0, 5.0] if args.quick else [0.5, 1.0, 2.5, 5.0] if is_lhco else [0.5, 1.0, 2.0, 3.0, 5.0]
     name = args.name or ("sensitivity_lhco" if is_lhco else "sensitivity")

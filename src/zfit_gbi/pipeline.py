@@ -538,7 +538,7 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
     lim = None
     if cfg.inference.upper_limit is not None:
         with _stage(timings, "binned upper limit", quiet):
-            lim = B.upper_limit(spec, cl=cfg.inference.upper_limit.cl, fitted=f)
+            lim = B.upper_limit(spec, cl=cfg.inference.upper_limit.cl, n_points=cfg.inference.upper_limit.n_points, fitted=f)
             res["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
                                   "calculator": lim.calculator, "scan": lim.scan}
     written: list[Path] = []
