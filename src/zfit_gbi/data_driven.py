@@ -268,7 +268,7 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
     for m in masses:
         shift = float(m) - centre
         raw = cfg.model_dump(mode="json")
-        raw["windows"] = {"fit": [fit_w[0] + shift, fit_w[1] + shift], "signal_region": [sr_w[0] + shift, sr_w[1] + shift]}
+        raw["windows"] = {k: [round(v + shift, 10) for v in w] for k, w in (("fit", fit_w), ("signal_region", sr_w))}  # no 3.9999999999999996
         raw["signal"]["mass"] = float(m)
         if executor != "sequential":  # a window in a worker runs its toys there, not in a pool of its own
             raw["compute"]["executor"] = "sequential"
@@ -276,7 +276,7 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
         try:
             Windows(tuple(c.windows.fit), tuple(c.windows.signal_region)).check_data_cover_fit(data, resonant)
         except DataError as err:
-            bad.append(f"{m:g} (fit window {[round(v, 6) for v in c.windows.fit]}): {err}")
+            bad.append(f"{m:g} (fit window {list(c.windows.fit)}): {err}")
         tasks.append({"config": c.model_dump(mode="json"), "out": str((out / f"mass_{m:g}").absolute()), "mass": float(m)})
     if bad:
         msg = (f"{d.path}: the windows slide with the scanned mass (fit window {list(fit_w)}, signal region {list(sr_w)} at "
