@@ -464,12 +464,7 @@ def test_run_data_driven(tmp_path, bench, capsys):
     assert s2["ranode"]["signal_fraction_in_signal_region"] == pytest.approx(0.9545, abs=1e-3)  # +-2 sigma of the Gaussian
 
 
-def test_scan_data_driven_slides_the_windows(tmp_path, capsys):
-    """gbi scan with signal.model: data-driven is a sliding-window search: the fit window and
-    the signal region move with the mass (widths kept), each window a full data-driven run in
-    its own folder (background generator retrained on that window's sidebands); a mass whose
-    window leaves the data, and --models (one window's generator), are errors before anything
-    trains."""
+def _sliding_config(tmp_path):
     import yaml
 
     from zfit_gbi.benchmark import ResonantBenchmark
@@ -490,6 +485,32 @@ def test_scan_data_driven_slides_the_windows(tmp_path, capsys):
     }
     cfg = tmp_path / "dd.yaml"
     cfg.write_text(yaml.safe_dump(raw))
+    return cfg
+
+
+def test_scan_data_driven_refuses_before_training(tmp_path, capsys):
+    """A sliding-window scan (gbi scan, signal.model: data-driven) whose window at some mass
+    leaves the data, or with --models (one window's generator), is an error before anything
+    trains or is written."""
+    cfg = _sliding_config(tmp_path)
+    assert main(["scan", str(cfg), "--out", str(tmp_path / "far"), "--masses", "3.0", "3.6", "2", "--quiet"]) == 1
+    assert "mass 3 (fit window [2.4, 3.6])" in capsys.readouterr().err
+    assert not (tmp_path / "far").exists()
+    models = tmp_path / "models"
+    (models / "background").mkdir(parents=True)
+    (models / "background" / "model.json").write_text("{}")
+    assert main(["scan", str(cfg), "--out", str(tmp_path / "m"), "--masses", "3.4", "3.6", "2", "--quiet", "--models", str(models)]) == 1
+    assert "serves one window only" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_scan_data_driven_slides_the_windows(tmp_path, capsys):
+    """gbi scan with signal.model: data-driven is a sliding-window search: the fit window and
+    the signal region move with the mass (widths kept), each window a full data-driven run in
+    its own folder (background generator retrained on that window's sidebands). (slow: two
+    trainings, 50 s; the refusals are in the default suite.)"""
+    cfg = _sliding_config(tmp_path)
     out = tmp_path / "scan"
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2", "--quiet"]) == 0
     assert "each window's gbi run" in capsys.readouterr().out
@@ -512,11 +533,3 @@ def test_scan_data_driven_slides_the_windows(tmp_path, capsys):
         n_sr.append(r["n_signal_region"])
     assert n_sr[0] != n_sr[1]
     assert "scan_p0.png" in s["plots"]
-
-    assert main(["scan", str(cfg), "--out", str(tmp_path / "far"), "--masses", "3.0", "3.6", "2", "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert "mass 3 (fit window [2.4, 3.6])" in err
-    assert not (tmp_path / "far").exists()
-    assert main(["scan", str(cfg), "--out", str(tmp_path / "m"), "--masses", "3.4", "3.6", "2", "--quiet",
-                 "--models", str(out / "mass_3.4" / "models")]) == 1
-    assert "serves one window only" in capsys.readouterr().err
