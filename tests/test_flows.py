@@ -114,6 +114,13 @@ def test_training_is_reproducible(bench, train_events):
     np.testing.assert_allclose(f1.log_prob(x[:50], m[:50]), f2.log_prob(x[:50], m[:50]), rtol=1e-5)
     assert len(f1.history.train_loss) == 2
     assert f1.history.learning_rate[0] > f1.history.learning_rate[1]  # cosine schedule
+    # the schedule reaches the optimizer: the same seed with a constant rate trains the same first
+    # epoch and a different second one (the cosine's is half the rate). Adam once copied the rate
+    # variable the schedule assigned to, and both trainings were identical.
+    f3 = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(8, 8)))
+    f3.fit(x, m, train=TrainConfig(**{**cfg.__dict__, "schedule": "constant"}))
+    assert f3.history.train_loss[0] == pytest.approx(f1.history.train_loss[0], rel=1e-5)
+    assert abs(f3.history.train_loss[1] - f1.history.train_loss[1]) > 1e-4
 
 
 def test_early_stopping_and_history(bench, cond_flow):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, ModelFileError, load, save
-from zfit_gbi.generators.io import FORMAT_VERSION, read_metadata
+from zfit_gbi.generators.io import FORMAT_VERSION, flow_from_state, flow_state, read_metadata
 
 # ---- helpers ---------------------------------------------------------------------------------
 
@@ -170,7 +170,8 @@ def test_model_json_content_flow(cond_flow, tmp_path):
     folder = save(cond_flow, tmp_path / "gen")
     meta = _meta(folder)
     assert meta["format"] == "zfit-gbi-generator"
-    assert meta["format_version"] == FORMAT_VERSION == 1
+    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["flows"][0]["config"]["layout"] == 2
     assert meta["kind"] == "flow"
     assert meta["aggregate"] is None
     assert meta["weights_file"] == "weights.npz"
@@ -531,3 +532,27 @@ def test_load_accepts_model_json_path(uncond_flow, events, tmp_path):
     folder = save(uncond_flow, tmp_path / "m")
     back = load(folder / "model.json")
     np.testing.assert_allclose(back.log_prob(events[0]), uncond_flow.log_prob(events[0]), rtol=1e-12)
+
+
+def test_format_1_files_load_with_their_layout(bench, cond_flow, tmp_path):
+    """Files written before FlowConfig.layout (format 1) load as layout 1 and give the densities
+    of a layout-1 flow with their weights (not layout 2's); a format-2 file without the layout
+    is an error that names it."""
+    meta, weights = flow_state(cond_flow)
+    meta["config"]["layout"] = 1
+    old = flow_from_state(meta, weights)
+    folder = save(old, tmp_path / "gen")
+    m = _meta(folder)
+    m["format_version"] = 1
+    del m["flows"][0]["config"]["layout"]
+    _write_meta(folder, m)
+    back = load(folder)
+    assert back.config.layout == 1
+    ev = bench.sample(400, 0, seed=21)
+    x, mjj = ev.array(bench.features), ev["mjj"]
+    np.testing.assert_allclose(back.log_prob(x, mjj), old.log_prob(x, mjj), rtol=1e-10, atol=1e-10)
+    assert np.max(np.abs(old.log_prob(x, mjj) - cond_flow.log_prob(x, mjj))) > 0.1
+    m["format_version"] = 2
+    _write_meta(folder, m)
+    with pytest.raises(ModelFileError, match=r"config\.layout"):
+        load(folder)

@@ -44,6 +44,13 @@ class FlowConfig:
         tail_bound: The spline acts on ``[-tail_bound, tail_bound]`` and is the identity outside.
         batch_norm: Batch normalization after each block (CATHODE).
         activation: Hidden activation.
+        layout: ``2`` (the default): nflows' layout. Going from the data to the base density
+            each block is the MADE transform, then batch normalization (so the last step before
+            the base is a batch norm), and an affine block maps ``z = x * (softplus(s) + 1e-3)
+            + shift``, so it can stretch or shrink. ``1``: flows saved in format 1 (batch norm
+            before each block, the affine scale ``sigmoid(s + 2) + 1e-3`` applied from the base
+            to the data side, so a block can only stretch towards the base); it trains
+            markedly slower (README, training benchmark) and is kept to load old files.
     """
 
     transform: Literal["affine", "rqs"] = "affine"
@@ -53,10 +60,14 @@ class FlowConfig:
     tail_bound: float = 5.0
     batch_norm: bool = False
     activation: str = "relu"
+    layout: Literal[1, 2] = 2
 
     def __post_init__(self) -> None:
         if self.transform not in ("affine", "rqs"):
             msg = f"FlowConfig.transform must be 'affine' or 'rqs', got {self.transform!r}"
+            raise ValueError(msg)
+        if self.layout not in (1, 2) or type(self.layout) is not int:
+            msg = f"FlowConfig.layout must be 1 or 2, got {self.layout!r}"
             raise ValueError(msg)
         if self.n_layers < 1 or not self.hidden_units or min(self.hidden_units) < 1:
             msg = f"FlowConfig needs n_layers >= 1 and positive hidden_units, got {self}"
@@ -252,12 +263,17 @@ def _shrink_output_layer(made) -> None:
             layer.set_weights([w * _OUTPUT_INIT_SCALE for w in layer.get_weights()])
 
 
-def _affine_fn(made):
+def _affine_fn(made, layout: int):
+    """TFP's MAF calls ``fn(x)`` with data-side values and wants the bijector from the base side
+    to the data side."""
+
     def fn(x, **kwargs):
         out = made(x, **kwargs)
         shift, raw = tf.unstack(out, axis=-1)
-        scale = tf.sigmoid(raw + 2.0) + tf.constant(1e-3, out.dtype)  # nflows' stable affine MAF
-        return tfb.Chain([tfb.Shift(shift), tfb.Scale(scale)])
+        eps = tf.constant(1e-3, out.dtype)
+        if layout == 2:  # nflows 0.14: z = x * scale + shift, i.e. x = (z - shift) / scale
+            return tfb.Invert(tfb.Chain([tfb.Shift(shift), tfb.Scale(tf.math.softplus(raw) + eps)]))
+        return tfb.Chain([tfb.Shift(shift), tfb.Scale(tf.sigmoid(raw + 2.0) + eps)])
 
     return fn
 
@@ -384,7 +400,7 @@ class Flow:
             perm = list(reversed(range(self.n_features)))
             for k, made in enumerate(nets.mades):
                 fn = (
-                    _affine_fn(made)
+                    _affine_fn(made, cfg.layout)
                     if cfg.transform == "affine"
                     else _rqs_fn(made, cfg.n_bins, cfg.tail_bound)
                 )
@@ -393,7 +409,9 @@ class Flow:
                     blocks.append(tfb.BatchNormalization(nets.bns[k], training=training, name=f"bn{k}"))
                 if k < cfg.n_layers - 1 and self.n_features > 1:
                     blocks.append(tfb.Permute(perm, name=f"perm{k}"))
-            chain = tfb.Chain([self._preprocessing(dtype), *reversed(blocks)])
+            # blocks are listed from the data side to the base (the order of log_prob); layout 1
+            # had them the other way round, i.e. batch norm before each block on the way to the base
+            chain = tfb.Chain([self._preprocessing(dtype), *(blocks if cfg.layout == 2 else reversed(blocks))])
             base = tfd.Sample(tfd.Normal(tf.constant(0.0, dtype), tf.constant(1.0, dtype)), [self.n_features])
             return tfd.TransformedDistribution(base, chain)
 

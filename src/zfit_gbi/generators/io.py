@@ -24,7 +24,8 @@ from .flows import Flow, FlowConfig, TrainingHistory
 __all__ = ["FORMAT_VERSION", "ModelFileError", "flow_from_state", "flow_state", "load", "save"]
 
 FORMAT = "zfit-gbi-generator"
-FORMAT_VERSION = 1
+# 2: FlowConfig.layout (format 1 knew only layout 1; its files load as such)
+FORMAT_VERSION = 2
 METADATA = "model.json"
 WEIGHTS = "weights.npz"
 
@@ -126,10 +127,16 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _build_flow(fm: dict[str, Any], meta_file: Path, k: int) -> Flow:
+def _build_flow(fm: dict[str, Any], meta_file: Path, k: int, version: int = FORMAT_VERSION) -> Flow:
     try:
         cfg = dict(fm["config"])
         cfg["hidden_units"] = tuple(cfg["hidden_units"])
+        if version == 1:  # written before FlowConfig.layout existed
+            if "layout" in cfg:
+                raise KeyError("config.layout in a format-1 file")
+            cfg["layout"] = 1
+        elif "layout" not in cfg:
+            raise KeyError("config.layout")
         flow = Flow(fm["features"], {f: tuple(b) for f, b in fm["bounds"].items()}, fm["context"], FlowConfig(**cfg), seed=int(fm["seed"]))
         pre = fm["preprocessing"]
         flow.x_mean, flow.x_std = np.asarray(pre["x_mean"], float), np.asarray(pre["x_std"], float)
@@ -196,7 +203,7 @@ def load(path: str | Path) -> Flow | FlowEnsemble:
     used: set[str] = set()
     flows = []
     for k, fm in enumerate(meta["flows"]):
-        flow = _build_flow(fm, meta_file, k)
+        flow = _build_flow(fm, meta_file, k, meta["format_version"])
         n_w = len(flow.get_weights())
         keys = [f"flow{k}/w{i}" for i in range(n_w)]
         try:

@@ -103,8 +103,10 @@ def train_flow(
     ab_val = as32(None if ab is None else ab[i_val])
 
     variables = flow._nets32.trainable_variables
-    lr = tf.Variable(cfg.learning_rate, dtype=tf.float32, trainable=False)
-    opt = tf_keras.optimizers.Adam(learning_rate=lr, global_clipnorm=cfg.clipnorm)
+    opt = tf_keras.optimizers.Adam(learning_rate=cfg.learning_rate, global_clipnorm=cfg.clipnorm)
+    # the optimizer's own variable: Adam copies a tf.Variable passed to it, so assigning to
+    # that one leaves the rate constant: every schedule was a no-op before this
+    lr = opt.learning_rate
     opt.build(variables)  # slots now: creating them inside the first call would trace train_step twice
 
     def event_log_lik(xb, cb, abb, training):
