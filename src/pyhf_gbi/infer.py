@@ -48,6 +48,10 @@ def numpy_backend(optimizer: str = "minuit") -> Iterator[None]:
 def _robust(fn: Callable[[], T]) -> T:
     """Run ``fn`` with Minuit; if one of its fits fails (Minuit's minimum invalid, typically a
     staterror gamma at its bound), run it again with scipy's SLSQP, pyhf's default, and say so."""
+    # pyhf logs a failed fit as an error with its whole result (a correlation matrix of every
+    # staterror gamma: screens of numbers) before raising; the warning below says what happened
+    mixins_log = logging.getLogger("pyhf.optimize.mixins")
+    disabled, mixins_log.disabled = mixins_log.disabled, True
     try:
         with numpy_backend("minuit"):
             return fn()
@@ -55,6 +59,8 @@ def _robust(fn: Callable[[], T]) -> T:
         log.warning("pyhf: a Minuit fit failed (invalid minimum); repeating with scipy's optimizer")
         with numpy_backend("scipy"):
             return fn()
+    finally:
+        mixins_log.disabled = disabled
 
 
 def model_and_data(spec: dict[str, Any], measurement: str | None = None) -> tuple[pyhf.pdf.Model, np.ndarray]:
