@@ -21,8 +21,8 @@ CONFIGS = {
     "affine": FlowConfig(transform="affine", n_layers=3, hidden_units=(8, 8)),
     "rqs": FlowConfig(transform="rqs", n_layers=2, hidden_units=(8, 8), n_bins=6, tail_bound=3.0),
     "affine+bn": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True),
-    # the layout of format-1 files (batch norm before each block, the sigmoid affine scale)
-    "affine+bn (layout 1)": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True, layout=1),
+    # nflows' layout (the cathode and hisigma presets): batch norm after each block, softplus scale
+    "affine+bn (layout 2)": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True, layout=2),
 }
 PROPS = settings(max_examples=15, deadline=None, derandomize=True)
 

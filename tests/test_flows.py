@@ -245,8 +245,9 @@ def test_batch_norm_flow_trains(bench, train_events):
 def test_deep_flow_starts_near_identity(bench, train_events):
     """CATHODE depth (15 blocks): with plain Glorot output layers the untrained stack sent the
     log-density to -3e31 (-inf for narrow MADEs) and the first minibatch's loss was NaN; the
-    blocks' outputs start small, so each untrained block is a shift near 0 and the scale
-    softplus(0) + 1e-3 = 0.69 (nflows' parametrization), and training starts from finite losses."""
+    blocks now start near the identity, so the untrained density is that of the base Gaussian
+    stretched by 15 scales of about 1.13, and training starts from finite losses (layout 1, the
+    default; the CATHODE preset's layout 2 is trained in benchmarks/training.py)."""
     from zfit_gbi._tf import tf
 
     x, m = train_events.array(bench.features)[:3000], train_events["mjj"][:3000]

@@ -24,7 +24,7 @@ from .flows import Flow, FlowConfig, TrainingHistory
 __all__ = ["FORMAT_VERSION", "ModelFileError", "flow_from_state", "flow_state", "load", "save"]
 
 FORMAT = "zfit-gbi-generator"
-# 2: FlowConfig.layout (format 1 knew only layout 1; its files load as such)
+# 2: FlowConfig.layout is stored (format 1 knew only layout 1; its files load as such)
 FORMAT_VERSION = 2
 METADATA = "model.json"
 WEIGHTS = "weights.npz"
