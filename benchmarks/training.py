@@ -38,6 +38,7 @@ import math
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,8 @@ def gpu_inputs(folder: Path, args: argparse.Namespace, x: np.ndarray, m: np.ndar
     folder.mkdir(parents=True, exist_ok=True)
     for name in args.settings:
         fcfg, tcfg = settings(name)
+        if args.layout is not None:
+            fcfg = replace(fcfg, layout=args.layout)
         tcfg = TrainConfig(**{**tcfg.__dict__, "epochs": args.epochs, "seed": args.seed, "progress": False})
         flow = Flow(features, bounds, ("mjj",), fcfg)
         _, i_tr = train_split(len(x), tcfg)
@@ -129,6 +132,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-xla", action="store_true", help="also train this package's flow without XLA (jit_compile=False)")
     ap.add_argument("--quick", action="store_true", help="20k events, 3 epochs")
+    ap.add_argument("--layout", type=int, choices=[1, 2], default=None,
+                    help="this package's FlowConfig.layout (default: the presets', 2; 1 is FlowConfig's default)")
     ap.add_argument("--name", default="training", help="results/<name>.json")
     ap.add_argument("--gpu-inputs", type=Path, default=None, help="only write the nflows inputs for a GPU machine to this folder")
     ap.add_argument("--gpu-outputs", type=Path, default=None, help="only report the nflows rows found in this folder (<settings>.out.json)")

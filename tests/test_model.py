@@ -193,9 +193,10 @@ def test_spurious_signal_width_from_members(bench, sideband_flow, cond_flow, sig
     for got, (value, error) in zip(ss.yields, fits, strict=True):  # the same minima (to Migrad's tolerance)
         assert got == pytest.approx(value, abs=0.01 * error)
     assert ss.width == pytest.approx(abs(ss.yields[0] - ss.yields[1]) / np.sqrt(2), rel=1e-12)
-    # two different generators (sidebands only, whole window) give different yields; how far apart
-    # depends on how well each trained (0.07 errors since the learning-rate schedule works)
-    assert ss.width > 1e-3 * fits[0][1]
+    # two different generators (sidebands only, whole window): a spread beyond the minimizer's own,
+    # i.e. beyond two minima each known to 0.01 errors (|y0 - y1| <= 0.02, width <= 0.0142 errors);
+    # measured 0.04 errors (0.1 until the learning-rate schedule worked and both trained better)
+    assert ss.width > 0.015 * fits[0][1]
     assert ss.to_dict()["member_yields"] == list(ss.yields)
     assert "from 2 members" in repr(ss)
     with pytest.raises(ValueError, match="at least 2 finite fitted yields"):

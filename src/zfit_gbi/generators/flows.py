@@ -50,10 +50,10 @@ class FlowConfig:
             only stretch towards the base). ``2`` (nflows' layout, the ``cathode()`` and
             ``hisigma()`` presets): each block is the MADE transform and then batch norm, and an
             affine block maps ``z = x * (softplus(s) + 1e-3) + shift``. Layout 2 reaches a given
-            loss in fewer epochs with batch norm (training benchmark), but with small affine
-            flows without batch norm it interpolated worse into the signal region (a background-
-            only fit of the test suite gave -24 +- 5 signal events, layout 1 a yield consistent
-            with 0), so the default stays 1.
+            loss in fewer epochs with batch norm (``benchmarks/training.py --layout``), but the
+            test suite's small affine flows without batch norm interpolated worse into the signal
+            region with it (``test_model.py::test_zero_injection`` fails: a background-only fit
+            4 errors below 0), so the default stays 1.
     """
 
     transform: Literal["affine", "rqs"] = "affine"
