@@ -39,8 +39,8 @@ def device() -> str:
 def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
     """Print ``rows`` as a table and write ``results/<name>.json``
     (``{"benchmark", "device", "date", "package_versions", "machine", "rows", ...}``)."""
-    cols = list(rows[0])
-    text = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's keys, first seen first
+    text = [[f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
     print("  ".join("-" * w for w in widths))

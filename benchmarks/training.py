@@ -51,8 +51,10 @@ from zfit_gbi.generators import Flow, FlowConfig, TrainConfig
 WORKER = Path(__file__).resolve().parent / "_nflows_worker.py"
 
 
-def settings(name: str) -> tuple[FlowConfig, TrainConfig]:
-    return (FlowConfig.cathode(), TrainConfig.cathode()) if name == "cathode" else (FlowConfig.hisigma(), TrainConfig.hisigma())
+def settings(name: str, layout: int | None = None) -> tuple[FlowConfig, TrainConfig]:
+    """The preset's flow and training settings; ``layout`` overrides the preset's ``FlowConfig.layout``."""
+    fcfg, tcfg = (FlowConfig.cathode(), TrainConfig.cathode()) if name == "cathode" else (FlowConfig.hisigma(), TrainConfig.hisigma())
+    return (fcfg if layout is None else replace(fcfg, layout=layout)), tcfg
 
 
 def sideband_events(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict]:
@@ -111,9 +113,7 @@ def gpu_inputs(folder: Path, args: argparse.Namespace, x: np.ndarray, m: np.ndar
     bring the ``.out.json`` files back and read them with ``--gpu-outputs``."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in args.settings:
-        fcfg, tcfg = settings(name)
-        if args.layout is not None:
-            fcfg = replace(fcfg, layout=args.layout)
+        fcfg, tcfg = settings(name, args.layout)
         tcfg = TrainConfig(**{**tcfg.__dict__, "epochs": args.epochs, "seed": args.seed, "progress": False})
         flow = Flow(features, bounds, ("mjj",), fcfg)
         _, i_tr = train_split(len(x), tcfg)
@@ -156,7 +156,7 @@ def main() -> None:
         return
     rows, notes = [], []
     for name in args.settings:
-        fcfg, tcfg = settings(name)
+        fcfg, tcfg = settings(name, args.layout)
         tcfg = TrainConfig(**{**tcfg.__dict__, "epochs": args.epochs, "patience": args.epochs + 1, "seed": args.seed, "progress": False})
         variants = []
         for jit in (True, False) if args.no_xla else (True,):
@@ -164,7 +164,7 @@ def main() -> None:
             label = "zfit_gbi (TFP, XLA)" if jit else "zfit_gbi (TFP, no XLA)"
             print(f"[{name}] {label}: {len(x)} events, {args.epochs} epochs ...", flush=True)
             h = flow.fit(x, m, train=TrainConfig(**{**tcfg.__dict__, "jit_compile": jit}))
-            variants.append(row(label, name, device(), h.n_train, h.epoch_seconds, h.val_loss, flow.n_parameters))
+            variants.append({**row(label, name, device(), h.n_train, h.epoch_seconds, h.val_loss, flow.n_parameters), "layout": fcfg.layout})
         rows += variants
         ours = variants[0]
 

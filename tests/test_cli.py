@@ -513,9 +513,14 @@ def test_scan_data_driven_slides_the_windows(tmp_path, capsys):
     cfg = _sliding_config(tmp_path)
     out = tmp_path / "scan"
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2", "--quiet"]) == 0
-    assert "each window's gbi run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "each window's gbi run" in printed
     s = json.loads((out / "scan.json").read_text())
     assert s["sliding_windows"] is True
+    g = s["look_elsewhere"]  # two windows 0.2 apart, each 0.4 wide: 1.5 independent windows
+    assert g["trials_factor"] == pytest.approx(1.5)
+    assert g["local_p0"] == min(r["p0"] for r in s["rows"]) <= g["global_p0"]
+    assert f"global Z {g['global_significance']:.2f}" in printed
     assert s["masses"] == [3.4, 3.6]
     n_sr = []
     for r, fit, sr in zip(s["rows"], ([2.8, 4.0], [3.0, 4.2]), ([3.2, 3.6], [3.4, 3.8]), strict=True):

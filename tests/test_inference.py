@@ -7,7 +7,7 @@ import pytest
 import zfit
 
 from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, TrainConfig
-from zfit_gbi.inference import FitError, discovery, fit, profile_scan, upper_limit
+from zfit_gbi.inference import FitError, discovery, fit, look_elsewhere, profile_scan, upper_limit
 from zfit_gbi.pdfs import FlowPDF
 
 BOUNDS = (0.1, 3.0)
@@ -374,3 +374,33 @@ def test_spurious_signal_member_fits_start_where_asked():
     assert calls == losses
     assert list(ss.yields) == pytest.approx([1.0, 1.0], abs=0.1)
     assert ss.width < 0.1
+
+
+def test_look_elsewhere_trials_factor():
+    one = look_elsewhere([3.5], [0.01], 0.4)
+    assert one["trials_factor"] == 1
+    assert one["global_p0"] == pytest.approx(0.01)
+    g = look_elsewhere([0.0, 1.0, 2.0, 3.0], [0.3, 0.01, None, float("nan")], 1.0)  # failed windows left out
+    assert g["mass"] == 1.0
+    assert g["trials_factor"] == 2
+    assert g["global_p0"] == pytest.approx(1 - 0.99**2)
+    fine = look_elsewhere(np.linspace(0, 3, 13), np.full(13, 0.2), 1.0)  # a finer scan adds no trials
+    assert fine["trials_factor"] == pytest.approx(4.0)
+    assert fine["global_significance"] < fine["local_significance"]
+    assert look_elsewhere([1.0, 2.0], [0.9, 0.7], 0.5)["global_significance"] == 0.0  # a deficit: Z = 0
+    with pytest.raises(ValueError, match="one value each"):
+        look_elsewhere([1.0, 2.0], [0.1], 1.0)
+    with pytest.raises(ValueError, match="window_width must be positive"):
+        look_elsewhere([1.0], [0.1], 0.0)
+    with pytest.raises(ValueError, match="no window has a p0"):
+        look_elsewhere([1.0], [None], 1.0)
+
+
+def test_look_elsewhere_is_calibrated_for_independent_windows():
+    """Background-only scans of 6 disjoint windows (uniform local p0): the global p-value is
+    uniform, so it falls below 0.05 in 5 % of the scans, within 3 binomial errors of 4000."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    p_glob = np.array([look_elsewhere(np.arange(6.0), rng.random(6), 1.0)["global_p0"] for _ in range(n)])
+    for alpha in (0.05, 0.32):
+        assert abs(np.mean(p_glob < alpha) - alpha) < 3 * np.sqrt(alpha * (1 - alpha) / n)

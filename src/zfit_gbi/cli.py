@@ -309,6 +309,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
                         "limit exp" if sliding else "CLs exp"]))
     if sliding:
         print(f"each window's gbi run: {Path(args.out)}/mass_<m>/ (summary.json, plots)")
+    if res.get("look_elsewhere"):
+        g = res["look_elsewhere"]
+        print(f"largest local Z {g['local_significance']:.2f} at {g['mass']:.4g}; global Z {g['global_significance']:.2f} "
+              f"(p0 {g['global_p0']:.3g}, trials factor {g['trials_factor']:.3g}: {g['method']})")
     print(f"wrote {Path(args.out) / 'scan.json'}")
     return 0
 

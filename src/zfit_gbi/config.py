@@ -377,9 +377,11 @@ class GeneratorConfig(_Section):
         aggregate: Ensemble average of probabilities (``prob``) or of log-probabilities
             (``logprob``); no effect for ``ensemble: 1``.
         bootstrap: Train each member on a bootstrap resample; no effect for ``ensemble: 1``.
-        jit_compile: XLA-compile the training step: about 2x faster per step on CPU after a
-            compilation of about a second per flow; ``false`` pays off for many short trainings
-            of small flows (e.g. the R-ANODE scans of a quick check).
+        jit_compile: XLA-compile the training step: faster per step on CPU after seconds of
+            compilation per flow, and TensorFlow keeps every compiled step until the process
+            ends (about 50 MB for a 4 x 32 flow); ``false`` is as fast or faster for many short
+            trainings of small flows and does not grow (the R-ANODE scans of ``data-driven``;
+            ``benchmarks/memory_growth.py``).
 
     ``bins``/``tail_bound`` given with ``maf-affine`` are an error. ``model_dump`` writes only
     ``path`` for a saved generator and leaves out ``bins``/``tail_bound`` for ``maf-affine``, so

@@ -241,7 +241,9 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
     for all masses before anything trains). The windows run where ``compute.executor`` says
     (each then runs its own calibration toys in its process). Writes ``out/scan.json`` (one row
     per mass: the window, the yield and its interval, p0 and Z as the run quotes them, the limit
-    and its expected band, the run's folder) and the p0 and limit plots; returns the scan. A
+    and its expected band, the run's folder; ``look_elsewhere``: the smallest local p0 and its
+    global p-value over the independent windows scanned, :func:`zfit_gbi.inference.look_elsewhere`)
+    and the p0 and limit plots; returns the scan. A
     window that fails (too few events, a failed fit) gives a row with ``fit_valid`` false and
     the reason; Ctrl-C keeps the finished windows (their folders and ``scan.json``).
     """
@@ -298,6 +300,11 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
         result["interrupted"] = True
         write_json_atomic(out / "scan.json", result)
         raise
+    found = [r for r in rows if r.get("p0") is not None and "error" not in r]
+    if found:  # the smallest local p0 against the number of independent windows scanned
+        from .inference import look_elsewhere
+
+        result["look_elsewhere"] = look_elsewhere([r["mass"] for r in found], [r["p0"] for r in found], sr_w[1] - sr_w[0])
     if cfg.plots.enabled:
         result["plots"] = _scan_plots(cfg, out, rows)
     write_json_atomic(out / "scan.json", result)

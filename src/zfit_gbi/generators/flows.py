@@ -107,7 +107,11 @@ class TrainConfig:
         clipnorm: Global gradient-norm clipping (prevents the first-epoch divergences seen
             with conditional MAFs); ``None`` disables it.
         seed: Seed for weight initialisation, the split and the shuffling.
-        jit_compile: XLA-compile the training step (about 2x faster on CPU after compiling).
+        jit_compile: XLA-compile the training step (about 1.4x faster per epoch for the
+            CATHODE preset on 2 CPU cores, after seconds of compiling). TensorFlow keeps each
+            compiled step until the process ends (about 50 MB for a 4 x 32 flow), so many short
+            trainings in one process (R-ANODE scans, null toys) are better off with ``False``:
+            as fast for them and without that growth (``benchmarks/memory_growth.py``).
         progress: Show a progress bar with the losses.
     """
 
@@ -267,6 +271,36 @@ def _shrink_output_layer(made) -> None:
             layer.set_weights([w * _OUTPUT_INIT_SCALE for w in layer.get_weights()])
 
 
+class _Sigmoid(tfb.Sigmoid):
+    """``tfb.Sigmoid`` with its log-Jacobian written with ``tf.nn.softplus``.
+
+    TFP's uses a softplus with a ``tf.custom_gradient``; in a traced function TensorFlow registers
+    each such gradient in a global registry that is never emptied, and the registered closure
+    holds the graph: every traced likelihood or training step stayed in memory (see
+    :func:`_forget_traced_bijector_calls`). Same value (TFP's version only guards the gradient of
+    softplus far in the negative tail, where ``tf.nn.softplus``'s own gradient is already exact).
+    """
+
+    def _forward_log_det_jacobian(self, x):
+        return -tf.nn.softplus(-x) - tf.nn.softplus(x)
+
+
+def _forget_traced_bijector_calls() -> None:
+    """Empty TFP's bijector cache after a call made while tracing a ``tf.function``.
+
+    TFP remembers every bijector call in one dictionary shared by all bijectors
+    (``tfb.Bijector._cache``), holding the input strongly and the output weakly. Inside a trace
+    both are symbolic tensors of the same graph, so the output never dies and every traced graph
+    that ever evaluated a flow (each training step function, each zfit likelihood) stayed in
+    memory for the life of the process: 2 graphs and about 35 MB per training of a 2-block flow,
+    gigabytes over a test suite or an R-ANODE scan (``benchmarks/memory_growth.py``). The cache
+    only saves work *within* one call (the Jacobian reusing the inverse's intermediate values),
+    so it is cleared after the call, and only while tracing: eager entries expire by themselves.
+    """
+    if not tf.executing_eagerly():
+        tfb.Bijector.__dict__["_cache"].clear()
+
+
 def _affine_fn(made, layout: int):
     """TFP's MAF calls ``fn(x)`` with data-side values and wants the bijector from the base side
     to the data side."""
@@ -379,7 +413,7 @@ class Flow:
             [
                 tfb.Shift(c(self.low)),
                 tfb.Scale(c(self.high - self.low)),
-                tfb.Sigmoid(),
+                _Sigmoid(),
                 tfb.Shift(c(self.x_mean)),
                 tfb.Scale(c(self.x_std)),
             ],
@@ -450,13 +484,19 @@ class Flow:
         # the normalization uses the batch's; that mismatch made the training objective improper
         # (train loss falling below the true density's, validation loss diverging)
         kw = self._condition(context)
-        z = dist.bijector.inverse(x, **kw)
-        return dist.distribution.log_prob(z) + dist.bijector.inverse_log_det_jacobian(x, event_ndims=1, **kw)
+        try:
+            z = dist.bijector.inverse(x, **kw)
+            return dist.distribution.log_prob(z) + dist.bijector.inverse_log_det_jacobian(x, event_ndims=1, **kw)
+        finally:
+            _forget_traced_bijector_calls()
 
     def sample_tensor(self, n: int | tf.Tensor, context: tf.Tensor | None = None, *, seed=None) -> tf.Tensor:
         """``n`` float64 samples as a tensor; ``context`` is ``(n, n_context)`` if conditional."""
         dist = self._distribution(tf.float64, False)
-        return dist.sample(n, seed=seed, bijector_kwargs=self._condition(context))
+        try:
+            return dist.sample(n, seed=seed, bijector_kwargs=self._condition(context))
+        finally:
+            _forget_traced_bijector_calls()
 
     # ---- numpy API --------------------------------------------------------------------------
     def _check_x(self, x: np.ndarray) -> np.ndarray:

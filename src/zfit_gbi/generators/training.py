@@ -122,7 +122,9 @@ def train_flow(
         with tf.GradientTape() as tape:
             loss = -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, True)) / tf.reduce_sum(wb)
         grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables, strict=True))
+        # one replica, nothing to aggregate; the aggregation's tf.custom_gradient would register a
+        # closure over this graph in TensorFlow's global gradient registry (kept forever)
+        opt.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
         return loss
 
     @tf.function(reduce_retracing=True, autograph=False)

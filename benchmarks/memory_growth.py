@@ -1,0 +1,117 @@
+"""Memory over many trainings and toy fits in one process: what an R-ANODE scan, an ensemble or
+a toy study leaves behind.
+
+Each training builds its own traced (and, with ``jit_compile``, XLA-compiled) step function and
+each toy its own zfit likelihood graph. Once they are finished nothing should hold them; this
+script measures the resident memory (RSS) and the live TensorFlow ``FuncGraph`` objects after
+each of ``--trainings`` flow trainings (with and without XLA, the choice a user has in
+``TrainConfig.jit_compile``) and after each of ``--toys`` toy fits of a GBI model, and reports
+the growth per item (a least-squares slope over the items after the first, in MB).
+
+Run: ``python benchmarks/memory_growth.py`` (about 4 minutes on 2 cores; ``--quick``: 1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import numpy as np
+from _common import report  # type: ignore[import-not-found]
+
+from zfit_gbi._tf import tf  # noqa: F401  (TensorFlow imported quietly, before FuncGraph)
+from zfit_gbi.benchmark import ResonantBenchmark
+from zfit_gbi.generators import Flow, FlowConfig, TrainConfig
+from zfit_gbi.model import build_model
+from zfit_gbi.toys import toy_study
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB (Linux ``/proc``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def func_graphs() -> int:
+    """Live TensorFlow graphs of traced functions."""
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+
+def slope(values: list[float]) -> float:
+    """Growth per item: least-squares slope, the first item (imports, first traces) left out."""
+    y = np.asarray(values[1:], float)
+    return float(np.polyfit(np.arange(len(y)), y, 1)[0]) if len(y) >= 2 else float("nan")
+
+
+def trainings(bench: ResonantBenchmark, n: int, jit: bool, epochs: int) -> dict:
+    ev = bench.sample(20_000, 0, seed=1)
+    sb = ev.select(bench.windows.in_sidebands(ev["mjj"]))
+    x, m = sb.array(bench.features), sb["mjj"]
+    rss, graphs, seconds = [], [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=4, hidden_units=(32, 32)))
+        f.fit(x, m, train=TrainConfig(epochs=epochs, batch_size=256, seed=i, progress=False, jit_compile=jit))
+        del f
+        gc.collect()
+        seconds.append(time.perf_counter() - t0)
+        rss.append(rss_mb())
+        graphs.append(func_graphs())
+        print(f"  training {i + 1}/{n} (XLA {'on' if jit else 'off'}): {rss[-1]:.0f} MB, {graphs[-1]} graphs", flush=True)
+    return {"what": f"flow training ({'XLA' if jit else 'no XLA'})", "items": n, "rss_first_mb": rss[0], "rss_last_mb": rss[-1],
+            "growth_mb_per_item": slope(rss), "graphs_first": graphs[0], "graphs_last": graphs[-1],
+            "seconds_per_item": float(np.median(seconds))}
+
+
+def toys(bench: ResonantBenchmark, n: int) -> dict:
+    sb_events = bench.sample(20_000, 0, seed=2)
+    sb = sb_events.select(bench.windows.in_sidebands(sb_events["mjj"]))
+    bkg = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=4, hidden_units=(32, 32)))
+    bkg.fit(sb.array(bench.features), sb["mjj"], epochs=5, batch_size=256, progress=False, seed=3)
+    sim = bench.signal_simulation(4000, seed=4)
+    sig = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16)))
+    sig.fit(sim.array(bench.features), sim["mjj"], epochs=5, batch_size=256, progress=False, seed=5)
+    data = bench.sample(3000, 0, seed=6)
+    model = build_model(resonant="mjj", features=bench.features, windows=bench.windows, background_generator=bkg,
+                        signal_generator=sig, data_masses=data["mjj"], signal_masses=sim["mjj"], background_mass="exppoly2",
+                        prefix="mem_")
+    rss, graphs, seconds = [], [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        toy_study(model, n_signal=40, n_background=3000, n_toys=1, first=i, seed=7, progress=False)
+        gc.collect()
+        seconds.append(time.perf_counter() - t0)
+        rss.append(rss_mb())
+        graphs.append(func_graphs())
+        print(f"  toy {i + 1}/{n}: {rss[-1]:.0f} MB, {graphs[-1]} graphs", flush=True)
+    return {"what": "toy fit (sample, fit, 68 % interval)", "items": n, "rss_first_mb": rss[0], "rss_last_mb": rss[-1],
+            "growth_mb_per_item": slope(rss), "graphs_first": graphs[0], "graphs_last": graphs[-1],
+            "seconds_per_item": float(np.median(seconds))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trainings", type=int, default=10)
+    ap.add_argument("--toys", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="4 trainings each, 4 toys")
+    ap.add_argument("--parts", nargs="+", choices=("trainings", "toys"), default=["trainings", "toys"])
+    ap.add_argument("--name", default="memory_growth")
+    args = ap.parse_args()
+    if args.quick:
+        args.trainings, args.toys = 4, 4
+    bench = ResonantBenchmark()
+    rows = [trainings(bench, args.trainings, jit, args.epochs) for jit in (False, True)] if "trainings" in args.parts else []
+    if "toys" in args.parts:
+        rows.append(toys(bench, args.toys))
+    report(args.name, rows, {"settings": vars(args), "notes": [
+        "growth_mb_per_item: least-squares slope of RSS after each item, the first item left out",
+        "flows: 4 x 2x32 affine MAF blocks, 4 features given m_jj, 2 epochs on the benchmark's sideband events",
+    ]})
+
+
+if __name__ == "__main__":
+    main()
