@@ -108,6 +108,18 @@ def train_flow(
     # that one leaves the rate constant: every schedule was a no-op before this
     lr = opt.learning_rate
     opt.build(variables)  # slots now: creating them inside the first call would trace train_step twice
+    # TFP's MADE applies its autoregressive masks as kernel constraints after each optimizer step,
+    # not in the forward pass, so the gradient of a masked-out weight is not zero (it is the
+    # gain from seeing the very feature being predicted). Those gradients counted in the
+    # global-norm clipping and shrank every real step; nflows masks in the forward pass, where
+    # they are zero. Masked here before the optimizer (and its clipping) sees them.
+    mask_of = {}
+    for made in flow._nets32.mades:
+        for layer in made._network.layers:
+            constraint = getattr(layer, "kernel_constraint", None)
+            if constraint is not None:
+                mask_of[id(layer.kernel)] = tf.constant(constraint(tf.ones_like(layer.kernel)))
+    grad_masks = [mask_of.get(id(v)) for v in variables]
 
     def event_log_lik(xb, cb, abb, training):
         lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
@@ -121,7 +133,7 @@ def train_flow(
     def train_step(xb, cb, wb, abb):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, True)) / tf.reduce_sum(wb)
-        grads = tape.gradient(loss, variables)
+        grads = [g if mk is None else g * mk for g, mk in zip(tape.gradient(loss, variables), grad_masks, strict=True)]
         # one replica, nothing to aggregate; the aggregation's tf.custom_gradient would register a
         # closure over this graph in TensorFlow's global gradient registry (kept forever)
         opt.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
