@@ -197,7 +197,13 @@ def test_scan(tmp_path, bench, capsys):
     assert [r["mass"] for r in res["rows"]] == [3.4, 3.6]
     assert all(r["fit_valid"] and r["significance"] >= 0 for r in res["rows"])
     assert (out / "scan_p0.png").exists()
-    assert "local Z" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "local Z" in printed
+    g = res["look_elsewhere"]  # the global significance from the local curve's upcrossings
+    assert g["local_p0"] == min(r["p0"] for r in res["rows"]) <= g["global_p0"]
+    assert g["method"].startswith("upcrossings")
+    assert g["upcrossings"] >= 0
+    assert f"global Z {g['global_significance']:.2f}" in printed
     # the same scan on two worker processes (the generators loaded from the first run): same rows
     out2 = tmp_path / "scan2"
     assert main(["scan", str(cfg), "--out", str(out2), "--masses", "3.4", "3.6", "2", "--quiet",

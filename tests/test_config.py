@@ -533,3 +533,28 @@ def test_signal_model_keys(tmp_path):
     with pytest.warns(ConfigWarning, match="nuisances.generator 'eigen' not used"):
         validate_config({**base, "signal": {"model": "data-driven", "simulation": sim},
                          "background": {"generator": {"ensemble": 3}}, "nuisances": {"generator": "eigen"}}, base_dir=tmp_path)
+
+
+def test_jit_compile_unset_means_xla_only_for_generators_trained_once() -> None:
+    """Unset: the generators trained once per run use XLA, the data-driven mode's signal flows
+    (hundreds per run; TensorFlow keeps every compiled step) do not; set, it applies to both,
+    and survives a dump and reload (None is not turned into a value)."""
+    from types import SimpleNamespace
+
+    from zfit_gbi.config import DataDrivenConfig
+    from zfit_gbi.data_driven import _settings
+
+    def data_driven_jit(g: GeneratorConfig) -> bool:
+        cfg = SimpleNamespace(signal=SimpleNamespace(data_driven=DataDrivenConfig(), generator=g),
+                              data=SimpleNamespace(features=["a"]))
+        return _settings(cfg, {"a": (0.0, 1.0)})["train"]["jit_compile"]
+
+    unset = GeneratorConfig(type="maf-affine")
+    assert unset.jit_compile is None
+    assert unset.train_kwargs()["jit_compile"] is True
+    assert data_driven_jit(unset) is False
+    assert GeneratorConfig.model_validate(unset.model_dump(mode="json")).jit_compile is None
+    for value in (True, False):
+        g = GeneratorConfig(type="maf-affine", jit_compile=value)
+        assert g.train_kwargs()["jit_compile"] is value
+        assert data_driven_jit(g) is value

@@ -318,3 +318,23 @@ def test_finished_trainings_leave_no_graphs(bench, train_events):
         flow.fit(x, m, train=TrainConfig(epochs=1, batch_size=256, seed=seed, progress=False, jit_compile=False))
         flow.log_prob(x[:100], m[:100])
     assert graphs() <= before
+
+
+def test_gradient_masks_are_the_made_masks(bench):
+    """The trainer zeroes the gradients of the MADE's masked-out weights (TFP masks only after
+    each step, so they would count in the gradient clipping): one mask per autoregressive
+    kernel, equal to TFP's own, none for biases, context kernels or batch norm."""
+    from zfit_gbi._tf import tf
+    from zfit_gbi.generators.flows import _Networks
+
+    cfg = FlowConfig(n_layers=2, hidden_units=(8, 8), batch_norm=True)
+    nets = _Networks(cfg, len(bench.features), 1, tf.float32, 0)
+    variables = nets.trainable_variables
+    masks = training_mod.gradient_masks(nets.mades, variables)
+    got = [m.numpy() for m in masks if m is not None]
+    want = [np.asarray(mk, np.float32) for made in nets.mades for mk in made._masks]
+    assert len(got) == len(want) == 2 * 3  # input, hidden, output kernel per block
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+        assert 0 < g.sum() < g.size  # a real mask, neither empty nor full
+    assert sum(m is None for m in masks) == len(variables) - 6

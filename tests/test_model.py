@@ -176,16 +176,24 @@ def test_spurious_signal_adds_its_width_in_quadrature(bench, sideband_flow, sign
         build_model(spurious_signal=ss, prefix="ssw2_", **common)
 
 
-def test_spurious_signal_width_from_members(bench, sideband_flow, cond_flow, signal_flow):
+def test_spurious_signal_width_from_members(bench, sideband_flow, sideband_events, signal_flow):
     """The width is the standard deviation of the yields fitted with each generator alone."""
+    from conftest import SMALL
+
     from zfit_gbi.inference import spurious_signal
     from zfit_gbi.nuisances import SpuriousSignal
 
     sig_flow, sim = signal_flow
     ev = bench.sample(N_BKG, 100, seed=44)
+    # the second member is trained on far less for one epoch: a generator that differs for sure
+    # (the session's sideband and whole-window flows came to agree within 0.005 errors once
+    # training improved, below what this test can tell from the minimizer's tolerance)
+    rough = Flow(bench.features, bench.bounds, ("mjj",), SMALL)
+    rough.fit(sideband_events.array(bench.features)[:3000], sideband_events["mjj"][:3000], epochs=1, batch_size=256,
+              progress=False, seed=5, jit_compile=False)
     models = [build_model(resonant="mjj", features=bench.features, windows=bench.windows, background_generator=g, signal_generator=sig_flow,
                           data_masses=ev["mjj"], signal_masses=sim["mjj"], background_mass="exppoly2", prefix=f"ssm{k}_")
-              for k, g in enumerate((sideband_flow, cond_flow))]
+              for k, g in enumerate((sideband_flow, rough))]
     fits = [fit_yield(m, ev) for m in models]
     for m in models:
         m.reset(len(ev))
@@ -193,9 +201,8 @@ def test_spurious_signal_width_from_members(bench, sideband_flow, cond_flow, sig
     for got, (value, error) in zip(ss.yields, fits, strict=True):  # the same minima (to Migrad's tolerance)
         assert got == pytest.approx(value, abs=0.01 * error)
     assert ss.width == pytest.approx(abs(ss.yields[0] - ss.yields[1]) / np.sqrt(2), rel=1e-12)
-    # two different generators (sidebands only, whole window): a spread beyond the minimizer's own,
-    # i.e. beyond two minima each known to 0.01 errors (|y0 - y1| <= 0.02, width <= 0.0142 errors);
-    # measured 0.04 errors (0.1 until the learning-rate schedule worked and both trained better)
+    # two different generators: a spread beyond the minimizer's own, i.e. beyond two minima each
+    # known to 0.01 errors (|y0 - y1| <= 0.02, width <= 0.0142 errors)
     assert ss.width > 0.015 * fits[0][1]
     assert ss.to_dict()["member_yields"] == list(ss.yields)
     assert "from 2 members" in repr(ss)

@@ -378,10 +378,11 @@ class GeneratorConfig(_Section):
             (``logprob``); no effect for ``ensemble: 1``.
         bootstrap: Train each member on a bootstrap resample; no effect for ``ensemble: 1``.
         jit_compile: XLA-compile the training step: faster per step on CPU after seconds of
-            compilation per flow, and TensorFlow keeps every compiled step until the process
-            ends (about 50 MB for a 4 x 32 flow); ``false`` is as fast or faster for many short
-            trainings of small flows and does not grow (the R-ANODE scans of ``data-driven``;
-            ``benchmarks/memory_growth.py``).
+            compilation per flow, but TensorFlow keeps every compiled step until the process
+            ends (about 50 MB for a 4 x 32 flow; ``benchmarks/memory_growth.py``). Unset (the
+            default): XLA for the generators trained once per run, not for the
+            ``data-driven`` mode's signal flows (one per w, fold and seed, and again per
+            calibration toy: hundreds per run, which train as fast or faster without it).
 
     ``bins``/``tail_bound`` given with ``maf-affine`` are an error. ``model_dump`` writes only
     ``path`` for a saved generator and leaves out ``bins``/``tail_bound`` for ``maf-affine``, so
@@ -403,7 +404,7 @@ class GeneratorConfig(_Section):
     patience: PosInt = 10
     aggregate: Literal["prob", "logprob"] = "prob"
     bootstrap: StrictBool = True
-    jit_compile: StrictBool = True
+    jit_compile: StrictBool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -473,7 +474,7 @@ class GeneratorConfig(_Section):
             "learning_rate": self.learning_rate,
             "patience": self.patience,
             "seed": self.seed,
-            "jit_compile": self.jit_compile,
+            "jit_compile": True if self.jit_compile is None else self.jit_compile,
         }
 
 

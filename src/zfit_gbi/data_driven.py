@@ -58,7 +58,9 @@ def _settings(cfg: Any, box: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """The scan's settings as plain data (they travel to other processes for the null toys)."""
     dd, g = cfg.signal.data_driven, cfg.signal.generator
     return {"features": tuple(cfg.data.features), "box": {k: tuple(v) for k, v in box.items()}, "flow": g.flow_kwargs(),
-            "train": {**g.train_kwargs(), "progress": False}, "w_grid": np.geomspace(dd.w_range[0], dd.w_range[1], dd.n_w).tolist(),
+            # no XLA unless asked for: hundreds of small flows per run, whose compiled code
+            # TensorFlow would keep until the process ends (config.GeneratorConfig.jit_compile)
+            "train": {**g.train_kwargs(), "jit_compile": bool(g.jit_compile), "progress": False}, "w_grid": np.geomspace(dd.w_range[0], dd.w_range[1], dd.n_w).tolist(),
             "n_folds": dd.folds, "seeds": [g.seed + i for i in range(dd.seeds)], "refine": dd.refine}
 
 

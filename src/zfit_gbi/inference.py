@@ -48,6 +48,7 @@ __all__ = [
     "envelope_interval",
     "fit",
     "look_elsewhere",
+    "look_elsewhere_upcrossings",
     "profile_scan",
     "spurious_signal",
     "upper_limit",
@@ -579,19 +580,43 @@ def counting_significance(n_observed: float, b_expected: float, b_error: float =
     return math.sqrt(max(q0, 0.0))
 
 
+def _z(p: float) -> float:
+    """One-sided significance of a p-value, 0 for p >= 0.5."""
+    return float(max(norm.isf(p), 0.0))
+
+
+def _scan_p0(masses: Sequence[float], p0: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's masses and p0 (failed points, ``None`` or NaN, left out), sorted by mass."""
+    m = np.asarray(masses, dtype=float)
+    p = np.array([np.nan if v is None else float(v) for v in p0], dtype=float)
+    if m.shape != p.shape or m.ndim != 1:
+        msg = f"masses and p0 need one value each per mass, got shapes {m.shape} and {p.shape}"
+        raise ValueError(msg)
+    ok = np.isfinite(p) & np.isfinite(m)
+    if not ok.any():
+        msg = "no mass has a p0: nothing to correct"
+        raise ValueError(msg)
+    order = np.argsort(m[ok], kind="stable")
+    return m[ok][order], np.clip(p[ok], 0.0, 1.0)[order]
+
+
+def _global(m: np.ndarray, p: np.ndarray, p_global: float, trials: float, method: str, **extra: Any) -> dict[str, Any]:
+    i = int(np.argmin(p))
+    return {"mass": float(m[i]), "local_p0": float(p[i]), "local_significance": _z(p[i]), "trials_factor": trials,
+            "global_p0": min(p_global, 1.0), "global_significance": _z(min(p_global, 1.0)), "method": method, **extra}
+
+
 def look_elsewhere(masses: Sequence[float], p0: Sequence[float | None], window_width: float) -> dict[str, Any]:
     """Global significance of a sliding-window search: the smallest local p0 corrected for the
-    number of places it was looked for.
+    number of independent windows it was looked for in.
 
-    The trials factor counts the independent windows: windows of width ``window_width``
-    (resonant variable's unit) whose centres span the scanned masses hold disjoint events when
-    they are a width apart, so ``n = min(n_masses, (max - min) / window_width + 1)``, and
-    ``p_global = 1 - (1 - p_min)^n`` (Sidak). Overlapping neighbours are correlated, which this
-    counts as one; a finer scan than the width adds no trials. This is the usual first estimate
-    for a bump hunt; a scan with a chi-square local test statistic can be refined with the
-    upcrossings of Gross and Vitells (Eur. Phys. J. C 70 (2010) 525), which needs the local
-    curve much finer than the width (not done here: the data-driven mode's p0 come from its
-    calibration toys, not from a chi-square).
+    Windows of width ``window_width`` (resonant variable's unit) whose centres span the scanned
+    masses hold disjoint events when they are a width apart, so the trials factor is
+    ``n = min(n_masses, (max - min) / window_width + 1)`` and ``p_global = 1 - (1 - p_min)^n``
+    (Sidak). Overlapping neighbours are correlated, which this counts as one; a finer scan than
+    the width adds no trials. The usual first estimate for a bump hunt, and the one that needs no
+    chi-square: the data-driven mode's p0 come from its calibration toys. For a scan of an
+    asymptotic q0 on one data set see :func:`look_elsewhere_upcrossings`.
 
     Args:
         masses: Scanned window centres, shape ``(n_masses,)``.
@@ -602,29 +627,49 @@ def look_elsewhere(masses: Sequence[float], p0: Sequence[float | None], window_w
         ``{"mass", "local_p0", "local_significance", "trials_factor", "global_p0",
         "global_significance", "method"}``; significances are one-sided Z, 0 for p >= 0.5.
     """
-    m = np.asarray(masses, dtype=float)
-    p = np.array([np.nan if v is None else float(v) for v in p0], dtype=float)
-    if m.shape != p.shape or m.ndim != 1:
-        msg = f"masses and p0 need one value each per window, got shapes {m.shape} and {p.shape}"
-        raise ValueError(msg)
     if not (math.isfinite(window_width) and window_width > 0):
         msg = f"window_width must be positive, got {window_width}"
         raise ValueError(msg)
-    ok = np.isfinite(p)
-    if not ok.any():
-        msg = "no window has a p0: nothing to correct"
-        raise ValueError(msg)
-    m, p = m[ok], np.clip(p[ok], 0.0, 1.0)
-    i = int(np.argmin(p))
+    m, p = _scan_p0(masses, p0)
     n = float(min(len(m), (m.max() - m.min()) / window_width + 1))
-    p_global = float(-np.expm1(n * np.log1p(-p[i]))) if p[i] < 1 else 1.0
+    p_min = float(p.min())
+    p_global = float(-np.expm1(n * np.log1p(-p_min))) if p_min < 1 else 1.0
+    return _global(m, p, p_global, n, f"independent windows of width {window_width:g} over the scanned masses (Sidak)")
 
-    def z(pv: float) -> float:
-        return float(max(norm.isf(pv), 0.0))
 
-    return {"mass": float(m[i]), "local_p0": float(p[i]), "local_significance": z(p[i]), "trials_factor": n,
-            "global_p0": p_global, "global_significance": z(p_global),
-            "method": f"independent windows of width {window_width:g} over the scanned masses (Sidak)"}
+def look_elsewhere_upcrossings(masses: Sequence[float], p0: Sequence[float | None], *, z0: float = 1.0) -> dict[str, Any]:
+    """Global significance of a mass scan of the asymptotic discovery test on one data set, from
+    the upcrossings of its local significance curve (Gross and Vitells, Eur. Phys. J. C 70 (2010)
+    525): ``p_global ~ p_local + N(z0) exp(-(Z_local^2 - z0^2) / 2)``.
+
+    ``N(z0)``, the expected number of times the background-only curve Z(m) rises through ``z0``,
+    is counted on the scanned curve itself (an excursion that starts at the first mass counts
+    too). The count includes the excursion of a signal, if there is one, so the estimate errs on
+    the conservative side; it is meaningful only for a scan much finer than the signal's mass
+    resolution (neighbouring masses strongly correlated) and a local q0 that is asymptotically
+    chi-square (the simulation-mode scan); a small ``z0`` counts more crossings (less
+    Poisson noise in N), a large one stays closer to the tail the formula extrapolates to.
+
+    Args:
+        masses: Scanned masses, shape ``(n_masses,)`` (any order).
+        p0: Local asymptotic p-values, one per mass; ``None`` or NaN is left out.
+        z0: Reference level of the upcrossings, in Z.
+
+    Returns:
+        As :func:`look_elsewhere`, plus ``"upcrossings"`` (N(z0)) and ``"z0"``; the trials
+        factor is ``p_global / p_local``.
+    """
+    if not (math.isfinite(z0) and z0 >= 0):
+        msg = f"z0 must be a non-negative significance, got {z0}"
+        raise ValueError(msg)
+    m, p = _scan_p0(masses, p0)
+    z = np.maximum(norm.isf(p), 0.0)
+    above = z > z0
+    n_up = int(above[0]) + int(np.sum(~above[:-1] & above[1:]))
+    z_max, p_min = float(z.max()), float(p.min())
+    p_global = p_min + n_up * math.exp(-(z_max**2 - z0**2) / 2) if z_max > z0 else p_min
+    trials = p_global / p_min if p_min > 0 else 1.0
+    return _global(m, p, p_global, trials, f"upcrossings of Z = {z0:g} on the scan (Gross-Vitells)", upcrossings=n_up, z0=z0)
 
 
 @dataclass(frozen=True)

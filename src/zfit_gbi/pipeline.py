@@ -664,8 +664,11 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
     """Mass scan: the generators are trained (or loaded) once, then for every hypothesised
     signal mass the simulation-fitted signal shape is moved there (``signal.mass``), the model
     is fitted and the discovery test and the CLs limit are computed (asymptotic). Writes
-    ``out/scan.json`` (one row per mass), the trained models, and the Brazil band and local-p0
-    plots; returns the scan.
+    ``out/scan.json`` (one row per mass; ``look_elsewhere``: the smallest local p0 and its global
+    p-value from the upcrossings of the local Z curve,
+    :func:`zfit_gbi.inference.look_elsewhere_upcrossings`, meaningful for a scan finer than the
+    signal's mass resolution), the trained models, and the Brazil band and local-p0 plots;
+    returns the scan.
 
     The masses run where ``compute.executor`` says (:mod:`zfit_gbi.executor`): one after the
     other here, or in worker processes / on Dask, each worker reading the data and the saved
@@ -716,6 +719,11 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
             rows = run_tasks(_scan_task, tasks, executor=executor)
     result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": versions(),
               "config": json.loads(cfg.model_dump_json())}
+    found = [r for r in rows if r.get("p0") is not None and "error" not in r]
+    if len(found) >= 2:  # asymptotic q0 on one data set: the upcrossings of the local Z curve
+        from .inference import look_elsewhere_upcrossings
+
+        result["look_elsewhere"] = look_elsewhere_upcrossings([r["mass"] for r in found], [r["p0"] for r in found])
     write_json_atomic(out / "scan.json", result)
     if cfg.plots.enabled:
         result["plots"] = _scan_plots(cfg, out, rows)

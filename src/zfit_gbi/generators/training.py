@@ -32,6 +32,24 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=None if enabled else True, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
 
 
+def gradient_masks(mades: list, variables: list[tf.Variable]) -> list[tf.Tensor | None]:
+    """The autoregressive mask of each variable that has one (``None`` for the others).
+
+    TFP's MADE applies its masks as kernel constraints after each optimizer step, not in the
+    forward pass, so the gradient of a masked-out weight is not zero (it is the gain from seeing
+    the very feature being predicted). Those gradients counted in the global-norm clipping and
+    shrank every real step; nflows masks in the forward pass, where they are zero. The trainer
+    multiplies the gradients by these masks before the optimizer (and its clipping) sees them.
+    """
+    mask_of = {}
+    for made in mades:
+        for layer in made._network.layers:
+            constraint = getattr(layer, "kernel_constraint", None)
+            if constraint is not None:  # mask * kernel: applied to ones it is the mask
+                mask_of[id(layer.kernel)] = tf.constant(constraint(tf.ones_like(layer.kernel)))
+    return [mask_of.get(id(v)) for v in variables]
+
+
 def train_flow(
     flow: Flow,
     x: np.ndarray,
@@ -108,18 +126,7 @@ def train_flow(
     # that one leaves the rate constant: every schedule was a no-op before this
     lr = opt.learning_rate
     opt.build(variables)  # slots now: creating them inside the first call would trace train_step twice
-    # TFP's MADE applies its autoregressive masks as kernel constraints after each optimizer step,
-    # not in the forward pass, so the gradient of a masked-out weight is not zero (it is the
-    # gain from seeing the very feature being predicted). Those gradients counted in the
-    # global-norm clipping and shrank every real step; nflows masks in the forward pass, where
-    # they are zero. Masked here before the optimizer (and its clipping) sees them.
-    mask_of = {}
-    for made in flow._nets32.mades:
-        for layer in made._network.layers:
-            constraint = getattr(layer, "kernel_constraint", None)
-            if constraint is not None:
-                mask_of[id(layer.kernel)] = tf.constant(constraint(tf.ones_like(layer.kernel)))
-    grad_masks = [mask_of.get(id(v)) for v in variables]
+    grad_masks = gradient_masks(flow._nets32.mades, variables)
 
     def event_log_lik(xb, cb, abb, training):
         lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
