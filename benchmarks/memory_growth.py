@@ -46,24 +46,31 @@ def slope(values: list[float]) -> float:
     return float(np.polyfit(np.arange(len(y)), y, 1)[0]) if len(y) >= 2 else float("nan")
 
 
-def trainings(bench: ResonantBenchmark, n: int, jit: bool, epochs: int) -> dict:
-    ev = bench.sample(20_000, 0, seed=1)
-    sb = ev.select(bench.windows.in_sidebands(ev["mjj"]))
-    x, m = sb.array(bench.features), sb["mjj"]
+def measure(what: str, n: int, step) -> dict:
+    """Run ``step(i)`` for ``i < n``, with memory and live graphs after each (garbage collected)."""
     rss, graphs, seconds = [], [], []
     for i in range(n):
         t0 = time.perf_counter()
-        f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=4, hidden_units=(32, 32)))
-        f.fit(x, m, train=TrainConfig(epochs=epochs, batch_size=256, seed=i, progress=False, jit_compile=jit))
-        del f
+        step(i)
         gc.collect()
         seconds.append(time.perf_counter() - t0)
         rss.append(rss_mb())
         graphs.append(func_graphs())
-        print(f"  training {i + 1}/{n} (XLA {'on' if jit else 'off'}): {rss[-1]:.0f} MB, {graphs[-1]} graphs", flush=True)
-    return {"what": f"flow training ({'XLA' if jit else 'no XLA'})", "items": n, "rss_first_mb": rss[0], "rss_last_mb": rss[-1],
-            "growth_mb_per_item": slope(rss), "graphs_first": graphs[0], "graphs_last": graphs[-1],
-            "seconds_per_item": float(np.median(seconds))}
+        print(f"  {what} {i + 1}/{n}: {rss[-1]:.0f} MB, {graphs[-1]} graphs", flush=True)
+    return {"what": what, "items": n, "rss_first_mb": rss[0], "rss_last_mb": rss[-1], "growth_mb_per_item": slope(rss),
+            "graphs_first": graphs[0], "graphs_last": graphs[-1], "seconds_per_item": float(np.median(seconds))}
+
+
+def trainings(bench: ResonantBenchmark, n: int, jit: bool, epochs: int) -> dict:
+    ev = bench.sample(20_000, 0, seed=1)
+    sb = ev.select(bench.windows.in_sidebands(ev["mjj"]))
+    x, m = sb.array(bench.features), sb["mjj"]
+
+    def train(i: int) -> None:
+        f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=4, hidden_units=(32, 32)))
+        f.fit(x, m, train=TrainConfig(epochs=epochs, batch_size=256, seed=i, progress=False, jit_compile=jit))
+
+    return measure(f"flow training ({'XLA' if jit else 'no XLA'})", n, train)
 
 
 def toys(bench: ResonantBenchmark, n: int) -> dict:
@@ -78,18 +85,8 @@ def toys(bench: ResonantBenchmark, n: int) -> dict:
     model = build_model(resonant="mjj", features=bench.features, windows=bench.windows, background_generator=bkg,
                         signal_generator=sig, data_masses=data["mjj"], signal_masses=sim["mjj"], background_mass="exppoly2",
                         prefix="mem_")
-    rss, graphs, seconds = [], [], []
-    for i in range(n):
-        t0 = time.perf_counter()
-        toy_study(model, n_signal=40, n_background=3000, n_toys=1, first=i, seed=7, progress=False)
-        gc.collect()
-        seconds.append(time.perf_counter() - t0)
-        rss.append(rss_mb())
-        graphs.append(func_graphs())
-        print(f"  toy {i + 1}/{n}: {rss[-1]:.0f} MB, {graphs[-1]} graphs", flush=True)
-    return {"what": "toy fit (sample, fit, 68 % interval)", "items": n, "rss_first_mb": rss[0], "rss_last_mb": rss[-1],
-            "growth_mb_per_item": slope(rss), "graphs_first": graphs[0], "graphs_last": graphs[-1],
-            "seconds_per_item": float(np.median(seconds))}
+    return measure("toy fit (sample, fit, 68 % interval)", n,
+                   lambda i: toy_study(model, n_signal=40, n_background=3000, n_toys=1, first=i, seed=7, progress=False))
 
 
 def main() -> None:

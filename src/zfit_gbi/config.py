@@ -466,15 +466,16 @@ class GeneratorConfig(_Section):
             "batch_norm": self.batch_norm,
         }
 
-    def train_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`zfit_gbi.generators.TrainConfig` (``seed`` of member 0)."""
+    def train_kwargs(self, *, many: bool = False) -> dict[str, Any]:
+        """Keyword arguments of :class:`zfit_gbi.generators.TrainConfig` (``seed`` of member 0);
+        ``many``: for one of many short trainings per run (no XLA unless ``jit_compile`` is set)."""
         return {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "patience": self.patience,
             "seed": self.seed,
-            "jit_compile": True if self.jit_compile is None else self.jit_compile,
+            "jit_compile": (not many) if self.jit_compile is None else self.jit_compile,
         }
 
 

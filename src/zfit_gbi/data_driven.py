@@ -58,9 +58,7 @@ def _settings(cfg: Any, box: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """The scan's settings as plain data (they travel to other processes for the null toys)."""
     dd, g = cfg.signal.data_driven, cfg.signal.generator
     return {"features": tuple(cfg.data.features), "box": {k: tuple(v) for k, v in box.items()}, "flow": g.flow_kwargs(),
-            # no XLA unless asked for: hundreds of small flows per run, whose compiled code
-            # TensorFlow would keep until the process ends (config.GeneratorConfig.jit_compile)
-            "train": {**g.train_kwargs(), "jit_compile": bool(g.jit_compile), "progress": False}, "w_grid": np.geomspace(dd.w_range[0], dd.w_range[1], dd.n_w).tolist(),
+            "train": {**g.train_kwargs(many=True), "progress": False}, "w_grid": np.geomspace(dd.w_range[0], dd.w_range[1], dd.n_w).tolist(),
             "n_folds": dd.folds, "seeds": [g.seed + i for i in range(dd.seeds)], "refine": dd.refine}
 
 
@@ -302,11 +300,10 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
         result["interrupted"] = True
         write_json_atomic(out / "scan.json", result)
         raise
-    found = [r for r in rows if r.get("p0") is not None and "error" not in r]
-    if found:  # the smallest local p0 against the number of independent windows scanned
+    if any(r.get("p0") is not None for r in rows):  # the smallest local p0 against the independent windows scanned
         from .inference import look_elsewhere
 
-        result["look_elsewhere"] = look_elsewhere([r["mass"] for r in found], [r["p0"] for r in found], sr_w[1] - sr_w[0])
+        result["look_elsewhere"] = look_elsewhere([r["mass"] for r in rows], [r.get("p0") for r in rows], sr_w[1] - sr_w[0])
     if cfg.plots.enabled:
         result["plots"] = _scan_plots(cfg, out, rows)
     write_json_atomic(out / "scan.json", result)

@@ -719,11 +719,10 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
             rows = run_tasks(_scan_task, tasks, executor=executor)
     result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": versions(),
               "config": json.loads(cfg.model_dump_json())}
-    found = [r for r in rows if r.get("p0") is not None and "error" not in r]
-    if len(found) >= 2:  # asymptotic q0 on one data set: the upcrossings of the local Z curve
+    if sum(r.get("p0") is not None for r in rows) >= 2:  # asymptotic q0 on one data set: the local Z curve's upcrossings
         from .inference import look_elsewhere_upcrossings
 
-        result["look_elsewhere"] = look_elsewhere_upcrossings([r["mass"] for r in found], [r["p0"] for r in found])
+        result["look_elsewhere"] = look_elsewhere_upcrossings([r["mass"] for r in rows], [r.get("p0") for r in rows])
     write_json_atomic(out / "scan.json", result)
     if cfg.plots.enabled:
         result["plots"] = _scan_plots(cfg, out, rows)
