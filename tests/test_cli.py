@@ -307,9 +307,10 @@ def test_run_with_spurious_signal(tmp_path, bench):
     assert "spurious_signal" in [smp["name"] for smp in ws["channels"][0]["samples"]]
 
 
-def test_toys_are_the_same_on_every_executor(tmp_path, bench, capsys):
+def test_toys_and_interval_are_the_same_on_every_executor(tmp_path, bench, capsys):
     """gbi toys on a results folder: toy i depends on (seed, i) only, so two worker processes
-    (blocks of toys, each worker loading the folder once) give the sequential study's toys."""
+    (blocks of toys, each worker loading the folder once) give the sequential study's toys; the
+    same for gbi interval's toys (those of tested value k depend on (seed, k) only)."""
     cfg = _tiny_config(tmp_path, bench, inference={"discovery": False, "profile_points": 0}, plots={"enabled": False})
     out = tmp_path / "r"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
@@ -328,6 +329,26 @@ def test_toys_are_the_same_on_every_executor(tmp_path, bench, capsys):
     assert seq["summary"]["truth"] == 60
     assert main(["toys", str(tmp_path), "--n-toys", "2"]) == 1
     assert "no summary.json" in capsys.readouterr().err
+
+    # gbi interval (Feldman-Cousins) on the same folder: the same belt sequentially and on 2 processes
+    args = ["interval", str(out), "--n-toys", "3", "--values", "0", "150", "2", "--seed", "2", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Feldman-Cousins" in printed
+    assert "interval.png" in printed
+    seq = json.loads((out / "interval.json").read_text())
+    assert (out / "interval.png").stat().st_size > 10_000
+    assert main([*args, "--executor", "processes:2"]) == 0
+    par = json.loads((out / "interval.json").read_text())
+    assert par["settings"]["tasks"] > 1  # blocks of (value, toys) jobs
+    assert len(seq["values"]) == 3  # 0, 150 and the best fit
+    assert seq["n_toys"] == par["n_toys"] == [3, 3, 3]
+    for a, b in zip(seq["toys"], par["toys"], strict=True):
+        assert b == pytest.approx(a, abs=1e-3)
+    assert (par["low"], par["high"]) == pytest.approx((seq["low"], seq["high"]), abs=1e-3)
+    assert seq["low"] <= seq["poi_hat"] <= seq["high"] or seq["poi_hat"] < 0
+    assert main(["interval", str(out), "--n-toys", "0"]) == 1
+    assert "n_toys must be at least 1" in capsys.readouterr().err
 
 
 def test_run_fit_that_does_not_converge(tmp_path, bench, capsys, monkeypatch):

@@ -163,6 +163,22 @@ def test_fit_recovers_from_a_start_where_the_density_is_negative():
     assert s.poi_value > -2000 / 80
 
 
+def test_profile_scan_is_inf_where_no_background_makes_the_density_positive():
+    """Below n_S = -n_B,max / 80 the mixture density is negative under the peak for any
+    background yield: the profile scan says inf there (no likelihood) instead of failing the
+    whole scan (a gbi run on data without signal failed so at its profile-scan stage)."""
+    loss, ns, _ = _peak_model("infeasible")
+    s = fit(loss, ns, minos=False)
+    q = profile_scan(loss, ns, [s.poi_value, -300.0])
+    assert q[0] == pytest.approx(0.0, abs=1e-3)
+    assert q[1] == np.inf
+    assert float(ns.value()) == pytest.approx(s.poi_value, abs=0.05 * s.errors[ns.name])  # back at the minimum
+    from zfit_gbi.inference import _conditional_nll
+
+    with pytest.raises(RuntimeError, match="density is negative"):  # the default still raises
+        _conditional_nll(loss, ns, [-300.0])
+
+
 def test_default_limit_scan_reaches_every_expected_band():
     """Data with a deficit under the peak (70 % of the events within 2 widths removed): the
     fitted n_S is negative (-22) and its Hesse error small (2.4), so four of those errors fall

@@ -116,3 +116,21 @@ def test_null_calibration_and_small_signal_scan_plots(tmp_path):
     ax = P.plot_mixture_scan(MixtureScan(w, ll, ll[:, None], 18335))
     assert any("through LL(0) = 0" in t.get_text() for t in ax.get_legend().get_texts())
     P.save(ax.figure, tmp_path / "scan_linear", ("png",))
+
+
+def test_neyman_plot_draws_the_belt(tmp_path):
+    """plot_neyman: the data's statistic and the critical values as given, the interval in the
+    legend; an impossible value (t = inf) does not break the axes."""
+    from zfit_gbi.toys import neyman_interval
+
+    v = np.array([0.0, 5.0, 10.0, 15.0])
+    toys = [np.linspace(0, 2, 101)] * 4
+    r = neyman_interval(v, [np.inf, 0.3, 0.8, 6.0], toys, cl=0.68, bound=0.0, poi_hat=6.0)
+    ax = P.plot_neyman(r)
+    ys = [line.get_ydata() for line in ax.get_lines()]
+    assert any(np.allclose(y, r.critical) for y in ys if len(y) == 4)
+    assert any(len(y) == 4 and y[1] == 0.3 and y[3] == 6.0 for y in ys)
+    assert f"[{r.low:.3g}, {r.high:.3g}]" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert np.isfinite(ax.get_ylim()[1])
+    P.save(ax.figure, tmp_path / "belt", ("png",))
+    assert (tmp_path / "belt.png").stat().st_size > 10_000

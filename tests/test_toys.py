@@ -133,3 +133,109 @@ def test_likelihood_pulls_use_the_profile_interval():
     assert summary["poi_median"] == 11.0
     assert summary["error_poi_correlation"] == pytest.approx(np.corrcoef([14.0, 9.0, 11.0], [2.0, 1.0, 1.0])[0, 1])
     assert "likelihood pull mean" in repr(st)
+
+
+# --- Neyman construction (Feldman-Cousins ordering) ---------------------------------------------
+
+
+def _poisson_t(n: np.ndarray, mu: float, b: float) -> np.ndarray:
+    """FC's statistic for a Poisson count with known background: 2 (NLL(mu) - NLL(max(n - b, 0)))."""
+    from scipy.stats import poisson
+
+    n = np.asarray(n)
+    return -2 * (poisson.logpmf(n, mu + b) - poisson.logpmf(n, np.maximum(n - b, 0) + b))
+
+
+def _classic_fc(n_obs: int, b: float, grid: np.ndarray, cl: float) -> tuple[float, float]:
+    """Feldman and Cousins' own algorithm (Phys. Rev. D 57, 3873): at each mu, add counts in
+    decreasing order of P(n | mu) / P(n | mu_best) until their probability reaches cl; the
+    interval is the grid values whose acceptance holds n_obs."""
+    from scipy.stats import poisson
+
+    n = np.arange(80)
+    inside = []
+    for mu in grid:
+        p = poisson.pmf(n, mu + b)
+        order = np.argsort(-(p / poisson.pmf(n, np.maximum(n - b, 0) + b)), kind="stable")
+        k = int(np.searchsorted(np.cumsum(p[order]), cl)) + 1
+        inside.append(n_obs in set(order[:k].tolist()))
+    acc = grid[np.array(inside)]
+    return float(acc.min()), float(acc.max())
+
+
+@pytest.mark.parametrize(("b", "n_obs", "published"), [(0.0, 0, (0.00, 2.44)), (0.0, 3, (1.10, 7.42)), (3.0, 3, (0.00, 4.42)),
+                                                       (3.0, 6, (0.15, 8.47)), (3.0, 0, None), (1.0, 2, None)])
+def test_neyman_interval_is_feldman_cousins_for_a_poisson_count(b, n_obs, published):
+    """The quantile construction of neyman_interval against FC's ranking algorithm on the same
+    grid (within one grid step, 0.02) and, where given, FC's Table IV (90 % CL, two decimals).
+    The toys are exact: each count repeated in proportion to its probability."""
+    from scipy.stats import poisson
+
+    from zfit_gbi.toys import neyman_interval
+
+    cl, grid = 0.90, np.round(np.arange(0.0, 9.0, 0.02), 6)
+    n = np.arange(80)
+    toys = [np.repeat(_poisson_t(n, mu, b), np.round(poisson.pmf(n, mu + b) * 20_000).astype(int)) for mu in grid]
+    t_obs = np.array([_poisson_t(n_obs, mu, b) for mu in grid])
+    r = neyman_interval(grid, t_obs, toys, cl=cl, bound=0.0)
+    lo, hi = _classic_fc(n_obs, b, grid, cl)
+    assert r.contiguous
+    assert lo - 0.02 - 1e-9 <= r.low <= lo + 1e-9, (r.low, lo)
+    assert hi - 1e-9 <= r.high <= hi + 0.02 + 1e-9, (r.high, hi)
+    if published is not None:
+        assert r.low == pytest.approx(published[0], abs=0.025)
+        assert r.high == pytest.approx(published[1], abs=0.025)
+    assert r.low_at_edge == (lo == 0.0)
+
+
+def test_neyman_interval_rejects_bad_input():
+    from zfit_gbi.toys import neyman_interval
+
+    toys = [np.array([0.1, 0.5, 2.0])] * 3
+    with pytest.raises(ValueError, match="increasing"):
+        neyman_interval([0, 2, 1], [0, 0, 0], toys)
+    with pytest.raises(ValueError, match="not NaN"):
+        neyman_interval([0, 1, 2], [0, np.nan, 0], toys)
+    with pytest.raises(ValueError, match="one array of toys per value"):
+        neyman_interval([0, 1, 2], [0, 0, 0], toys[:2])
+    with pytest.raises(ValueError, match=r"no valid toys at the POI values \[1.0\]"):
+        neyman_interval([0, 1, 2], [0, 0, 0], [toys[0], [np.nan], toys[0]])
+    with pytest.raises(ValueError, match="widen it"):
+        neyman_interval([0, 1, 2], [5, 5, 5], toys)
+    with pytest.raises(ValueError, match="cl must be in"):
+        neyman_interval([0, 1, 2], [0, 0, 0], toys, cl=1.5)
+    r = neyman_interval([0, 1, 2, 3], [np.inf, 0.2, 0.4, 9.0], [np.array([0.0, 1.0, 1.0, 1.0])] * 4, cl=0.5)
+    assert (r.low, r.high) == (1.0, pytest.approx(2 + 0.6 / 8.6))  # an impossible value is a sharp edge
+    assert "Feldman-Cousins" in repr(r)
+
+
+def test_feldman_cousins_on_the_model(model):
+    """The construction on a GBI model, few toys: the belt's parts are consistent, the statistic
+    of a toy at the bound is 0 where its fit goes below it, and a grid point's toys depend on
+    (seed, point) only."""
+    from zfit_gbi.toys import feldman_cousins, neyman_plan, neyman_toys
+
+    data = sample_toy(model, 0, N_BKG, seed=21)
+    model.reset(len(data))
+    r = feldman_cousins(model, data, [0.0, 80.0], n_toys=4, seed=2, progress=False)
+    k = int(np.argmin(np.abs(np.array(r.values) - max(r.poi_hat, 0.0))))  # the best fit (at least 0) joins the grid
+    assert r.values[k] == pytest.approx(max(r.poi_hat, 0.0))
+    assert r.t_observed[k] == pytest.approx(0.0, abs=1e-3)  # t = 0 there: always accepted
+    assert r.n_toys == [4] * len(r.values)
+    assert all(c >= 0 for c in r.critical)
+    assert list(r.accepted) == [t <= c for t, c in zip(r.t_observed, r.critical, strict=True)]
+    assert r.low <= r.high
+    assert r.low_at_edge == bool(r.accepted[0])  # where 0 is accepted the interval starts at the bound
+    if r.accepted[0]:
+        assert r.low == 0.0
+    assert not r.accepted[-1], r  # 80 events are excluded by background-only data of 3000 events
+    model.reset(len(data))
+    _, points = neyman_plan(model, model.loss(data), [0.0])
+    a = neyman_toys(model, points[0], n_toys=2, seed=9)
+    b = neyman_toys(model, points[0], n_toys=2, seed=9)
+    assert [t.q_truth for t in a.toys] == pytest.approx([t.q_truth for t in b.toys], abs=1e-6)
+    for t in a.valid:  # truth at the bound: a fit below it gives t = 0
+        if t.poi_hat < 0:
+            assert t.q_truth == 0.0
+    back = type(r).from_dict(r.to_dict())
+    assert (back.low, back.high, back.critical) == (r.low, r.high, r.critical)

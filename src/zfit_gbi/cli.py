@@ -27,6 +27,7 @@ EXAMPLES = {
     "plot": "gbi plot gbi-demo/result --style ATLAS --label Internal",
     "scan": "gbi scan gbi-demo/demo.yaml --out scan --masses 3.35 3.65 7",
     "toys": "gbi toys gbi-demo/result --n-toys 200 --n-signal 100 --limit --executor processes:2",
+    "interval": "gbi interval gbi-demo/result --n-toys 200 --executor processes:2   # Feldman-Cousins, about 2 h of CPU",
     "export-pyhf": "gbi export-pyhf gbi-demo/demo.yaml --out workspace.json   # then: pyhf cls --testpoi 80 workspace.json",
 }
 
@@ -351,6 +352,19 @@ def cmd_toys(args: argparse.Namespace) -> int:
     return 130 if study.interrupted else 0
 
 
+def cmd_interval(args: argparse.Namespace) -> int:
+    """A Feldman-Cousins interval (toys) for a results folder's signal yield."""
+    import numpy as np
+
+    from .pipeline import interval
+
+    values = None if args.values is None else np.linspace(args.values[0], args.values[1], int(args.values[2]))
+    r = interval(args.folder, values=values, n_toys=args.n_toys, cl=args.cl, seed=args.seed, executor=args.executor, quiet=args.quiet)
+    print(r)
+    print(f"wrote {Path(args.folder) / 'interval.json'}, {Path(args.folder) / 'interval.png'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -450,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--executor", default=None, metavar="WHERE",
                     help="where the toys run: sequential (default), processes[:N], dask or a Dask scheduler address")
     tp.set_defaults(func=cmd_toys)
+
+    ip = _command(sub, common, "interval", "a Feldman-Cousins (toys) interval for a results folder's signal yield: covers where the "
+                  "profile-likelihood interval does not (small signals)")
+    ip.add_argument("folder", help="a folder written by gbi run (summary.json, models/); interval.json and interval.png are written there")
+    ip.add_argument("--n-toys", type=int, default=200, help="toys per tested value (default 200)")
+    ip.add_argument("--values", nargs=3, type=float, default=None, metavar=("LOW", "HIGH", "N"),
+                    help="tested POI values (signal events, or mu), N from LOW to HIGH (default: 9 around the fit); the best fit is added")
+    ip.add_argument("--cl", type=float, default=0.6827, help="confidence level (default 0.6827)")
+    ip.add_argument("--seed", type=int, default=1, help="the toys of tested value k depend on (seed, k) only (default 1)")
+    ip.add_argument("--executor", default=None, metavar="WHERE",
+                    help="where the toys run: sequential (default), processes[:N], dask or a Dask scheduler address")
+    ip.set_defaults(func=cmd_interval)
     return parser
 
 

@@ -301,9 +301,12 @@ def _profile_errors(loss, poi: zfit.Parameter, hat: float, hesse: float, nll_min
     return out[0], out[1]
 
 
-def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float]) -> list[float]:
+def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float], *, infeasible: float | None = None) -> list[float]:
     """Minimum NLL with the POI fixed at each value (the other floating parameters profiled);
-    the POI's value and floating state are restored afterwards."""
+    the POI's value and floating state are restored afterwards. ``infeasible``: the value
+    returned where no minimum exists because the model's density is negative for some event
+    at that POI (a negative signal yield below what the events allow; ``math.inf``: the
+    likelihood is 0 there); ``None`` raises instead."""
     mini = _minimizer()
     floating, old = poi.floating, float(poi.value())
     others = [p for p in _params(loss) if p is not poi]
@@ -312,7 +315,13 @@ def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float]) -> list
         poi.floating = False
         for v in values:
             poi.set_value(float(v))
-            out.append(float(mini.minimize(loss, params=others).fmin) if others else float(loss.value()))
+            try:
+                out.append(float(mini.minimize(loss, params=others).fmin) if others else float(loss.value()))
+            except RuntimeError as err:
+                if infeasible is None or "density is negative" not in str(err):
+                    raise
+                log.info("%s = %g: no feasible minimum (%s)", poi.name, float(v), err)
+                out.append(float(infeasible))
     finally:
         poi.floating = floating
         poi.set_value(old)
@@ -320,10 +329,11 @@ def _conditional_nll(loss, poi: zfit.Parameter, values: Sequence[float]) -> list
 
 
 def profile_scan(loss, poi: zfit.Parameter, values: Sequence[float]) -> np.ndarray:
-    """-2 Delta ln L at each POI value (nuisances profiled), shape ``(len(values),)``; the POI
-    is restored afterwards."""
+    """-2 Delta ln L at each POI value (nuisances profiled), shape ``(len(values),)``; ``inf``
+    where the POI is so negative that the model's density is negative for some event (no
+    likelihood there); the POI is restored afterwards."""
     nll0 = float(_minimizer(poi=poi).minimize(loss).fmin)
-    return np.maximum(2 * (np.asarray(_conditional_nll(loss, poi, values)) - nll0), 0.0)
+    return np.maximum(2 * (np.asarray(_conditional_nll(loss, poi, values, infeasible=math.inf)) - nll0), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "mass_only": "data-driven only: {value, error_low, error_high}: the mass-only fit's signal yield in the fit window (signal shape fixed), the baseline",
     "n_events": "{fit, signal_region, sidebands}: event counts in the windows",
     "windows": "{fit, signal_region}",
-    "profile_scan": "{poi, minus_2_delta_nll}: profile likelihood scan of the POI (null if disabled)",
+    "profile_scan": "{poi, minus_2_delta_nll}: profile likelihood scan of the POI (null if disabled; a null entry where the POI is so negative that the model density is negative for some event)",
     "correlation": "{name: {name: rho}} correlation matrix of the floating parameters at the minimum",
     "plots": "[file names] of the plots written next to summary.json",
     "backend": "zfit | pyhf | both (inference.backend)",
@@ -379,7 +379,8 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
             lo_e, hi_e = summary_fit.poi_error_low, summary_fit.poi_error_high
             grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
             delta = profile_scan(loss, model.poi, grid)
-            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": delta.tolist()}
+            # null where the POI is below what the events allow (the density negative for some event)
+            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": [float(d) if np.isfinite(d) else None for d in delta]}
 
     zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])  # back to the best fit (the scans moved them)
     plots: list[str] = []
@@ -905,6 +906,99 @@ def toys(out: str | Path, *, n_toys: int, n_signal: float | None = None, seed: i
            "versions": versions()}
     write_json_atomic(out / "toys.json", doc)
     return study
+
+
+def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: float = 0.6827, seed: int = 1, executor: Any = None,
+             chunks: int | None = None, quiet: bool = False) -> Any:
+    """A Feldman-Cousins (Neyman, toys) interval for a finished ``gbi run`` folder's signal
+    yield (:func:`zfit_gbi.toys.feldman_cousins`): the interval that covers where the
+    profile-likelihood one does not (small signals where the background is nearly empty).
+    Writes ``out/interval.json`` (the belt and every toy's statistic) and
+    ``out/interval.png``; returns the :class:`~zfit_gbi.toys.NeymanInterval`.
+
+    Args:
+        values: Tested POI values (the POI's unit: signal events, or mu), increasing; default:
+            9 values from max(0, n_hat - 3 sigma_low) to max(n_hat, 0) + 4 sigma_high. The best
+            fit is always added.
+        n_toys: Toys per tested value (200 give each critical value to about +-0.15).
+        cl: Confidence level.
+        seed: Value ``k``'s toys depend on ``(seed, k)`` only: the same interval on every
+            executor and for any split.
+        executor: Where the toys run (:mod:`zfit_gbi.executor`); each worker loads the folder once.
+        chunks: Number of task blocks for a parallel executor (default: min(jobs, 8)).
+    """
+    from ._tf import tf  # noqa: F401
+    from .executor import check_executor, run_tasks
+    from .toys import _point_seed, neyman_interval, neyman_plan
+
+    out = Path(out).absolute()
+    check_executor(executor)
+    if n_toys < 1:
+        raise ValueError(f"n_toys must be at least 1, got {n_toys}")
+    if not 0 < cl < 1:
+        raise ValueError(f"cl must be in (0, 1), got {cl}")
+    summary = _read_summary(out)
+    cfg, model, parts, _, _ = _run_folder(out, summary, {"enabled": False})
+    scale = 1.0 if model.poi is model.n_sig else float(model.reference_yield)
+    if values is None:
+        sy = summary["signal_yield"]
+        hat = float(sy["value"])
+        values = np.linspace(max(hat - 3 * float(sy["error_low"]), 0.0), max(hat, 0.0) + 4 * float(sy["error_high"]), 9) / scale
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) < 2 or not np.all(np.diff(values) > 0):
+        raise ValueError(f"values must be at least 2 increasing POI values, got {values.tolist()}")
+    model.reset(len(parts["fit"]))
+    zfit_params = summary.get("parameters", {})
+    for p in model.model.get_params(floating=True):
+        if p.name in zfit_params:
+            p.set_value(zfit_params[p.name]["value"])
+    best, points = neyman_plan(model, model.loss(parts["fit"]), values, bound=0.0)
+    sequential = executor is None or executor == "sequential"
+    n_chunks = 1 if sequential else int(chunks or 8)
+    # jobs: (point, first toy, toys); a point's toys are split so that every worker has work
+    per_point = 1 if sequential else max(1, -(-n_chunks // len(points)))
+    jobs = [(k, int(a), int(b - a)) for k in range(len(points))
+            for a, b in itertools.pairwise(np.linspace(0, n_toys, per_point + 1).round().astype(int)) if b > a]
+    edges = np.linspace(0, len(jobs), min(n_chunks, len(jobs)) + 1).round().astype(int)
+    tasks = [{"folder": str(out), "points": {str(k): points[k] for k, _, _ in jobs[a:b]}, "seeds": {str(k): _point_seed(seed, k) for k, _, _ in jobs[a:b]},
+              "jobs": jobs[a:b], "progress": sequential and not quiet} for a, b in itertools.pairwise(edges) if b > a]
+    done = [r for block in run_tasks(_interval_task, tasks, executor=None if sequential else executor) for r in block]
+    if any(r["interrupted"] for r in done):
+        raise KeyboardInterrupt
+    stats: list[list[float]] = [[] for _ in points]
+    failed = [0] * len(points)
+    for r in sorted(done, key=lambda r: (r["k"], r["first"])):
+        stats[r["k"]] += r["t"]
+        failed[r["k"]] += r["failed"]
+    result = neyman_interval([p["value"] for p in points], [p["t_observed"] for p in points], stats, cl=cl, bound=0.0, poi_hat=best["poi_hat"])
+    doc = {"poi": model.poi.name, "events_per_poi": scale, **result.to_dict(), "failed_toys": failed,
+           "settings": {"n_toys": n_toys, "cl": cl, "seed": seed, "executor": str(executor or "sequential"), "tasks": len(tasks)},
+           "versions": versions()}
+    write_json_atomic(out / "interval.json", doc)
+    from . import plotting as P
+
+    pc = cfg.plots
+    with P.style(pc.style) as exp:
+        fig, ax = P.plt.subplots(figsize=(8, 6))
+        P.plot_neyman(result, ax=ax, poi_label=r"$\mu$" if scale != 1.0 else r"Signal yield $N_S$", experiment=exp, text=pc.label)
+        P.save(fig, out / "interval", ("png",))
+        P.plt.close(fig)
+    return result
+
+
+def _interval_task(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """A block of :func:`interval`'s toys (module level, so that worker processes and Dask can run it)."""
+    from ._tf import tf  # noqa: F401
+    from .toys import neyman_toys
+
+    _, model, _, _ = _toys_inputs(task["folder"])
+    out = []
+    for k, first, n in task["jobs"]:
+        st = neyman_toys(model, task["points"][str(k)], n_toys=n, first=first, seed=task["seeds"][str(k)], bound=0.0, progress=task["progress"])
+        out.append({"k": k, "first": first, "t": [t.q_truth for t in st.valid], "failed": len(st.toys) - len(st.valid), "interrupted": st.interrupted})
+        if st.interrupted:
+            break
+    return out
 
 
 def _read_summary(out: Path) -> dict[str, Any]:

@@ -368,18 +368,54 @@ def plot_feature_closure(
 def plot_profile_scan(values: np.ndarray, delta: np.ndarray, *, ax=None, poi_label: str = r"$N_S$", experiment: str | None = "CMS", text: str = "Simulation"):
     """-2 Delta ln L of the POI with the 1 and 2 sigma lines (at 1 and 4)."""
     ax = ax or plt.subplots(figsize=(8, 6))[1]
-    values, delta = np.asarray(values, float), np.asarray(delta, float)
+    values = np.asarray(values, float)
+    delta = np.array([np.nan if d is None else d for d in delta], float)  # None/inf: no likelihood there
+    delta[~np.isfinite(delta)] = np.nan
     order = np.argsort(values)
     ax.plot(values[order], delta[order], "-", color="#3f90da", lw=2, label="Profile likelihood")
     ax.plot(values[order], delta[order], "o", color="#3f90da", ms=4)
     for level, name in ((1, r"$1\sigma$"), (4, r"$2\sigma$")):
         ax.axhline(level, color="0.4", ls="--", lw=1)
         ax.text(values.min(), level, f" {name}", va="bottom", ha="left", fontsize="small", color="0.3")
-    ax.set_ylim(0, max(6.0, 1.1 * min(delta.max(), 25)))
+    top = float(np.nanmax(delta)) if np.any(np.isfinite(delta)) else 0.0
+    ok = np.isfinite(delta[order])
+    if np.any(ok) and not ok[0]:  # a POI so negative that the model density is negative for some event
+        ax.axvspan(values[order][0], values[order][np.argmax(ok)], color="0.85", lw=0, label="no likelihood (density < 0 for some event)")
+    ax.set_ylim(0, max(6.0, 1.1 * min(top, 25)))
     ax.set_xlim(values.min(), values.max())
     ax.set_xlabel(poi_label)
     ax.set_ylabel(r"$-2\,\Delta\ln L$")
     ax.legend(loc="upper right", fontsize="small")
+    _label(ax, experiment, text)
+    return ax
+
+
+def plot_neyman(interval: Any, *, ax=None, poi_label: str = r"$N_S$", experiment: str | None = "CMS", text: str = "Simulation"):
+    """The Neyman construction of :func:`zfit_gbi.toys.feldman_cousins`: the data's statistic
+    at each tested value, the toys' critical values (with their toy-count range), the interval,
+    and for comparison the asymptotic (Wilks) critical value."""
+    from scipy.stats import chi2
+
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    v = np.asarray(interval.values, float)
+    t = np.asarray(interval.t_observed, float)
+    c = np.asarray(interval.critical, float)
+    rng = np.asarray(interval.critical_range, float).reshape(-1, 2)
+    ax.axvspan(interval.low, interval.high, color="#94a4a2", alpha=0.35, lw=0,
+               label=f"Feldman-Cousins {interval.cl:.1%} CL: [{interval.low:.3g}, {interval.high:.3g}]")
+    ax.fill_between(v, rng[:, 0], rng[:, 1], color="#e42536", alpha=0.2, lw=0, step=None)
+    ax.plot(v, c, "s-", color="#e42536", ms=5, lw=1.5, label=f"critical value from toys ({min(interval.n_toys)}+ per point)")
+    ax.plot(v, np.minimum(t, 1e6), "o-", color="#3f90da", ms=5, lw=2, label="data")
+    w = float(chi2.ppf(interval.cl, 1))
+    ax.axhline(w, color="0.4", ls="--", lw=1, label=rf"asymptotic ($\chi^2_1$) critical value {w:.2f}")
+    if np.isfinite(interval.poi_hat):
+        ax.axvline(max(interval.poi_hat, v.min()), color="#3f90da", ls=":", lw=1)
+    # the region that decides the interval: the critical values and where the data crosses them
+    ax.set_ylim(0, max(3.0, 3.0 * float(np.max(rng)), 1.5 * w))
+    ax.set_xlim(v.min(), v.max())
+    ax.set_xlabel(poi_label)
+    ax.set_ylabel(r"$t = -2\,\ln\,\lambda$ (bounded)")
+    ax.legend(loc="upper center", fontsize="x-small", frameon=True, framealpha=0.9, edgecolor="none")
     _label(ax, experiment, text)
     return ax
 
