@@ -239,3 +239,26 @@ def test_feldman_cousins_on_the_model(model):
             assert t.q_truth == 0.0
     back = type(r).from_dict(r.to_dict())
     assert (back.low, back.high, back.critical) == (r.low, r.high, r.critical)
+
+
+def test_feldman_cousins_interrupted_restores_the_model(model, monkeypatch):
+    """Ctrl-C during the toys: KeyboardInterrupt reaches the caller (gbi interval then writes
+    nothing) and the model's parameters are back where they were."""
+    from zfit_gbi import toys as T
+
+    data = sample_toy(model, 0, N_BKG, seed=22)
+    model.reset(len(data))
+    before = {p.name: float(p.value()) for p in model.model.get_params(floating=True)}
+    real, calls = T.fit, []
+
+    def interrupting_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the data fit runs, the first toy's fit is interrupted
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "fit", interrupting_fit)
+    with pytest.raises(KeyboardInterrupt):
+        T.feldman_cousins(model, data, [0.0, 50.0], n_toys=3, progress=False)
+    after = {p.name: float(p.value()) for p in model.model.get_params(floating=True)}
+    assert after == pytest.approx(before)

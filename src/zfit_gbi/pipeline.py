@@ -344,7 +344,7 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
                 grid = profiles[p.name]
                 signal_parameters[name] = {
                     "parameter": p.name, "value": v, "error": e, "range": [float(p.lower), float(p.upper)],
-                    "profile": {"values": fine.tolist(), "minus_2_delta_nll": delta.tolist()},
+                    "profile": {"values": fine.tolist(), "minus_2_delta_nll": _json_numbers(delta)},
                     "grid": {"values": grid[0], "minus_2_delta_nll": [max(2 * (x - summary_fit.nll), 0.0) for x in grid[1]]},
                 }
 
@@ -380,7 +380,7 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
             grid = np.linspace(summary_fit.poi_value - 3 * lo_e, summary_fit.poi_value + 3 * hi_e, cfg.inference.profile_points)
             delta = profile_scan(loss, model.poi, grid)
             # null where the POI is below what the events allow (the density negative for some event)
-            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": [float(d) if np.isfinite(d) else None for d in delta]}
+            result["profile_scan"] = {"poi": grid.tolist(), "minus_2_delta_nll": _json_numbers(delta)}
 
     zfit.param.set_values(params, [summary_fit.values[p.name] for p in params])  # back to the best fit (the scans moved them)
     plots: list[str] = []
@@ -999,6 +999,11 @@ def _interval_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         if st.interrupted:
             break
     return out
+
+
+def _json_numbers(a: Any) -> list[float | None]:
+    """A profile's values for JSON: ``None`` where not finite (no likelihood there; JSON has no inf)."""
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(a, dtype=float)]
 
 
 def _read_summary(out: Path) -> dict[str, Any]:

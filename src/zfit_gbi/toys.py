@@ -287,6 +287,7 @@ def toy_study(
     first: int = 0,
     progress: bool = True,
     poi_bound: float | None = None,
+    desc: str = "toys",
 ) -> ToyStudy:
     """Pseudo-experiments from the model at its current parameters, each fitted by the same model.
 
@@ -308,6 +309,7 @@ def toy_study(
         poi_bound: Physical lower bound of the POI (Feldman-Cousins ordering): where the fit's
             POI lies below it, ``q_truth`` is taken against the best fit *at* the bound,
             2 (NLL(truth) - NLL(bound)). ``None``: against the free fit.
+        desc: The progress bar's label.
 
     Returns:
         A :class:`ToyStudy`. A toy whose fit fails stays in the study as invalid, with the
@@ -325,7 +327,7 @@ def toy_study(
     truth = n_signal / model.reference_yield if mu else float(n_signal)
     start = {p: float(p.value()) for p in model.model.get_params(floating=True)}
     study = ToyStudy(truth=truth, n_signal=float(n_signal), n_background=float(n_background), cl=cl)
-    bar = tqdm(range(first, first + n_toys), desc="toys", disable=not progress)
+    bar = tqdm(range(first, first + n_toys), desc=desc, disable=not progress)
     try:
         for i in bar:
             t0 = time.perf_counter()
@@ -565,7 +567,8 @@ def neyman_toys(model: Any, point: dict[str, Any], *, n_toys: int, seed: int, bo
         for name, value in point["parameters"].items():
             params[name].set_value(value)
         return toy_study(model, n_signal=max(point["n_signal"], 0.0), n_background=point["n_background"], n_toys=n_toys, seed=seed,
-                         first=first, interval=True, poi_bound=bound, global_observables=global_observables, progress=progress)
+                         first=first, interval=True, poi_bound=bound, global_observables=global_observables, progress=progress,
+                         desc=f"toys at {model.poi.name} = {point['value']:.4g}")
     finally:
         for p, v in start.items():
             p.set_value(v)
