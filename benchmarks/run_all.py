@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "generator_nuisances": ([], ["--quick", "--retrainings", "1"]),
     "paws": ([], ["--quick"]),
     "coverage_small_counts": ([], ["--toys", "300", "--fc-toys", "200"]),
+    "interpolation": ([], ["--quick"]),
     "memory_growth": ([], ["--quick"]),
     "sliding_scan": ([], None),  # 16 minutes: full runs only
     "sensitivity_lhco": (["--dataset", "lhco", "--seeds", "2", "--n-asimov", "20000"], None),  # the shared LHCO data; 40 minutes

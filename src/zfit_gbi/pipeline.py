@@ -920,7 +920,7 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
         values: Tested POI values (the POI's unit: signal events, or mu), increasing; default:
             9 values from max(0, n_hat - 3 sigma_low) to max(n_hat, 0) + 4 sigma_high. The best
             fit is always added.
-        n_toys: Toys per tested value (200 give each critical value to about +-0.15).
+        n_toys: Toys per tested value (200 give each critical value to about +-0.2).
         cl: Confidence level.
         seed: Value ``k``'s toys depend on ``(seed, k)`` only: the same interval on every
             executor and for any split.

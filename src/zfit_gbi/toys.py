@@ -591,7 +591,7 @@ def feldman_cousins(model: Any, events: Events, values: Any, *, n_toys: int = 20
 
     The data's best fit (clipped to the bound) is tested too, so the interval is never empty.
     Cost: ``(len(values) + 1) * n_toys`` toys of two or three fits each (``gbi interval`` spreads
-    them over an executor). 200 toys give each critical value to about +-0.15 at 68 % CL
+    them over an executor). 200 toys give each critical value to about +-0.2 at 68 % CL
     (``critical_range``). A grid from the bound to a few profile-likelihood errors above the
     best fit, about 10 values, is enough: the edges are interpolated.
 
