@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20_000, help="true events per mass point")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="8 epochs, 5000 samples per mass point")
+    ap.add_argument("--name", default="interpolation", help="results/<name>.json")
     args = ap.parse_args()
     if args.quick:
         args.epochs, args.samples = 8, 5000
@@ -66,7 +67,7 @@ def main() -> None:
             row[f"kl_{name}"] = float(np.mean(d))
             row[f"kl_{name}_error"] = float(np.std(d) / math.sqrt(len(d)))
         rows.append(row)
-    report("interpolation", rows, {"generator": GEN_DEFAULT.__dict__, "n_sideband_events": len(sb), "epochs": args.epochs,
+    report(args.name, rows, {"generator": GEN_DEFAULT.__dict__, "n_sideband_events": len(sb), "epochs": args.epochs,
                                    "samples_per_mass": args.samples, **summary(rows, sum(w.signal_region) / 2)})
     print(summary(rows, sum(w.signal_region) / 2))
 
