@@ -228,7 +228,7 @@ def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None,
             fig, ax = P.plt.subplots(figsize=(8, 6))
             P.plot_null_calibration(null, scan.t, ax=ax, experiment=exp, text=pc.label)
             written += P.save(fig, out / "ranode_calibration", pc.formats)
-    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats)})
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats, pc.style, pc.label)})
 
 
 def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:

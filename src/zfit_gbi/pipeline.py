@@ -202,8 +202,8 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     if cfg.plots.enabled:
         from . import plotting as P
 
-        with _stage(timings, "plots", quiet), P.style(cfg.plots.style):
-            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots.formats)
+        with _stage(timings, "plots", quiet):
+            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots.formats, cfg.plots.style, cfg.plots.label)
     report = {
         "models": {"background": str(out / "models" / "background"), "signal": str(out / "models" / "signal")},
         "generators": {"background": _describe(bkg_gen), "signal": _describe(sig_gen)},
@@ -1091,22 +1091,23 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
             ax.axvline(sp["value"], color="0.4", ls=":", lw=1)
             written += P.save(fig, out / f"profile_{name}", pc.formats)
 
-    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats)})
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats, pc.style, pc.label)})
 
 
-def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str]) -> list[str]:
+def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str], style: str = "CMS", label: str = "Simulation") -> list[str]:
     """Training curves of both generators (every ensemble member; ``sig_gen`` None: the
-    background's only); file names written."""
+    background's only) in the run's mplhep ``style``; file names written."""
     written: list[Path] = []
-    for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
-        if gen is None:
-            continue
-        hist = gen.history
-        hs = hist if isinstance(hist, list) else [hist]
-        if any(len(h.train_loss) for h in hs):
-            fig, ax = P.plt.subplots(figsize=(8, 6))
-            P.plot_training(hs, ax=ax, title=f"{name.capitalize()} generator")
-            written += P.save(fig, out / f"training_{name}", formats)
+    with P.style(style) as exp:
+        for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
+            if gen is None:
+                continue
+            hist = gen.history
+            hs = hist if isinstance(hist, list) else [hist]
+            if any(len(h.train_loss) for h in hs):
+                fig, ax = P.plt.subplots(figsize=(8, 6))
+                P.plot_training(hs, ax=ax, title=f"{name.capitalize()} generator", experiment=exp, text=label)
+                written += P.save(fig, out / f"training_{name}", formats)
     return [p.name for p in written]
 
 

@@ -13,6 +13,7 @@ The experiment style (``"CMS"``, ``"ATLAS"``, ``"LHCb"``) is chosen with :func:`
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -582,9 +583,10 @@ def plot_p0_scan(masses: Sequence[float], p0: Sequence[float], *, ax=None, mass_
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=None, title: str | None = None, experiment: str | None = None):
+def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=None, title: str | None = None, experiment: str | None = None,
+                  text: str = "Simulation"):
     """Train (solid) and validation (dashed) loss per epoch for every ensemble member; the
-    kept epoch is marked."""
+    kept epoch is marked. ``title`` heads the legend (above the axes sits the experiment's label)."""
     hs = [histories] if hasattr(histories, "train_loss") else list(histories)
     ax = ax or plt.subplots(figsize=(8, 6))[1]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -599,10 +601,12 @@ def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
     ax.set_ylabel(r"Loss $-\langle\ln p(x\,|\,m)\rangle$")
-    ax.legend(loc="upper right", fontsize="x-small", ncol=2 if len(hs) > 2 else 1)
-    if title:
-        ax.set_title(title, fontsize="medium")
-    _label(ax, experiment, "Simulation")
+    ncol = 2 if len(hs) > 2 else 1
+    rows = math.ceil(2 * len(hs) / ncol) + (1 if title else 0)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.12 * rows * (hi - lo))  # room for the legend above the curves
+    ax.legend(loc="upper right", fontsize="xx-small" if ncol == 2 else "x-small", ncol=ncol, title=title, title_fontsize="small")
+    _label(ax, experiment, text)
     return ax
 
 
