@@ -929,7 +929,7 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
     """
     from ._tf import tf  # noqa: F401
     from .executor import check_executor, run_tasks
-    from .toys import _point_seed, neyman_interval, neyman_plan
+    from .toys import neyman_interval, neyman_plan
 
     out = Path(out).absolute()
     check_executor(executor)
@@ -944,14 +944,7 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
         sy = summary["signal_yield"]
         hat = float(sy["value"])
         values = np.linspace(max(hat - 3 * float(sy["error_low"]), 0.0), max(hat, 0.0) + 4 * float(sy["error_high"]), 9) / scale
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 1 or len(values) < 2 or not np.all(np.diff(values) > 0):
-        raise ValueError(f"values must be at least 2 increasing POI values, got {values.tolist()}")
-    model.reset(len(parts["fit"]))
-    zfit_params = summary.get("parameters", {})
-    for p in model.model.get_params(floating=True):
-        if p.name in zfit_params:
-            p.set_value(zfit_params[p.name]["value"])
+    # the model is at the run's fitted parameters (_run_folder): the plan's data fit starts there
     best, points = neyman_plan(model, model.loss(parts["fit"]), values, bound=0.0)
     sequential = executor is None or executor == "sequential"
     n_chunks = 1 if sequential else int(chunks or 8)
@@ -960,7 +953,7 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
     jobs = [(k, int(a), int(b - a)) for k in range(len(points))
             for a, b in itertools.pairwise(np.linspace(0, n_toys, per_point + 1).round().astype(int)) if b > a]
     edges = np.linspace(0, len(jobs), min(n_chunks, len(jobs)) + 1).round().astype(int)
-    tasks = [{"folder": str(out), "points": {str(k): points[k] for k, _, _ in jobs[a:b]}, "seeds": {str(k): _point_seed(seed, k) for k, _, _ in jobs[a:b]},
+    tasks = [{"folder": str(out), "points": {str(k): points[k] for k, _, _ in jobs[a:b]}, "seed": int(seed),
               "jobs": jobs[a:b], "progress": sequential and not quiet} for a, b in itertools.pairwise(edges) if b > a]
     done = [r for block in run_tasks(_interval_task, tasks, executor=None if sequential else executor) for r in block]
     if any(r["interrupted"] for r in done):
@@ -989,12 +982,13 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
 def _interval_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     """A block of :func:`interval`'s toys (module level, so that worker processes and Dask can run it)."""
     from ._tf import tf  # noqa: F401
-    from .toys import neyman_toys
+    from .toys import _point_seed, neyman_toys
 
     _, model, _, _ = _toys_inputs(task["folder"])
     out = []
     for k, first, n in task["jobs"]:
-        st = neyman_toys(model, task["points"][str(k)], n_toys=n, first=first, seed=task["seeds"][str(k)], bound=0.0, progress=task["progress"])
+        st = neyman_toys(model, task["points"][str(k)], n_toys=n, first=first, seed=_point_seed(task["seed"], k), bound=0.0,
+                         progress=task["progress"])
         out.append({"k": k, "first": first, "t": [t.q_truth for t in st.valid], "failed": len(st.toys) - len(st.valid), "interrupted": st.interrupted})
         if st.interrupted:
             break

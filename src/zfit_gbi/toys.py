@@ -345,10 +345,11 @@ def toy_study(
             best = {p: float(p.value()) for p in start}
             q_t = math.nan
             if interval:
+                nll_t = _conditional_nll(loss, model.poi, [truth])[0]
                 ref = res.nll
-                if poi_bound is not None and res.poi_value < poi_bound:
-                    ref = _conditional_nll(loss, model.poi, [poi_bound])[0]
-                q_t = max(2 * (_conditional_nll(loss, model.poi, [truth])[0] - ref), 0.0)
+                if poi_bound is not None and res.poi_value < poi_bound:  # the truth at the bound: the same fit
+                    ref = nll_t if truth == poi_bound else _conditional_nll(loss, model.poi, [poi_bound])[0]
+                q_t = max(2 * (nll_t - ref), 0.0)
             zfit.param.set_values(list(best), list(best.values()))
             cls_t = math.nan
             if limit and truth > 0:
@@ -520,8 +521,8 @@ def neyman_plan(model: Any, loss: Any, values: Any, *, bound: float | None = 0.0
     come from the nominal generator).
     """
     v = np.asarray(values, dtype=float)
-    if v.ndim != 1 or len(v) < 1 or not np.all(np.isfinite(v)):
-        msg = f"values must be finite POI values, got {v.tolist()}"
+    if v.ndim != 1 or len(v) < 1 or not np.all(np.isfinite(v)) or not np.all(np.diff(v) > 0):
+        msg = f"values must be finite, increasing POI values, got {v.tolist()}"
         raise ValueError(msg)
     if bound is not None and np.any(v < bound):
         msg = f"tested values below the POI's physical bound {bound}: {v[v < bound].tolist()}"
@@ -540,14 +541,14 @@ def neyman_plan(model: Any, loss: Any, values: Any, *, bound: float | None = 0.0
     if not np.any(np.abs(v - hat) <= 1e-6 * scale):
         v = np.sort(np.append(v, hat))
     nuis = {id(p) for p in model.nuisances}
+    events_per_poi = float(model.reference_yield) if poi is not model.n_sig else 1.0
     points = []
     for x in v:
         zfit.param.set_values(params, list(best.values()))
         nll = _conditional_nll(loss, poi, [float(x)])[0]
         # _conditional_nll restores the POI only: the other parameters are at the conditional fit
         cond = {p.name: (0.0 if id(p) in nuis else float(p.value())) for p in params if p is not poi}
-        ref = model.reference_yield if poi is not model.n_sig else 1.0
-        points.append({"value": float(x), "t_observed": max(2 * (nll - nll_ref), 0.0), "n_signal": float(x) * float(ref),
+        points.append({"value": float(x), "t_observed": max(2 * (nll - nll_ref), 0.0), "n_signal": float(x) * events_per_poi,
                        "n_background": float(model.n_bkg.value()), "parameters": cond})
     zfit.param.set_values(params, list(best.values()))
     return {"poi_hat": res.poi_value, "nll_ref": nll_ref}, points
