@@ -202,27 +202,38 @@ def benchmark(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict]:
     return rows
 
 
-def lhco(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict] | None:
-    """The real LHCO R&D signal-region events (pseudo signal region 3.44-3.56 TeV in 3.3-3.7 TeV,
-    as tutorial 04): None when the data are absent."""
-    folder = Path(args.data)
+def lhco_inputs(folder: str | Path, quick: bool = False) -> dict | None:
+    """The LHCO events every LHCO benchmark uses: ``backgrounds`` (the true background of
+    ``sr_mixed_a`` and ``_b``), ``pool`` (the 20,000 signal events of ``sr_sig_enriched``, to
+    inject), ``sim`` (``sr_signal_only`` without them: the simulation), ``box`` and ``eff_sr`` (the
+    signal's fraction in the pseudo signal region); None (and a message) when the files are absent."""
+    folder = Path(folder)
     names = ("sr_mixed_a.npy", "sr_mixed_b.npy", "sr_signal_only.npy", "sr_sig_enriched.npy")
     if not all((folder / n).exists() for n in names):
         print(f"LHCO data not found in {folder} (needs {', '.join(names)}); pass --data FOLDER. No LHCO rows.")
         return None
-    features, windows = LHCO_FEATURES, LHCO_WINDOWS
     mixed = [read_lhco(folder / f"sr_mixed_{s}.npy") for s in "ab"]
-    backgrounds = [m.select(m["label"] == 0) for m in mixed]
     sig_only, enriched = read_lhco(folder / "sr_signal_only.npy"), read_lhco(folder / "sr_sig_enriched.npy")
     pool = enriched.select(enriched["label"] == 1)  # the injected signal: disjoint from the simulation below
     held = {r.tobytes() for r in pool.values}
     sim = sig_only.select(np.array([r.tobytes() not in held for r in sig_only.values]))
-    if args.quick:
+    if quick:
         sim = sim.select(np.arange(len(sim)) < 10_000)
-    box = box_from_data(Events(np.concatenate([m.values for m in mixed] + [sig_only.values]), LHCO_COLUMNS), features, margin=0.01)
+    box = box_from_data(Events(np.concatenate([m.values for m in mixed] + [sig_only.values]), LHCO_COLUMNS), LHCO_FEATURES, margin=0.01)
+    return {"backgrounds": [m.select(m["label"] == 0) for m in mixed], "pool": pool, "sim": sim, "box": box,
+            "eff_sr": float(np.mean(LHCO_WINDOWS.in_signal_region(pool["mjj"])))}
+
+
+def lhco(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict] | None:
+    """The real LHCO R&D signal-region events (pseudo signal region 3.44-3.56 TeV in 3.3-3.7 TeV,
+    as tutorial 04): None when the data are absent."""
+    inputs = lhco_inputs(args.data, args.quick)
+    if inputs is None:
+        return None
+    features, windows = LHCO_FEATURES, LHCO_WINDOWS
+    backgrounds, pool, sim, box, eff_sr = (inputs[k] for k in ("backgrounds", "pool", "sim", "box", "eff_sr"))
     sig_gen = Flow(features, box, ("mjj",), FLOW, seed=2)
     sig_gen.fit(sim.array(features), sim["mjj"], train=train)
-    eff_sr = float(np.mean(windows.in_signal_region(pool["mjj"])))
     rows = []
     t0 = time.perf_counter()
     for seed in range(args.seeds):

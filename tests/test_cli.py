@@ -82,6 +82,9 @@ def test_run_writes_summary(tmp_path, bench, capsys):
         assert key in s
     assert s["fit_valid"] is True
     assert s["n_events"]["fit"] == 6060
+    # signal_in_sidebands: auto, and this narrow signal puts nothing in the sidebands: no retraining
+    assert s["background_training"]["applied"] is False
+    assert s["background_training"]["simulated_signal_share_in_sidebands"] < 0.02
     assert set(s["signal_yield"]) == {"value", "error_low", "error_high", "error_method"}
     assert s["signal_yield"]["error_method"] in ("minos", "profile")
     assert s["discovery"]["significance"] >= 0
@@ -305,6 +308,52 @@ def test_run_with_spurious_signal(tmp_path, bench):
     assert "gen_spurious" in s5["results"]["pyhf"]["variations"]
     ws = json.loads((tmp_path / "ss5" / "workspace.json").read_text())
     assert "spurious_signal" in [smp["name"] for smp in ws["channels"][0]["samples"]]
+
+
+def test_run_models_the_signal_in_the_sidebands(tmp_path, bench, capsys):
+    """background.signal_in_sidebands: model fits, retrains the background generator with the
+    fitted signal in the sidebands modelled, fits again; summary.json records each round, the
+    saved generator says how it was trained, --models reuses it as saved, and a generator
+    trained on the plain sidebands is refused for this setting (it cannot be retrained)."""
+    import shutil
+
+    import yaml
+
+    cfg = _tiny_config(tmp_path, bench, inference={"discovery": False, "profile_points": 0}, plots={"enabled": False})
+    raw = yaml.safe_load(cfg.read_text())
+    raw["background"]["signal_in_sidebands"] = "model"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "sb"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "background generator, signal in the sidebands modelled (1)" in printed
+    s = json.loads((out / "summary.json").read_text())
+    bt = s["background_training"]
+    assert bt["signal_in_sidebands"] == "model"
+    assert bt["applied"] is True
+    assert bt["loaded"] is None
+    assert len(bt["iterations"]) == 1
+    it = bt["iterations"][0]
+    assert it["retrained"] is True
+    assert it["signal_yield"] > 0
+    assert 0 <= it["sideband_signal_events"] < it["signal_yield"]
+    meta = json.loads((out / "models" / "background" / "model.json").read_text())
+    assert [f["history"]["objective"] for f in meta["flows"]] == ["mixture"]
+    assert "signal in the sidebands" in "".join(s["timings"])
+    # --models: used as saved, no training
+    assert main(["run", str(cfg), "--out", str(tmp_path / "again"), "--models", str(out / "models"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["background_training"]["loaded"].endswith("background")
+    assert again["signal_yield"]["value"] == pytest.approx(s["signal_yield"]["value"], rel=1e-6)
+    # a background generator trained on the sidebands as they are: refused, naming the way out
+    plain = tmp_path / "plain"
+    shutil.copytree(out / "models", plain)
+    meta["flows"][0]["history"]["objective"] = "likelihood"
+    (plain / "background" / "model.json").write_text(json.dumps(meta))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "refused"), "--models", str(plain), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "trained on the sidebands as they are" in err
+    assert "signal_in_sidebands: ignore" in err
 
 
 def test_toys_and_interval_are_the_same_on_every_executor(tmp_path, bench, capsys):

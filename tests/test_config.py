@@ -535,6 +535,29 @@ def test_signal_model_keys(tmp_path):
                          "background": {"generator": {"ensemble": 3}}, "nuisances": {"generator": "eigen"}}, base_dir=tmp_path)
 
 
+def test_signal_in_sidebands_keys(tmp_path):
+    """background.signal_in_sidebands: auto (default), model or ignore; only the simulation mode
+    uses it (the others warn); a typo names the allowed values, zero iterations are refused."""
+    from zfit_gbi.config import ConfigError, ConfigWarning, validate_config
+
+    base = {"data": {"path": "d.npy", "columns": ["m", "a"], "resonant": "m", "features": ["a"]},
+            "windows": {"fit": [0.0, 1.0], "signal_region": [0.4, 0.6]},
+            "signal": {"simulation": {"path": "s.npy", "columns": ["m", "a"]}}}
+    assert validate_config(base, base_dir=tmp_path).background.signal_in_sidebands == "auto"
+    cfg = validate_config({**base, "background": {"signal_in_sidebands": "model", "signal_in_sidebands_iterations": 2}}, base_dir=tmp_path)
+    assert (cfg.background.signal_in_sidebands, cfg.background.signal_in_sidebands_iterations) == ("model", 2)
+    with pytest.raises(ConfigError, match=r"background\.signal_in_sidebands.*auto, model, ignore"):
+        validate_config({**base, "background": {"signal_in_sidebands": "subtract"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"background\.signal_in_sidebands_iterations"):
+        validate_config({**base, "background": {"signal_in_sidebands_iterations": 0}}, base_dir=tmp_path)
+    with pytest.warns(ConfigWarning, match="background.signal_in_sidebands 'model' not used"):
+        validate_config({**base, "signal": {"model": "data-driven", "width": 0.1}, "background": {"signal_in_sidebands": "model"}},
+                        base_dir=tmp_path)
+    with pytest.warns(ConfigWarning, match="background.signal_in_sidebands 'model' needs a signal density"):
+        validate_config({**base, "signal": {**base["signal"], "model": "parametrized"}, "background": {"signal_in_sidebands": "model"}},
+                        base_dir=tmp_path)
+
+
 def test_jit_compile_unset_means_xla_only_for_generators_trained_once() -> None:
     """Unset: the generators trained once per run use XLA, the data-driven mode's signal flows
     (hundreds per run; TensorFlow keeps every compiled step) do not; set, it applies to both,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from conftest import FAST, gaussian_logit_baseline
+from conftest import FAST, SMALL, gaussian_logit_baseline
 
 from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, TrainConfig
 from zfit_gbi.generators import training as training_mod
@@ -338,3 +340,60 @@ def test_gradient_masks_are_the_made_masks(bench):
         np.testing.assert_array_equal(g, w)
         assert 0 < g.sum() < g.size  # a real mask, neither empty nor full
     assert sum(m is None for m in masks) == len(variables) - 6
+
+
+def test_training_inside_a_mixture_mechanics(bench, train_events, tmp_path):
+    """Per-event mixture fractions: w = 1 for every event is plain maximum likelihood (the same
+    losses, seed for seed); the history records the objective, which a save keeps; bad fractions
+    are refused by name; an ensemble resamples the mixture with its events."""
+    from zfit_gbi.generators import load, save
+
+    ev = train_events.select(np.arange(len(train_events)) < 3000)
+    x, m = ev.array(bench.features), ev["mjj"]
+    tc = replace(FAST, epochs=2)
+    plain, mixed = (Flow(bench.features, bench.bounds, ("mjj",), SMALL, seed=4) for _ in range(2))
+    plain.fit(x, m, train=tc)
+    mixed.fit(x, m, train=tc, mixture=(np.ones(len(x)), np.zeros(len(x)), np.full(len(x), -3.0)))
+    assert mixed.history.val_loss == pytest.approx(plain.history.val_loss, rel=1e-5)
+    assert (plain.history.objective, mixed.history.objective) == ("likelihood", "mixture")
+    assert load(save(mixed, tmp_path / "mixed")).history.objective == "mixture"
+    with pytest.raises(ValueError, match=r"w must be one number or of shape \(3000,\)"):
+        mixed.fit(x, m, train=tc, mixture=(np.ones(10), np.zeros(len(x)), np.zeros(len(x))))
+    with pytest.raises(ValueError, match=r"w must lie in \(0, 1\], got 0.0"):
+        mixed.fit(x, m, train=tc, mixture=(np.r_[0.0, np.ones(len(x) - 1)], np.zeros(len(x)), np.zeros(len(x))))
+    ens = FlowEnsemble.train(x, m, features=bench.features, bounds=bench.bounds, context_names=("mjj",), k=2, config=SMALL,
+                             train=replace(tc, epochs=1), mixture=(np.full(len(x), 0.9), np.zeros(len(x)), np.zeros(len(x))))
+    assert [mb.history.objective for mb in ens.members] == ["mixture", "mixture"]
+
+
+def test_background_trained_inside_the_mixture_leaves_the_signal_out(bench, sideband_events):
+    """Sidebands that hold 20 % signal (features from the benchmark's signal, masses from the
+    background's so that its share is f = 0.2 at every mass): a flow trained on them as they are
+    learns the signal as background, one trained inside (1 - f) q + f p_S with p_S known learns
+    the background. Measured by KL(true background || flow) on independent sideband background
+    events (paired: the same events for every flow). Measured with training seeds 4-7: plain
+    0.176-0.190 nats, mixture 0.039-0.043, a flow trained on the background events alone
+    0.054-0.056 (the mixture flow is a little better: more steps per epoch); the tolerances
+    (plain above clean by 0.08, mixture within 0.03 of clean) are several times that spread."""
+    rng = np.random.default_rng(21)
+    side = sideband_events.select(np.arange(len(sideband_events)) < 12_000)
+    n_sig = 3_000
+    x_b, m_b = side.array(bench.features), side["mjj"]
+    x = np.vstack([x_b, bench.sample_signal_features(n_sig, rng)])
+    m = np.concatenate([m_b, m_b[rng.integers(0, len(m_b), n_sig)]])
+    f = n_sig / len(x)
+    test = bench.sample(30_000, 0, seed=22)
+    test = test.select(bench.windows.in_sidebands(test["mjj"]))
+    xt, mt = test.array(bench.features), test["mjj"]
+    log_true = bench.log_prob_background_features(xt, mt)
+
+    def kl(xx, mm, mixture=None) -> float:
+        flow = Flow(bench.features, bench.bounds, ("mjj",), SMALL, seed=4)
+        flow.fit(xx, mm, train=FAST, mixture=mixture)
+        return float(np.mean(log_true - flow.log_prob(xt, mt)))
+
+    kl_plain = kl(x, m)
+    kl_mixture = kl(x, m, (np.full(len(x), 1 - f), np.zeros(len(x)), bench.log_prob_signal_features(x)))
+    kl_clean = kl(x_b, m_b)
+    assert kl_plain > kl_clean + 0.08, (kl_plain, kl_clean)
+    assert abs(kl_mixture - kl_clean) < 0.03, (kl_mixture, kl_clean)

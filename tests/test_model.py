@@ -212,3 +212,32 @@ def test_spurious_signal_width_from_members(bench, sideband_flow, sideband_event
         SpuriousSignal.from_yields([3.0, np.nan])
     with pytest.raises(ValueError, match=r"finite number of events >= 0, got -1"):
         SpuriousSignal(-1.0)
+
+
+def test_signal_fraction_is_the_fitted_share_at_each_mass(gbi):
+    """f(m) = n_S p_S(m) / (n_S p_S(m) + n_B p_B(m)) from the mass shapes at the current values:
+    zero without signal, the ratio of the two extended mass densities otherwise, largest at the
+    peak; masses outside the fit window or NaN are refused by name."""
+    import zfit
+
+    m = np.array([2.95, 3.3, 3.5, 3.7, 4.05])
+    gbi.n_bkg.set_value(10_000.0)
+    gbi.n_sig.set_value(0.0)
+    assert np.all(gbi.signal_fraction(m) == 0)
+    gbi.n_sig.set_value(-50.0)  # a negative fitted yield: no signal to model either
+    assert np.all(gbi.signal_fraction(m) == 0)
+    gbi.n_sig.set_value(300.0)
+    f = gbi.signal_fraction(m)
+
+    def density(pdf):
+        return np.asarray(pdf.pdf(zfit.Data.from_numpy(obs=pdf.space, array=m[:, None])))
+
+    s, b = 300.0 * density(gbi.signal.mass_pdf), 10_000.0 * density(gbi.background.mass_pdf)
+    np.testing.assert_allclose(f, s / (s + b), rtol=1e-10)
+    assert np.argmax(f) == 2
+    assert 0 < f[2] < 1
+    with pytest.raises(ValueError, match=r"inside the fit window \[2.9, 4.1\] of mjj"):
+        gbi.signal_fraction(np.array([3.5, 4.2]))
+    with pytest.raises(ValueError, match="finite"):
+        gbi.signal_fraction(np.array([np.nan]))
+    gbi.n_sig.set_value(0.0)

@@ -18,6 +18,7 @@ A config is a YAML mapping::
     background:
       mass_shape: dijet            # dijet | exppoly2 | exppoly3 | bernstein3 | bernstein4
       generator: {type: maf-rqs, ensemble: 5, epochs: 100, seed: 1}   # or {path: saved_model_dir}
+      signal_in_sidebands: auto    # auto | model | ignore: retrain with the fitted signal in the sidebands modelled
     signal:
       model: simulation            # simulation | data-driven (R-ANODE) | parametrized (PAWS-style)
       simulation: {path: sig.npy, columns: [mjj, mj1, delta_mj, tau21_j1, tau21_j2]}
@@ -489,11 +490,22 @@ class BackgroundConfig(_Section):
         sqrt_s: Centre-of-mass energy of the ``dijet`` function, in the resonant variable's unit
             (13.0: TeV at the LHC).
         generator: p_B(x | m), trained on the sidebands (or loaded).
+        signal_in_sidebands: ``model`` (simulation mode): fit, then retrain p_B(x | m) on the
+            sidebands inside the mixture (1 - f(m)) p_B(x | m) + f(m) p_S(x | m), with f(m) the
+            fitted signal's share at each sideband event's mass and p_S the simulated signal
+            fixed, so that signal leaking into the sidebands (a broad resonance) is not learned
+            as background; then fit again (one more training of the ensemble per iteration).
+            ``ignore``: train on the sidebands as they are. ``auto`` (default): ``model`` when
+            at least 2 % of the simulated signal in the fit window lies in the sidebands (then
+            the yield could be biased by that much), else ``ignore`` (no extra fit).
+        signal_in_sidebands_iterations: Fit-and-retrain rounds of ``model`` (1 or more).
     """
 
     mass_shape: BackgroundShape = "dijet"
     sqrt_s: PosFloat = 13.0
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    signal_in_sidebands: Literal["auto", "model", "ignore"] = "auto"
+    signal_in_sidebands_iterations: PosInt = 1
 
 
 class SignalSimulationConfig(_EventFileSection):
@@ -891,10 +903,16 @@ class RunConfig(_Section):
             unused = [f"{k} {v!r}" for k, v, default in (("inference.backend", self.inference.backend, "zfit"),
                                                           ("nuisances.generator", kind, "none"),
                                                           ("nuisances.spurious_signal", self.nuisances.spurious_signal, False),
-                                                          ("model.hisigma_sidebands", self.model.hisigma_sidebands, False)) if v != default]
+                                                          ("model.hisigma_sidebands", self.model.hisigma_sidebands, False),
+                                                          ("background.signal_in_sidebands", self.background.signal_in_sidebands, "auto"))
+                      if v != default]
             if unused:
                 warnings.warn(f"signal.model 'data-driven' runs the R-ANODE scan (no zfit fit, no binned route): {', '.join(unused)} not used; "
                               "the background ensemble enters as its average", ConfigWarning, stacklevel=2)
+        if self.signal.model == "parametrized" and self.background.signal_in_sidebands == "model":
+            warnings.warn("background.signal_in_sidebands 'model' needs a signal density p_S(x | m) from simulation (signal.model "
+                          "'simulation'); the parametrized mode trains its background generator on the sidebands as they are",
+                          ConfigWarning, stacklevel=2)
         if self.signal.model == "parametrized":
             clash = [c for c in self.signal.parametrized.parameters if c in (self.data.resonant, *self.data.features)]
             if clash:

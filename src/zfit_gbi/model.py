@@ -85,6 +85,34 @@ class GBIModel:
         width * theta with a spurious-signal term."""
         return float(self.signal.get_yield().value())
 
+    def signal_fraction(self, masses: np.ndarray) -> np.ndarray:
+        """The fitted signal's share of the events at each mass,
+        f(m) = n_S p_S(m) / (n_S p_S(m) + n_B p_B(m)), at the current parameter values.
+
+        Args:
+            masses: Resonant-variable values ``(n_events,)`` inside the fit window (its unit).
+
+        Returns:
+            ``(n_events,)`` fractions in [0, 1] (0 where the signal yield is not positive).
+        """
+        m = np.asarray(masses, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(m)):
+            msg = "masses must be finite"
+            raise ValueError(msg)
+        lo, hi = (float(v) for v in np.ravel(self.background.mass_pdf.space.v1.limits))
+        if np.any((m < lo) | (m > hi)):
+            msg = f"masses must lie inside the fit window [{lo:g}, {hi:g}] of {self.resonant}"
+            raise ValueError(msg)
+        n_s, n_b = max(self.signal_yield, 0.0), float(self.n_bkg.value())
+        if n_s == 0.0 or len(m) == 0:
+            return np.zeros(len(m))
+
+        def density(pdf: Any) -> np.ndarray:
+            return np.asarray(pdf.pdf(zfit.Data.from_numpy(obs=pdf.space, array=m[:, None])), dtype=np.float64)
+
+        s, b = n_s * density(self.signal.mass_pdf), max(n_b, 0.0) * density(self.background.mass_pdf)
+        return np.clip(s / np.maximum(s + b, np.finfo(float).tiny), 0.0, 1.0)
+
     def reset(self, n_events: float) -> None:
         """Starting values for a new fit: n_S = 0, n_B = n_events, nuisances 0."""
         self.n_bkg.set_value(float(n_events))

@@ -79,8 +79,9 @@ def versions() -> dict[str, str]:
 
 
 def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str, box: dict, what: str, quiet: bool, k_min: int = 1,
-               executor: Any = None) -> Flow | FlowEnsemble:
-    """Load ``g.path`` or train on ``events`` (features | resonant)."""
+               executor: Any = None, mixture: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Flow | FlowEnsemble:
+    """Load ``g.path`` or train on ``events`` (features | resonant); ``mixture``: per-event
+    ``(w, log_a, log_b)`` of the mixture to train in (:func:`zfit_gbi.generators.training.train_flow`)."""
     if g.is_saved:
         gen = load(g.path)
         if tuple(gen.features) != features or tuple(gen.context) != (resonant,):
@@ -105,14 +106,14 @@ def _generator(g: Any, events: Events, features: tuple[str, ...], resonant: str,
     if k == 1:
         flow = Flow(features, box, (resonant,), fc, seed=g.seed)
         try:
-            flow.fit(x, m, events.weights, tc)
+            flow.fit(x, m, events.weights, tc, mixture=mixture)
         except KeyboardInterrupt as err:  # the flow now holds the best weights so far
             err.partial_generator = flow  # type: ignore[attr-defined]
             raise
         return flow
     return FlowEnsemble.train(
         x, m, features=features, bounds=box, context_names=(resonant,), k=k, config=fc, train=tc,
-        bootstrap=g.bootstrap, weights=events.weights, aggregate=g.aggregate, executor=executor,
+        bootstrap=g.bootstrap, weights=events.weights, aggregate=g.aggregate, executor=executor, mixture=mixture,
     )
 
 
@@ -122,7 +123,7 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
     ``signal.model`` is ``simulation``), trained or loaded as the config says, and saved under
     ``out/models`` unless ``out`` is None."""
     features, resonant = tuple(cfg.data.features), cfg.data.resonant
-    k_min = 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") or cfg.nuisances.spurious_signal is True else 1
+    k_min = _k_min(cfg)
     gens: list[Any] = [None, None]
     jobs = [("background", cfg.background.generator, parts["sidebands"].with_columns([resonant, *features]))]
     if cfg.signal.model == "simulation":
@@ -139,6 +140,89 @@ def _generators(cfg: Any, parts: dict[str, Events], sim: Events, box: dict, out:
                 save(gen, out / "models" / what)
         gens[i] = gen
     return gens[0], gens[1]
+
+
+def _k_min(cfg: Any) -> int:
+    """The smallest background ensemble the nuisance treatment works with."""
+    return 2 if cfg.nuisances.generator in ("eigen", "envelope", "updown") or cfg.nuisances.spurious_signal is True else 1
+
+
+#: ``signal_in_sidebands: auto`` models the signal in the sidebands from this share of the
+#: simulated signal (fit window) there on: the yield's bias is at most about that fraction
+AUTO_SIDEBAND_SHARE = 0.02
+
+
+def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow | FlowEnsemble, parts: dict[str, Events], sim: Events,
+                           box: dict, out: Path | None, timings: dict[str, float], quiet: bool) -> tuple[Flow | FlowEnsemble, dict[str, Any] | None]:
+    """``background.signal_in_sidebands``: with ``model`` (or ``auto`` when at least
+    :data:`AUTO_SIDEBAND_SHARE` of the simulated signal in the fit window lies in the sidebands)
+    fit the model, then retrain the background generator on the sidebands inside the mixture
+    (1 - f(m)) p_B(x | m) + f(m) p_S(x | m), f the fitted signal's share at each event's mass
+    (:meth:`GBIModel.signal_fraction`), p_S the signal generator fixed;
+    ``signal_in_sidebands_iterations`` rounds. Returns the generator to use (saved over
+    ``out/models/background``) and what ``summary.json`` records (``background_training``;
+    None for ``ignore`` and the other signal models).
+
+    A loaded background generator is used as saved when it was trained this way (its training
+    history says ``objective: mixture``); one trained on the plain sidebands is an error where
+    the signal would be modelled (it cannot be retrained: its training settings are not in the
+    config)."""
+    from .inference import fit
+
+    bg, resonant = cfg.background, cfg.data.resonant
+    if bg.signal_in_sidebands == "ignore" or cfg.signal.model != "simulation":
+        return bkg_gen, None
+    windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
+    w_sim = np.ones(len(sim)) if sim.weights is None else sim.weights
+    in_fit, in_sb = windows.in_fit(sim[resonant]), windows.in_sidebands(sim[resonant])
+    share = float(np.sum(w_sim[in_sb]) / max(np.sum(w_sim[in_fit]), np.finfo(float).tiny))
+    applied = bg.signal_in_sidebands == "model" or share >= AUTO_SIDEBAND_SHARE
+    report: dict[str, Any] = {"signal_in_sidebands": bg.signal_in_sidebands, "simulated_signal_share_in_sidebands": share,
+                              "applied": applied, "loaded": None, "iterations": []}
+    if not applied:
+        return bkg_gen, report
+    members = bkg_gen.members if isinstance(bkg_gen, FlowEnsemble) else [bkg_gen]
+    if bg.generator.is_saved:
+        if all(mb.history.objective == "mixture" for mb in members):
+            report["loaded"] = str(bg.generator.path)
+            return bkg_gen, report
+        msg = (f"{bg.generator.path}: this background generator was trained on the sidebands as they are, but "
+               f"{100 * share:.0f} % of the simulated signal lies in the sidebands and background.signal_in_sidebands is "
+               f"{bg.signal_in_sidebands!r} (retrain it with the fitted signal there modelled): train it in this run "
+               "(no --models / background.generator.path) or set background.signal_in_sidebands: ignore")
+        raise DataError(msg)
+    features = tuple(cfg.data.features)
+    side = parts["sidebands"].with_columns([resonant, *features])
+    x, m = side.array(features), side[resonant]
+    w_ev = np.ones(len(side)) if side.weights is None else side.weights
+    log_ps = np.asarray(sig_gen.log_prob(x, m), dtype=np.float64)
+    log_ps = np.where(np.isfinite(log_ps), log_ps, -1e30)  # outside the signal's support: no signal there
+    executor = None if cfg.compute.executor == "sequential" else cfg.compute.executor
+    for it in range(bg.signal_in_sidebands_iterations):
+        with _stage(timings, f"fit for the signal in the sidebands ({it + 1})", quiet):
+            model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, int(cfg.inference.seed), prefix=f"sbsig{it}_")
+            fit(model.loss(parts["fit"]), model.poi, minos=False)
+            f = model.signal_fraction(m)
+        rec = {"signal_yield": model.signal_yield, "background_yield": float(model.n_bkg.value()),
+               "sideband_signal_events": float(np.sum(w_ev * f)), "retrained": False}
+        report["iterations"].append(rec)
+        if not quiet:
+            print(f"  iteration {it + 1}: fitted signal {rec['signal_yield']:.1f} events, of them {rec['sideband_signal_events']:.1f} "
+                  "in the sidebands", flush=True)
+        if not np.any(f > 0):  # no fitted signal: the plain generator is the right one
+            break
+        with _stage(timings, f"background generator, signal in the sidebands modelled ({it + 1})", quiet):
+            f = np.minimum(f, 1.0 - 1e-6)
+            try:
+                bkg_gen = _generator(bg.generator, side, features, resonant, box, "background", quiet, _k_min(cfg), executor=executor,
+                                     mixture=(1.0 - f, np.zeros(len(f)), log_ps))
+            except KeyboardInterrupt as err:
+                _save_interrupted(err, out, "background")
+                raise
+        rec["retrained"] = True
+    if out is not None:
+        save(bkg_gen, out / "models" / "background")
+    return bkg_gen, report
 
 
 def _save_interrupted(err: KeyboardInterrupt, out: Path | None, what: str) -> None:
@@ -198,6 +282,7 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     if cfg.background.generator.is_saved and cfg.signal.generator.is_saved:
         log.warning("both generators are loaded from saved folders: nothing is trained, they are copied to %s", out / "models")
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
+    bkg_gen, sideband_signal = _model_sideband_signal(cfg, bkg_gen, sig_gen, parts, sim, box, out, timings, quiet)
     plots: list[str] = []
     if cfg.plots.enabled:
         from . import plotting as P
@@ -207,6 +292,7 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     report = {
         "models": {"background": str(out / "models" / "background"), "signal": str(out / "models" / "signal")},
         "generators": {"background": _describe(bkg_gen), "signal": _describe(sig_gen)},
+        "background_training": sideband_signal,
         "n_events": {"sidebands": len(parts["sidebands"]), "simulation": len(sim)},
         "bounds": {k: list(v) for k, v in box.items()},
         "plots": plots,
@@ -267,6 +353,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
 
     poi_kind = cfg.inference.poi
     bkg_gen, sig_gen = _generators(cfg, parts, sim, box, out, timings, quiet)
+    bkg_gen, sideband_signal = _model_sideband_signal(cfg, bkg_gen, sig_gen, parts, sim, box, out, timings, quiet)
     ratio = None
     if cfg.signal.model == "parametrized":
         with _stage(timings, "signal classifier", quiet):
@@ -296,6 +383,7 @@ def run(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         }
     if binned is not None:
         summary["results"] = {"pyhf": binned}
+    summary["background_training"] = sideband_signal
     return _finish(cfg, out, summary, backend, counts, windows, plots, timings)
 
 
@@ -691,6 +779,10 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
 
         return sliding_scan(cfg, out, masses, quiet=quiet)
     _simulation_mode(cfg, "gbi scan", parametrized=True)
+    if cfg.background.signal_in_sidebands == "model" and not cfg.background.generator.is_saved:
+        log.warning("gbi scan trains one background generator for every mass: background.signal_in_sidebands 'model' "
+                    "(a retraining for one fitted signal) is not used; the sidebands are taken as they are")
+    # 'auto' is 'ignore' here: the signal's share in the sidebands depends on the mass hypothesis
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     masses = np.asarray(masses, dtype=float)
@@ -1100,7 +1192,9 @@ def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list
             hs = hist if isinstance(hist, list) else [hist]
             if any(len(h.train_loss) for h in hs):
                 fig, ax = P.plt.subplots(figsize=(8, 6))
-                P.plot_training(hs, ax=ax, title=f"{name.capitalize()} generator", experiment=exp, text=label)
+                mixed = name == "background" and all(h.objective == "mixture" for h in hs)
+                title = "Background generator,\nsignal in the sidebands modelled" if mixed else f"{name.capitalize()} generator"
+                P.plot_training(hs, ax=ax, title=title, experiment=exp, text=label)
                 written += P.save(fig, out / f"training_{name}", formats)
     return [p.name for p in written]
 

@@ -600,7 +600,10 @@ def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=
             ax.plot(h.best_epoch + 1, h.val_loss[h.best_epoch], "*", color=c, ms=12)
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
-    ax.set_ylabel(r"Loss $-\langle\ln p(x\,|\,m)\rangle$")
+    if all(getattr(h, "objective", "likelihood") == "mixture" for h in hs):  # trained inside a mixture: its likelihood
+        ax.set_ylabel(r"Mixture loss $-\langle\ln[w\,q + (1-w)\,b]\rangle$")
+    else:
+        ax.set_ylabel(r"Loss $-\langle\ln p(x\,|\,m)\rangle$")
     ncol = 2 if len(hs) > 2 else 1
     rows = math.ceil(2 * len(hs) / ncol) + (1 if title else 0)
     lo, hi = ax.get_ylim()

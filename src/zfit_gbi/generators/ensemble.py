@@ -105,6 +105,7 @@ class FlowEnsemble:
         weights: np.ndarray | None = None,
         aggregate: Literal["prob", "logprob"] = "prob",
         executor: Any = None,
+        mixture: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
         **overrides: Any,
     ) -> FlowEnsemble:
         """Train ``k`` members, member ``i`` with seed ``train.seed + i`` and (if ``bootstrap``)
@@ -114,7 +115,9 @@ class FlowEnsemble:
         after the other here; ``"processes"``, ``"dask"``, a scheduler address or a Dask
         ``Client`` train them in parallel, with the same result seed for seed. A Ctrl-C during
         a sequential training re-raises ``KeyboardInterrupt`` with the members finished so far
-        (a smaller ensemble) as its ``partial_generator`` attribute."""
+        (a smaller ensemble) as its ``partial_generator`` attribute. ``mixture``: per-event
+        ``(w, log_a, log_b)``, each of shape ``(n_events,)``, resampled with the events; every
+        member trains inside that mixture (:func:`zfit_gbi.generators.training.train_flow`)."""
         from dataclasses import asdict, replace
 
         from ..executor import run_tasks
@@ -124,6 +127,7 @@ class FlowEnsemble:
         x = np.asarray(x, dtype=np.float64)
         c = None if context is None else np.asarray(context, dtype=np.float64)
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        mix = None if mixture is None else [np.broadcast_to(np.asarray(a, dtype=np.float64), (len(x),)) for a in mixture]
         remote = executor not in (None, "sequential") and k > 1
         tasks = []
         for i in range(k):
@@ -133,6 +137,7 @@ class FlowEnsemble:
                 "features": list(features), "bounds": {f: tuple(b) for f, b in bounds.items()}, "context": list(context_names),
                 "config": asdict(config or FlowConfig()), "train": asdict(replace(base, seed=seed, progress=base.progress and not remote)),
                 "seed": seed, "x": x[idx], "c": None if c is None else c[idx], "w": None if w is None else w[idx], "state": remote,
+                "mixture": None if mix is None else tuple(a[idx] for a in mix),
             })
         if remote:
             out = run_tasks(_train_member, tasks, executor=executor)
@@ -263,5 +268,5 @@ def _train_member(task: dict[str, Any]) -> Any:
     cfg = dict(task["config"])
     cfg["hidden_units"] = tuple(cfg["hidden_units"])
     flow = Flow(task["features"], task["bounds"], task["context"], FlowConfig(**cfg), seed=task["seed"])
-    flow.fit(task["x"], task["c"], task["w"], TrainConfig(**task["train"]))
+    flow.fit(task["x"], task["c"], task["w"], TrainConfig(**task["train"]), mixture=task.get("mixture"))
     return flow_state(flow) if task["state"] else flow

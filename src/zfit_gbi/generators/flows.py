@@ -153,7 +153,10 @@ class TrainingHistory:
     """Per-epoch losses (mean negative log-likelihood per event, in the preprocessed space
     plus the box Jacobian, i.e. ``-mean log p(x | c)``) and how training ended; ``seconds`` is
     the whole training, ``epoch_seconds`` the wall time of each epoch (the first one includes
-    compiling the training step)."""
+    compiling the training step). ``objective``: ``"likelihood"`` (the flow's own likelihood) or
+    ``"mixture"`` (the flow inside a mixture with fixed densities: an R-ANODE signal flow, or a
+    background flow trained with the signal in the sidebands modelled); the losses are then
+    the mixture's."""
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -164,6 +167,7 @@ class TrainingHistory:
     n_val: int = 0
     seconds: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
+    objective: str = "likelihood"
 
     @property
     def best_val_loss(self) -> float:
@@ -624,17 +628,21 @@ class Flow:
         context: np.ndarray | None = None,
         weights: np.ndarray | None = None,
         train: TrainConfig | None = None,
+        *,
+        mixture: tuple[float | np.ndarray, np.ndarray, np.ndarray] | None = None,
         **overrides: Any,
     ) -> TrainingHistory:
         """Train by maximum likelihood; returns (and keeps) the :class:`TrainingHistory`.
 
         Ctrl-C stops training, keeps the best weights so far and re-raises.
-        Keyword overrides update ``train`` (e.g. ``fit(x, c, epochs=5)``).
+        Keyword overrides update ``train`` (e.g. ``fit(x, c, epochs=5)``). ``mixture``: train
+        inside a mixture with fixed per-event densities (see
+        :func:`zfit_gbi.generators.training.train_flow`).
         """
         from .training import train_flow
 
         cfg = replace(train or TrainConfig(), **overrides)
-        return train_flow(self, x, context, weights, cfg)
+        return train_flow(self, x, context, weights, cfg, mixture=mixture)
 
     # ---- weights -----------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:

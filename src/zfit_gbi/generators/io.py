@@ -155,6 +155,8 @@ def _build_flow(fm: dict[str, Any], meta_file: Path, k: int, version: int = FORM
         h = flow.history
         if type(h.best_epoch) is not int or not all(isinstance(v, int | float) for v in [*h.val_loss, *h.train_loss]):
             raise TypeError("history has entries of the wrong type")
+        if h.objective not in ("likelihood", "mixture"):
+            raise ValueError(f"history objective {h.objective!r} is not 'likelihood' or 'mixture'")
         if not -1 <= h.best_epoch < max(len(h.val_loss), 0) or (h.best_epoch == -1 and h.val_loss):
             raise ValueError(f"history best_epoch {h.best_epoch} does not fit {len(h.val_loss)} epochs")
     except (KeyError, TypeError, ValueError) as err:

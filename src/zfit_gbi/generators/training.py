@@ -57,7 +57,7 @@ def train_flow(
     weights: np.ndarray | None,
     cfg: TrainConfig,
     *,
-    mixture: tuple[float, np.ndarray, np.ndarray] | None = None,
+    mixture: tuple[float | np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> TrainingHistory:
     """Train ``flow`` in place (float32) and return its history.
 
@@ -71,7 +71,10 @@ def train_flow(
             ``w * exp(log_a) * q(x | c) + (1 - w) * exp(log_b)`` instead of ``q(x | c)`` alone,
             where ``q`` is the flow and ``log_a``, ``log_b`` (shape ``(n_events,)``) are fixed
             per-event log-densities (R-ANODE: ``log_a`` = log p_S(m), ``log_b`` = the
-            background's log p_B(m) + log p_B(x | m)); ``0 < w <= 1``.
+            background's log p_B(m) + log p_B(x | m)); ``0 < w <= 1``, one number or one per
+            event (shape ``(n_events,)``: the signal-aware background generator trains with
+            ``w`` = 1 - the fitted signal fraction at each event's mass, ``log_a`` = 0 and
+            ``log_b`` = log p_S(x | m)). ``w`` = 1 is plain maximum likelihood for that event.
 
     Raises:
         ValueError: for bad shapes or too few events.
@@ -90,14 +93,21 @@ def train_flow(
         msg = f"too few events to train a flow: {n} (need at least 3 with a validation split)"
         raise ValueError(msg)
     if mixture is not None:
-        w_mix, log_a, log_b = float(mixture[0]), np.asarray(mixture[1], np.float64), np.asarray(mixture[2], np.float64)
-        if not 0 < w_mix <= 1:
-            msg = f"mixture fraction w must lie in (0, 1], got {w_mix}"
+        w_mix = np.asarray(mixture[0], np.float64)
+        log_a, log_b = np.asarray(mixture[1], np.float64), np.asarray(mixture[2], np.float64)
+        if w_mix.shape not in ((), (n,)):
+            msg = f"mixture fraction w must be one number or of shape ({n},), got shape {w_mix.shape}"
+            raise ValueError(msg)
+        if not np.all((w_mix > 0) & (w_mix <= 1)):
+            bad = w_mix if w_mix.ndim == 0 else w_mix[~((w_mix > 0) & (w_mix <= 1))][0]
+            msg = f"mixture fraction w must lie in (0, 1], got {float(bad)}"
             raise ValueError(msg)
         if log_a.shape != (n,) or log_b.shape != (n,) or not (np.all(np.isfinite(log_a)) and np.all(np.isfinite(log_b))):
             msg = f"mixture log-densities must be finite and of shape ({n},)"
             raise ValueError(msg)
-        ab = np.stack([np.log(w_mix) + log_a, np.log1p(-w_mix) + log_b if w_mix < 1 else np.full(n, -np.inf)], axis=1)
+        w_mix = np.broadcast_to(w_mix, (n,))
+        with np.errstate(divide="ignore"):  # w = 1: the fixed term drops out (-inf)
+            ab = np.stack([np.log(w_mix) + log_a, np.log1p(-w_mix) + log_b], axis=1)
     else:
         ab = None  # plain maximum likelihood: nothing extra per batch
     mix = mixture is not None
@@ -161,7 +171,7 @@ def train_flow(
 
     bs = min(cfg.batch_size, len(i_tr))
     n_batches = len(i_tr) // bs  # drop the remainder: one compiled shape
-    hist = TrainingHistory(n_train=len(i_tr), n_val=n_val)
+    hist = TrainingHistory(n_train=len(i_tr), n_val=n_val, objective="mixture" if mix else "likelihood")
     best, best_weights, wait = math.inf, flow._nets32.get_weights(), 0
     t0 = time.perf_counter()
     bar = _progress(cfg.epochs, cfg.progress, f"training {'p(' + ','.join(flow.features[:3]) + ('...' if flow.n_features > 3 else '') + ')'}")
