@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "memory_growth": ([], ["--quick"]),
     "sliding_scan": ([], None),  # 16 minutes: full runs only
     "sensitivity_lhco": (["--dataset", "lhco", "--seeds", "2", "--n-asimov", "20000"], None),  # the shared LHCO data; 40 minutes
+    "sideband_signal": ([], None),  # the shared LHCO data; 30 minutes
     "binned_vs_unbinned": ([], None),  # needs a full demo and 10 minutes of limits: full runs only
     "validation": ([], None),  # 400 toys + 20 retrainings (about an hour); its --quick alone takes 9 minutes
 }

@@ -23,6 +23,10 @@ the fit window and whether the 68 % interval holds the truth. Setup as ``sensiti
 affine MAFs, 25 epochs). The seeds draw different signal events; the background of a seed is
 one of the two mixed files, so seeds 0 and 2 share their background events.
 
+``--flow rqs`` uses the package's default generator (5 x 2x64 rational-quadratic spline MAFs,
+8 bins) for the background ensembles and the signal flow instead (``results/sideband_signal_rqs.json``;
+about 4 minutes per injection and seed).
+
 Run: ``python benchmarks/sideband_signal.py`` (2 seeds x 5 injections including none, about 30
 minutes on 2 CPU cores); writes ``results/sideband_signal.json``.
 """
@@ -41,9 +45,11 @@ from sensitivity import FLOW, LHCO_FEATURES, LHCO_WINDOWS, lhco_inputs
 
 from zfit_gbi._tf import tf  # noqa: F401
 from zfit_gbi.data import LHCO_COLUMNS, Events
-from zfit_gbi.generators import Flow, FlowEnsemble, TrainConfig
+from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, TrainConfig
 from zfit_gbi.inference import FitError, fit, spurious_signal
 from zfit_gbi.model import build_model
+
+RQS = FlowConfig(transform="rqs", n_layers=5, hidden_units=(64, 64), n_bins=8)  # the package's default generator
 
 
 def gbi_fit(bkg_gen, sig_gen, data: Events, sim: Events, prefix: str, *, spurious: bool = False):
@@ -68,17 +74,23 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--s-over-sqrt-b", type=float, nargs="+", default=[0.0, 1.0, 2.5, 5.0, 7.5])
     ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--name", default="sideband_signal")
+    ap.add_argument("--flow", choices=("affine", "rqs"), default="affine",
+                    help="affine: the sensitivity benchmark's 4 x 48 affine MAFs; rqs: the package's default generator (5 x 2x64 spline MAFs, 8 bins) for background and signal")
+    ap.add_argument("--rounds", type=int, default=1, help="fit-and-retrain rounds (signal_in_sidebands_iterations); rows for each")
+    ap.add_argument("--no-spurious", dest="spurious", action="store_false", help="without the spurious-signal rows")
+    ap.add_argument("--name", default=None, help="results/<name>.json (default sideband_signal, sideband_signal_rqs)")
     args = ap.parse_args()
+    args.name = args.name or ("sideband_signal" if args.flow == "affine" else "sideband_signal_rqs")
+    flow = FLOW if args.flow == "affine" else RQS
     inputs = lhco_inputs(args.data)
     if inputs is None:
         return
     t_start = time.perf_counter()
     backgrounds, pool, sim, box, eff_sr = (inputs[k] for k in ("backgrounds", "pool", "sim", "box", "eff_sr"))
     train = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=2e-3, patience=6, progress=False, seed=1)
-    sig_gen = Flow(LHCO_FEATURES, box, ("mjj",), FLOW, seed=2)
+    sig_gen = Flow(LHCO_FEATURES, box, ("mjj",), flow, seed=2)
     sig_gen.fit(sim.array(LHCO_FEATURES), sim["mjj"], train=train)
-    ensemble = {"features": LHCO_FEATURES, "bounds": box, "context_names": ("mjj",), "k": 3, "config": FLOW}
+    ensemble = {"features": LHCO_FEATURES, "bounds": box, "context_names": ("mjj",), "k": 3, "config": flow}
     rows = []
     for seed in range(args.seeds):
         rng = np.random.default_rng(400 + seed)
@@ -107,15 +119,23 @@ def main() -> None:
             if "gbi_unbinned" in found:
                 f = found["gbi_unbinned"][1].signal_fraction(m)
                 extra = {"fitted_sideband_signal": float(np.sum(f)), "true_sideband_signal": float(np.sum(side["label"]))}
-                if np.any(f > 0):
-                    log_ps = sig_gen.log_prob(x, m)
-                    mixture = (1.0 - np.minimum(f, 1 - 1e-6), np.zeros(len(f)), np.where(np.isfinite(log_ps), log_ps, -1e30))
-                    modelled = FlowEnsemble.train(x, m, train=t_seed, mixture=mixture, **ensemble)
-                    for method, spurious in (("gbi_signal_modelled", False), ("gbi_signal_modelled_spurious", True)):
+                log_ps = sig_gen.log_prob(x, m)
+                log_ps = np.where(np.isfinite(log_ps), log_ps, -1e30)
+                for r in range(1, args.rounds + 1):  # round r: retrain with f from the previous fit, fit again
+                    if not np.any(f > 0):  # no fitted signal: the package keeps the generator it has
+                        break
+                    modelled = FlowEnsemble.train(x, m, train=t_seed, mixture=(1.0 - np.minimum(f, 1 - 1e-6), np.zeros(len(f)), log_ps),
+                                                  **ensemble)
+                    name = "gbi_signal_modelled" + ("" if r == 1 else f"_round{r}")
+                    variants = (((name, False), (f"{name}_spurious", True)) if args.spurious else ((name, False),))
+                    for method, spurious in variants:
                         try:
-                            found[method] = gbi_fit(modelled, sig_gen, data, sim, f"{method[-3:]}{seed}_{i}_", spurious=spurious)
+                            found[method] = gbi_fit(modelled, sig_gen, data, sim, f"r{r}{method[-3:]}{seed}_{i}_", spurious=spurious)
                         except FitError as err:
                             print(f"{method}: {err}")
+                    if name not in found:
+                        break
+                    f = found[name][1].signal_fraction(m)
             for method, (res, model) in found.items():
                 lo, hi = res.poi_error_low, res.poi_error_high
                 err = hi if truth > res.poi_value else lo

@@ -332,11 +332,13 @@ def test_run_models_the_signal_in_the_sidebands(tmp_path, bench, capsys):
     assert bt["signal_in_sidebands"] == "model"
     assert bt["applied"] is True
     assert bt["loaded"] is None
-    assert len(bt["iterations"]) == 1
+    # this narrow signal puts nothing in the sidebands: the retrained generator gives the same
+    # yield, so the second round's fit says converged and nothing is retrained again
+    assert [(it["retrained"], it["converged"]) for it in bt["iterations"]] == [(True, False), (False, True)]
     it = bt["iterations"][0]
-    assert it["retrained"] is True
     assert it["signal_yield"] > 0
     assert 0 <= it["sideband_signal_events"] < it["signal_yield"]
+    assert abs(bt["iterations"][1]["poi"] - it["poi"]) < 0.2 * it["poi_error"]
     meta = json.loads((out / "models" / "background" / "model.json").read_text())
     assert [f["history"]["objective"] for f in meta["flows"]] == ["mixture"]
     assert "signal in the sidebands" in "".join(s["timings"])

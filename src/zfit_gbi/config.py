@@ -498,14 +498,15 @@ class BackgroundConfig(_Section):
             ``ignore``: train on the sidebands as they are. ``auto`` (default): ``model`` when
             at least 2 % of the simulated signal in the fit window lies in the sidebands (then
             the yield could be biased by that much), else ``ignore`` (no extra fit).
-        signal_in_sidebands_iterations: Fit-and-retrain rounds of ``model`` (1 or more).
+        signal_in_sidebands_iterations: At most this many fit-and-retrain rounds of ``model``;
+            they stop earlier once the fitted yield moves by less than 0.2 of its error.
     """
 
     mass_shape: BackgroundShape = "dijet"
     sqrt_s: PosFloat = 13.0
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     signal_in_sidebands: Literal["auto", "model", "ignore"] = "auto"
-    signal_in_sidebands_iterations: PosInt = 1
+    signal_in_sidebands_iterations: PosInt = 3
 
 
 class SignalSimulationConfig(_EventFileSection):

@@ -36,6 +36,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator, scan} on the signal yield (null if disabled); scan: the CLs values (observed, expected and its bands) at each tested POI value, in POI units",
     "nuisances": "{name: {value, error}} of the generator-error nuisance parameters (the spurious-signal one included)",
     "spurious_signal": "{width, member_yields, parameter} of nuisances.spurious_signal: the width (signal events) of the nuisance on the signal yield and, when measured, the yield fitted with each background ensemble member alone (null if off)",
+    "background_training": "simulation mode: {signal_in_sidebands, simulated_signal_share_in_sidebands, applied, loaded, iterations: [{signal_yield, background_yield, sideband_signal_events, retrained}]} of background.signal_in_sidebands (null with 'ignore')",
     "parameters": "{name: {value, error}} of every floating parameter",
     "fit_valid": "bool: the minimum is valid (an invalid one is an error, never a summary)",
     "signal_model": "simulation | data-driven | parametrized (signal.model)",
@@ -150,6 +151,8 @@ def _k_min(cfg: Any) -> int:
 #: ``signal_in_sidebands: auto`` models the signal in the sidebands from this share of the
 #: simulated signal (fit window) there on: the yield's bias is at most about that fraction
 AUTO_SIDEBAND_SHARE = 0.02
+#: the fit-and-retrain rounds stop once the yield moved by less than this fraction of its error
+SIDEBAND_SIGNAL_TOLERANCE = 0.2
 
 
 def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow | FlowEnsemble, parts: dict[str, Events], sim: Events,
@@ -158,8 +161,10 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     :data:`AUTO_SIDEBAND_SHARE` of the simulated signal in the fit window lies in the sidebands)
     fit the model, then retrain the background generator on the sidebands inside the mixture
     (1 - f(m)) p_B(x | m) + f(m) p_S(x | m), f the fitted signal's share at each event's mass
-    (:meth:`GBIModel.signal_fraction`), p_S the signal generator fixed;
-    ``signal_in_sidebands_iterations`` rounds. Returns the generator to use (saved over
+    (:meth:`GBIModel.signal_fraction`), p_S the signal generator fixed; fit again and repeat, at
+    most ``signal_in_sidebands_iterations`` retrainings, until the yield moves by less than
+    :data:`SIDEBAND_SIGNAL_TOLERANCE` of its error (each round starts from the previous fit, whose
+    f is too small while the generator still holds signal: a fixed-point iteration). Returns the generator to use (saved over
     ``out/models/background``) and what ``summary.json`` records (``background_training``;
     None for ``ignore`` and the other signal models).
 
@@ -198,19 +203,22 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     log_ps = np.asarray(sig_gen.log_prob(x, m), dtype=np.float64)
     log_ps = np.where(np.isfinite(log_ps), log_ps, -1e30)  # outside the signal's support: no signal there
     executor = None if cfg.compute.executor == "sequential" else cfg.compute.executor
+    previous = None
     for it in range(bg.signal_in_sidebands_iterations):
         with _stage(timings, f"fit for the signal in the sidebands ({it + 1})", quiet):
             model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, int(cfg.inference.seed), prefix=f"sbsig{it}_")
-            fit(model.loss(parts["fit"]), model.poi, minos=False)
+            res = fit(model.loss(parts["fit"]), model.poi, minos=False)
             f = model.signal_fraction(m)
-        rec = {"signal_yield": model.signal_yield, "background_yield": float(model.n_bkg.value()),
-               "sideband_signal_events": float(np.sum(w_ev * f)), "retrained": False}
+        rec = {"signal_yield": model.signal_yield, "poi": res.poi_value, "poi_error": res.errors[model.poi.name],
+               "background_yield": float(model.n_bkg.value()), "sideband_signal_events": float(np.sum(w_ev * f)), "retrained": False,
+               "converged": previous is not None and abs(res.poi_value - previous) < SIDEBAND_SIGNAL_TOLERANCE * res.errors[model.poi.name]}
         report["iterations"].append(rec)
         if not quiet:
-            print(f"  iteration {it + 1}: fitted signal {rec['signal_yield']:.1f} events, of them {rec['sideband_signal_events']:.1f} "
-                  "in the sidebands", flush=True)
-        if not np.any(f > 0):  # no fitted signal: the plain generator is the right one
+            print(f"  round {it + 1}: fitted signal {rec['signal_yield']:.1f} events, of them {rec['sideband_signal_events']:.1f} "
+                  "in the sidebands" + (" (converged)" if rec["converged"] else ""), flush=True)
+        if rec["converged"] or not np.any(f > 0):  # settled, or no fitted signal: the generator we have is the right one
             break
+        previous = res.poi_value
         with _stage(timings, f"background generator, signal in the sidebands modelled ({it + 1})", quiet):
             f = np.minimum(f, 1.0 - 1e-6)
             try:
