@@ -173,6 +173,7 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     the signal would be modelled (it cannot be retrained: its training settings are not in the
     config)."""
     from .inference import fit
+    from .model import build_model
 
     bg, resonant = cfg.background, cfg.data.resonant
     if bg.signal_in_sidebands == "ignore" or cfg.signal.model != "simulation":
@@ -186,9 +187,8 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
                               "applied": applied, "loaded": None, "iterations": []}
     if not applied:
         return bkg_gen, report
-    members = bkg_gen.members if isinstance(bkg_gen, FlowEnsemble) else [bkg_gen]
     if bg.generator.is_saved:
-        if all(mb.history.objective == "mixture" for mb in members):
+        if all(h.objective == "mixture" for h in _histories(bkg_gen)):
             report["loaded"] = str(bg.generator.path)
             return bkg_gen, report
         msg = (f"{bg.generator.path}: this background generator was trained on the sidebands as they are, but "
@@ -203,10 +203,13 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     log_ps = np.asarray(sig_gen.log_prob(x, m), dtype=np.float64)
     log_ps = np.where(np.isfinite(log_ps), log_ps, -1e30)  # outside the signal's support: no signal there
     executor = None if cfg.compute.executor == "sequential" else cfg.compute.executor
+    # f needs n_S, n_B and the mass shapes only: the rounds fit without the generator-error
+    # treatments (no eigen-variation sampling, no spurious-signal member fits per round)
+    inputs = _model_inputs(cfg, sig_gen, parts, sim)
     previous = None
     for it in range(bg.signal_in_sidebands_iterations):
         with _stage(timings, f"fit for the signal in the sidebands ({it + 1})", quiet):
-            model, _ = _build(cfg, bkg_gen, sig_gen, parts, sim, int(cfg.inference.seed), prefix=f"sbsig{it}_")
+            model = build_model(background_generator=bkg_gen, prefix=f"sbsig{it}_", **inputs)
             res = fit(model.loss(parts["fit"]), model.poi, minos=False)
             f = model.signal_fraction(m)
         rec = {"signal_yield": model.signal_yield, "poi": res.poi_value, "poi_error": res.errors[model.poi.name],
@@ -244,9 +247,14 @@ def _save_interrupted(err: KeyboardInterrupt, out: Path | None, what: str) -> No
     log.warning("interrupted: the %s generator trained so far is saved in %s (use it with generator: {path: ...})", what, path)
 
 
+def _histories(gen: Flow | FlowEnsemble) -> list[Any]:
+    """The training history of every member (one for a single flow)."""
+    return gen.history if isinstance(gen.history, list) else [gen.history]
+
+
 def _describe(gen: Flow | FlowEnsemble) -> dict[str, Any]:
     """What ``train.json`` records of a generator: members, events, epochs, best validation loss."""
-    hs = gen.history if isinstance(gen.history, list) else [gen.history]
+    hs = _histories(gen)
     return {
         "members": len(hs),
         "features": list(gen.features),
@@ -700,7 +708,7 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
     from .model import build_model
     from .nuisances import EigenVariation
 
-    resonant, features = cfg.data.resonant, tuple(cfg.data.features)
+    resonant = cfg.data.resonant
     windows = Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region))
     treatment = cfg.nuisances.generator
     sr_m = parts["signal_region"][resonant]
@@ -710,19 +718,25 @@ def _build(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], sim: 
                                                  prefix=f"{prefix}gen_eigen", mass_range=windows.signal_region)
     elif treatment == "updown":
         variation = _updown_from_ensemble(bkg_gen, sr_m, seed, cfg.nuisances.n_mc, prefix=f"{prefix}gen_updown", mass_range=windows.signal_region)
-    poi_kind = cfg.inference.poi
-    ref = cfg.inference.reference_yield if poi_kind == "mu" else None
-    common = {
-        "resonant": resonant, "features": features, "windows": windows, "signal_generator": sig_gen,
-        "data_masses": parts["fit"][resonant], "signal_masses": sim[resonant], "signal_weights": sim.weights,
+    common = _model_inputs(cfg, sig_gen, parts, sim, mass=mass, signal_ratio=signal_ratio)
+    spurious = _spurious(cfg, bkg_gen, common, parts["fit"], prefix)
+    return build_model(background_generator=bkg_gen, variation=variation, spurious_signal=spurious, prefix=prefix, **common), common
+
+
+def _model_inputs(cfg: Any, sig_gen: Any, parts: dict[str, Events], sim: Events, *, mass: float | None = None,
+                  signal_ratio: Any = None) -> dict[str, Any]:
+    """The :func:`~zfit_gbi.model.build_model` keyword arguments the config fixes (all but the
+    background generator, the generator-error treatments and the prefix)."""
+    resonant, poi_kind = cfg.data.resonant, cfg.inference.poi
+    return {
+        "resonant": resonant, "features": tuple(cfg.data.features), "windows": Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region)),
+        "signal_generator": sig_gen, "data_masses": parts["fit"][resonant], "signal_masses": sim[resonant], "signal_weights": sim.weights,
         "background_mass": cfg.background.mass_shape, "signal_mass": cfg.signal.mass_shape,
         "hisigma_sidebands": cfg.model.hisigma_sidebands, "sqrt_s": cfg.background.sqrt_s,
         "signal_shape": "constrained" if cfg.signal.float_shape else "fixed",
-        "poi": poi_kind, "reference_yield": ref, "signal_mass_hypothesis": cfg.signal.mass if mass is None else mass,
-        "signal_ratio": signal_ratio,
+        "poi": poi_kind, "reference_yield": cfg.inference.reference_yield if poi_kind == "mu" else None,
+        "signal_mass_hypothesis": cfg.signal.mass if mass is None else mass, "signal_ratio": signal_ratio,
     }
-    spurious = _spurious(cfg, bkg_gen, common, parts["fit"], prefix)
-    return build_model(background_generator=bkg_gen, variation=variation, spurious_signal=spurious, prefix=prefix, **common), common
 
 
 def _spurious(cfg: Any, bkg_gen: Any, common: dict[str, Any], events: Events, prefix: str) -> Any:
@@ -1196,8 +1210,7 @@ def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list
         for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
             if gen is None:
                 continue
-            hist = gen.history
-            hs = hist if isinstance(hist, list) else [hist]
+            hs = _histories(gen)
             if any(len(h.train_loss) for h in hs):
                 fig, ax = P.plt.subplots(figsize=(8, 6))
                 mixed = name == "background" and all(h.objective == "mixture" for h in hs)

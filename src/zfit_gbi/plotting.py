@@ -600,7 +600,7 @@ def plot_training(histories: TrainingHistory | Sequence[TrainingHistory], *, ax=
             ax.plot(h.best_epoch + 1, h.val_loss[h.best_epoch], "*", color=c, ms=12)
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
-    if all(getattr(h, "objective", "likelihood") == "mixture" for h in hs):  # trained inside a mixture: its likelihood
+    if all(h.objective == "mixture" for h in hs):  # trained inside a mixture: its likelihood
         ax.set_ylabel(r"Mixture loss $-\langle\ln[w\,q + (1-w)\,b]\rangle$")
     else:
         ax.set_ylabel(r"Loss $-\langle\ln p(x\,|\,m)\rangle$")

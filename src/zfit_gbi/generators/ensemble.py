@@ -127,7 +127,10 @@ class FlowEnsemble:
         x = np.asarray(x, dtype=np.float64)
         c = None if context is None else np.asarray(context, dtype=np.float64)
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        mix = None if mixture is None else [np.broadcast_to(np.asarray(a, dtype=np.float64), (len(x),)) for a in mixture]
+        mix = None if mixture is None else [np.asarray(a, dtype=np.float64) for a in mixture]
+        if mix is not None and any(a.shape != (len(x),) for a in mix):
+            msg = f"mixture (w, log_a, log_b) must each have one value per event, shape ({len(x)},); got {[a.shape for a in mix]}"
+            raise ValueError(msg)
         remote = executor not in (None, "sequential") and k > 1
         tasks = []
         for i in range(k):

@@ -98,14 +98,14 @@ def train_flow(
         if w_mix.shape not in ((), (n,)):
             msg = f"mixture fraction w must be one number or of shape ({n},), got shape {w_mix.shape}"
             raise ValueError(msg)
-        if not np.all((w_mix > 0) & (w_mix <= 1)):
-            bad = w_mix if w_mix.ndim == 0 else w_mix[~((w_mix > 0) & (w_mix <= 1))][0]
-            msg = f"mixture fraction w must lie in (0, 1], got {float(bad)}"
+        w_mix = np.broadcast_to(w_mix, (n,))
+        bad = w_mix[~((w_mix > 0) & (w_mix <= 1))]
+        if bad.size:
+            msg = f"mixture fraction w must lie in (0, 1], got {float(bad[0])}"
             raise ValueError(msg)
         if log_a.shape != (n,) or log_b.shape != (n,) or not (np.all(np.isfinite(log_a)) and np.all(np.isfinite(log_b))):
             msg = f"mixture log-densities must be finite and of shape ({n},)"
             raise ValueError(msg)
-        w_mix = np.broadcast_to(w_mix, (n,))
         with np.errstate(divide="ignore"):  # w = 1: the fixed term drops out (-inf)
             ab = np.stack([np.log(w_mix) + log_a, np.log1p(-w_mix) + log_b], axis=1)
     else:
