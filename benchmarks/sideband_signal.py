@@ -117,15 +117,13 @@ def main() -> None:
                     print(f"{method}: {err}")
             extra = {}
             if "gbi_unbinned" in found:
-                f = found["gbi_unbinned"][1].signal_fraction(m)
+                fitted = found["gbi_unbinned"][1]
+                f = fitted.signal_fraction(m)
                 extra = {"fitted_sideband_signal": float(np.sum(f)), "true_sideband_signal": float(np.sum(side["label"]))}
-                log_ps = sig_gen.log_prob(x, m)
-                log_ps = np.where(np.isfinite(log_ps), log_ps, -1e30)
                 for r in range(1, args.rounds + 1):  # round r: retrain with f from the previous fit, fit again
                     if not np.any(f > 0):  # no fitted signal: the package keeps the generator it has
                         break
-                    modelled = FlowEnsemble.train(x, m, train=t_seed, mixture=(1.0 - np.minimum(f, 1 - 1e-6), np.zeros(len(f)), log_ps),
-                                                  **ensemble)
+                    modelled = FlowEnsemble.train(x, m, train=t_seed, mixture=fitted.background_mixture(sig_gen, x, m), **ensemble)
                     name = "gbi_signal_modelled" + ("" if r == 1 else f"_round{r}")
                     variants = (((name, False), (f"{name}_spurious", True)) if args.spurious else ((name, False),))
                     for method, spurious in variants:
@@ -135,7 +133,8 @@ def main() -> None:
                             print(f"{method}: {err}")
                     if name not in found:
                         break
-                    f = found[name][1].signal_fraction(m)
+                    fitted = found[name][1]
+                    f = fitted.signal_fraction(m)
             for method, (res, model) in found.items():
                 lo, hi = res.poi_error_low, res.poi_error_high
                 err = hi if truth > res.poi_value else lo

@@ -214,7 +214,7 @@ def test_spurious_signal_width_from_members(bench, sideband_flow, sideband_event
         SpuriousSignal(-1.0)
 
 
-def test_signal_fraction_is_the_fitted_share_at_each_mass(gbi):
+def test_signal_fraction_is_the_fitted_share_at_each_mass(gbi, signal_flow):
     """f(m) = n_S p_S(m) / (n_S p_S(m) + n_B p_B(m)) from the mass shapes at the current values:
     zero without signal, the ratio of the two extended mass densities otherwise, largest at the
     peak; masses outside the fit window or NaN are refused by name."""
@@ -240,4 +240,11 @@ def test_signal_fraction_is_the_fitted_share_at_each_mass(gbi):
         gbi.signal_fraction(np.array([3.5, 4.2]))
     with pytest.raises(ValueError, match="finite"):
         gbi.signal_fraction(np.array([np.nan]))
+    # the mixture a retrained background generator maximizes: (1 - f, 0, log p_S(x | m))
+    flow = signal_flow[0]
+    x = np.array([[0.5 * (lo + hi) for lo, hi in (flow.bounds[c] for c in gbi.features)]] * len(m))
+    w, log_a, log_b = gbi.background_mixture(flow, x, m)
+    np.testing.assert_allclose(w, 1 - f, rtol=1e-12)
+    assert np.all(log_a == 0)
+    np.testing.assert_allclose(log_b, np.asarray(flow.log_prob(x, m)), rtol=1e-12)
     gbi.n_sig.set_value(0.0)

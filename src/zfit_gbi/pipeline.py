@@ -200,8 +200,6 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     side = parts["sidebands"].with_columns([resonant, *features])
     x, m = side.array(features), side[resonant]
     w_ev = np.ones(len(side)) if side.weights is None else side.weights
-    log_ps = np.asarray(sig_gen.log_prob(x, m), dtype=np.float64)
-    log_ps = np.where(np.isfinite(log_ps), log_ps, -1e30)  # outside the signal's support: no signal there
     executor = None if cfg.compute.executor == "sequential" else cfg.compute.executor
     # f needs n_S, n_B and the mass shapes only: the rounds fit without the generator-error
     # treatments (no eigen-variation sampling, no spurious-signal member fits per round)
@@ -223,10 +221,9 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
             break
         previous = res.poi_value
         with _stage(timings, f"background generator, signal in the sidebands modelled ({it + 1})", quiet):
-            f = np.minimum(f, 1.0 - 1e-6)
             try:
                 bkg_gen = _generator(bg.generator, side, features, resonant, box, "background", quiet, _k_min(cfg), executor=executor,
-                                     mixture=(1.0 - f, np.zeros(len(f)), log_ps))
+                                     mixture=model.background_mixture(sig_gen, x, m))
             except KeyboardInterrupt as err:
                 _save_interrupted(err, out, "background")
                 raise
