@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -310,7 +311,7 @@ def test_run_with_spurious_signal(tmp_path, bench):
     assert "spurious_signal" in [smp["name"] for smp in ws["channels"][0]["samples"]]
 
 
-def test_run_models_the_signal_in_the_sidebands(tmp_path, bench, capsys):
+def test_run_models_the_signal_in_the_sidebands(tmp_path, bench, capsys, caplog):
     """background.signal_in_sidebands: model fits, retrains the background generator with the
     fitted signal in the sidebands modelled, fits again; summary.json records each round, the
     saved generator says how it was trained, --models reuses it as saved, and a generator
@@ -335,6 +336,7 @@ def test_run_models_the_signal_in_the_sidebands(tmp_path, bench, capsys):
     # this narrow signal puts nothing in the sidebands: the retrained generator gives the same
     # yield, so the second round's fit says converged and nothing is retrained again
     assert [(it["retrained"], it["converged"]) for it in bt["iterations"]] == [(True, False), (False, True)]
+    assert bt["converged"] is True
     it = bt["iterations"][0]
     assert it["signal_yield"] > 0
     assert 0 <= it["sideband_signal_events"] < it["signal_yield"]
@@ -356,6 +358,15 @@ def test_run_models_the_signal_in_the_sidebands(tmp_path, bench, capsys):
     err = capsys.readouterr().err
     assert "trained on the sidebands as they are" in err
     assert "signal_in_sidebands: ignore" in err
+    # one retraining allowed: it is never checked by a fit, so the rounds did not settle: said
+    with caplog.at_level(logging.WARNING, logger="zfit_gbi.pipeline"):
+        assert main(["train", str(cfg), "--out", str(tmp_path / "one"), "--set", "background.signal_in_sidebands_iterations=1",
+                     "--quiet"]) == 0
+    one = json.loads((tmp_path / "one" / "train.json").read_text())["background_training"]
+    assert [it["retrained"] for it in one["iterations"]] == [True]
+    assert one["converged"] is False
+    assert "had not settled after 1 retraining (" in caplog.text
+    assert "raise background.signal_in_sidebands_iterations" in caplog.text
 
 
 def test_toys_and_interval_are_the_same_on_every_executor(tmp_path, bench, capsys):

@@ -36,7 +36,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator, scan} on the signal yield (null if disabled); scan: the CLs values (observed, expected and its bands) at each tested POI value, in POI units",
     "nuisances": "{name: {value, error}} of the generator-error nuisance parameters (the spurious-signal one included)",
     "spurious_signal": "{width, member_yields, parameter} of nuisances.spurious_signal: the width (signal events) of the nuisance on the signal yield and, when measured, the yield fitted with each background ensemble member alone (null if off)",
-    "background_training": "simulation mode: {signal_in_sidebands, simulated_signal_share_in_sidebands, applied, loaded, iterations: [{signal_yield, background_yield, sideband_signal_events, retrained}]} of background.signal_in_sidebands (null with 'ignore')",
+    "background_training": "simulation mode: {signal_in_sidebands, simulated_signal_share_in_sidebands, applied, loaded, iterations: [{signal_yield, poi, poi_error, background_yield, sideband_signal_events, retrained, converged}], converged (false: the limit of retrainings was reached before the yield settled)} of background.signal_in_sidebands (null with 'ignore')",
     "parameters": "{name: {value, error}} of every floating parameter",
     "fit_valid": "bool: the minimum is valid (an invalid one is an error, never a summary)",
     "signal_model": "simulation | data-driven | parametrized (signal.model)",
@@ -184,7 +184,7 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     share = float(np.sum(w_sim[in_sb]) / max(np.sum(w_sim[in_fit]), np.finfo(float).tiny))
     applied = bg.signal_in_sidebands == "model" or share >= AUTO_SIDEBAND_SHARE
     report: dict[str, Any] = {"signal_in_sidebands": bg.signal_in_sidebands, "simulated_signal_share_in_sidebands": share,
-                              "applied": applied, "loaded": None, "iterations": []}
+                              "applied": applied, "loaded": None, "iterations": [], "converged": None}
     if not applied:
         return bkg_gen, report
     if bg.generator.is_saved:
@@ -228,6 +228,16 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
                 _save_interrupted(err, out, "background")
                 raise
         rec["retrained"] = True
+    last = report["iterations"][-1]
+    report["converged"] = not last["retrained"]  # the limit of retrainings reached: the last one was never checked
+    if not report["converged"]:
+        moves = [b["poi"] - a["poi"] for a, b in zip(report["iterations"], report["iterations"][1:], strict=False)]
+        n = len(report["iterations"])
+        log.warning("background.signal_in_sidebands: the yield had not settled after %d retraining%s (%s; it settles when a "
+                    "round moves it by less than %.1f of its error, %.3g): the final fit may still find too little signal; "
+                    "raise background.signal_in_sidebands_iterations", n, "" if n == 1 else "s",
+                    "moves of the yield per round: " + ", ".join(f"{d:+.3g}" for d in moves) if moves else "one round",
+                    SIDEBAND_SIGNAL_TOLERANCE, last["poi_error"])
     if out is not None:
         save(bkg_gen, out / "models" / "background")
     return bkg_gen, report
