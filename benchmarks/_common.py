@@ -36,9 +36,11 @@ def device() -> str:
     return f"GPU {', '.join(gpus)}" if gpus else f"CPU ({info['cpus']} cores, {info['machine']})"
 
 
-def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
-    """Print ``rows`` as a table and write ``results/<name>.json``
+def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None, *, quiet: bool = False) -> Path:
+    """Print ``rows`` as a table (not with ``quiet``) and write ``results/<name>.json``
     (``{"benchmark", "device", "date", "package_versions", "machine", "rows", ...}``)."""
+    if quiet:
+        return _write(name, rows, extra)
     cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's keys, first seen first
     text = [[f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
@@ -46,12 +48,19 @@ def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None =
     print("  ".join("-" * w for w in widths))
     for t in text:
         print("  ".join(v.rjust(w) for v, w in zip(t, widths, strict=True)))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out = _write(name, rows, extra)
+    print(f"\nwrote {out}")
+    return out
+
+
+def _write(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None) -> Path:
     import datetime
 
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
     doc = {"benchmark": name, "device": device(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "package_versions": versions(), "machine": machine(), "rows": rows, **(extra or {})}
-    out.write_text(json.dumps(doc, indent=2, default=float))
-    print(f"\nwrote {out}")
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=float))
+    tmp.replace(out)  # atomic: an interrupted write leaves the previous file
     return out

@@ -15,17 +15,23 @@ event's mass and p_S the simulated signal fixed, and fits again. Per seed and in
   (``nuisances.spurious_signal: true``: its width the spread of the yields fitted with each of
   the 3 members alone), the generator's own error on the yield in the interval;
 * ``idealized``: an ensemble trained on the true background of the other file over the whole
-  fit window (no signal, no interpolation; as in ``sensitivity.py``).
+  fit window (no signal, no interpolation; as in ``sensitivity.py``);
+* with ``--sideband-truth``, ``sidebands_background_only``: an ensemble trained on the same
+  sidebands with their signal events removed by label (interpolated like the others): the best
+  that modelling the signal there can reach.
 
 Each row has the fitted yield, its Minos interval, the pull against the true signal count in
-the fit window and whether the 68 % interval holds the truth. Setup as ``sensitivity.py
+the fit window and whether the 68 % interval holds the truth; the rows of the sideband-trained
+generators also ``true_sideband_signal`` (signal events in the sidebands, by label) and
+``fitted_sideband_signal`` (what the plain fit puts there, i.e. what round 1 models). Setup as ``sensitivity.py
 --dataset lhco`` (the same events, flows and training settings; 3-member ensembles of 4 x 48
 affine MAFs, 25 epochs). The seeds draw different signal events; the background of a seed is
 one of the two mixed files, so seeds 0 and 2 share their background events.
 
 ``--flow rqs`` uses the package's default generator (5 x 2x64 rational-quadratic spline MAFs,
-8 bins) for the background ensembles and the signal flow instead (``results/sideband_signal_rqs.json``;
-about 4 minutes per injection and seed).
+8 bins) for the background ensembles and the signal flow instead (``results/sideband_signal_rqs.json``:
+``--flow rqs --seeds 3 --rounds 3 --no-spurious --s-over-sqrt-b 0 1 2.5 5``, about 7.5 minutes
+per injection and seed with the 3 rounds).
 
 Run: ``python benchmarks/sideband_signal.py`` (2 seeds x 5 injections including none, about 30
 minutes on 2 CPU cores); writes ``results/sideband_signal.json``.
@@ -34,13 +40,16 @@ minutes on 2 CPU cores); writes ``results/sideband_signal.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _common import report
+from _common import RESULTS, report
 from sensitivity import FLOW, LHCO_FEATURES, LHCO_WINDOWS, lhco_inputs
 
 from zfit_gbi._tf import tf  # noqa: F401
@@ -78,20 +87,53 @@ def main() -> None:
                     help="affine: the sensitivity benchmark's 4 x 48 affine MAFs; rqs: the package's default generator (5 x 2x64 spline MAFs, 8 bins) for background and signal")
     ap.add_argument("--rounds", type=int, default=1, help="fit-and-retrain rounds (signal_in_sidebands_iterations); rows for each")
     ap.add_argument("--no-spurious", dest="spurious", action="store_false", help="without the spurious-signal rows")
+    ap.add_argument("--sideband-truth", action="store_true",
+                    help="add the row sidebands_background_only: the ensemble trained on the sidebands' true background alone (their signal removed by label): what modelling the signal there can reach at best")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the cells (seed, injection) already in results/<name>.json from a run with the same settings and compute the rest; the file is rewritten after every cell either way. TensorFlow keeps every XLA-compiled training step, about 50 flows per GB with --flow rqs: run the seeds in separate processes, e.g. --seeds 1, then --seeds 2 --resume, ...")
     ap.add_argument("--name", default=None, help="results/<name>.json (default sideband_signal, sideband_signal_rqs)")
+    ap.add_argument("--one-process", action="store_true", help="all seeds in this process (default: one child process per seed)")
     args = ap.parse_args()
     args.name = args.name or ("sideband_signal" if args.flow == "affine" else "sideband_signal_rqs")
+    if args.seeds > 1 and not args.one_process:
+        # TensorFlow keeps every XLA-compiled training step until the process ends (about 240 MB
+        # per 5 x 2x64 spline flow: 3 seeds x 4 injections x 3 rounds ran 24 GB out of memory);
+        # one process per seed, each resuming from the file the last one wrote
+        argv, skip = [], False
+        for a in sys.argv[1:]:
+            if skip or a.startswith("--seeds="):
+                skip = False
+                continue
+            if a == "--seeds":
+                skip = True
+                continue
+            argv.append(a)
+        for n in range(1, args.seeds + 1):
+            cmd = [sys.executable, __file__, *argv, "--seeds", str(n), "--one-process", *(["--resume"] if n > 1 and "--resume" not in argv else [])]
+            subprocess.run(cmd, check=True)
+        return
     flow = FLOW if args.flow == "affine" else RQS
     inputs = lhco_inputs(args.data)
     if inputs is None:
         return
     t_start = time.perf_counter()
+    same = ("s_over_sqrt_b", "epochs", "flow", "rounds", "spurious", "sideband_truth", "data")
+    rows, seconds_before = [], 0.0
+    path = RESULTS / f"{args.name}.json"
+    if args.resume and path.is_file():
+        old = json.loads(path.read_text())
+        changed = [k for k in same if old.get("settings", {}).get(k) != vars(args)[k]]
+        if changed:
+            raise SystemExit(f"--resume: {path} was written with other settings ({', '.join(changed)}); remove it or match them")
+        rows, seconds_before = old["rows"], float(old.get("seconds", 0.0))
+        print(f"--resume: {len({(r['seed'], r['s_over_sqrt_b']) for r in rows})} cells from {path}")
+    done = {(r["seed"], r["s_over_sqrt_b"]) for r in rows}
     backgrounds, pool, sim, box, eff_sr = (inputs[k] for k in ("backgrounds", "pool", "sim", "box", "eff_sr"))
     train = TrainConfig(epochs=args.epochs, batch_size=512, learning_rate=2e-3, patience=6, progress=False, seed=1)
     sig_gen = Flow(LHCO_FEATURES, box, ("mjj",), flow, seed=2)
-    sig_gen.fit(sim.array(LHCO_FEATURES), sim["mjj"], train=train)
+    if not all((seed, k) in done for seed in range(args.seeds) for k in args.s_over_sqrt_b):
+        sig_gen.fit(sim.array(LHCO_FEATURES), sim["mjj"], train=train)
     ensemble = {"features": LHCO_FEATURES, "bounds": box, "context_names": ("mjj",), "k": 3, "config": flow}
-    rows = []
     for seed in range(args.seeds):
         rng = np.random.default_rng(400 + seed)
         bkg, other = backgrounds[seed % 2], backgrounds[1 - seed % 2]
@@ -99,10 +141,14 @@ def main() -> None:
         n_side = int(np.sum(LHCO_WINDOWS.in_sidebands(bkg["mjj"])))
         t_seed = replace(train, seed=train.seed + seed)
         ideal = other.select(rng.permutation(len(other)) < n_side)
+        if all((seed, k) in done for k in args.s_over_sqrt_b):
+            continue
         ideal_gen = FlowEnsemble.train(ideal.array(LHCO_FEATURES), ideal["mjj"], train=t_seed, **ensemble)
         for i, k in enumerate(args.s_over_sqrt_b):
             n_inj = round(k * math.sqrt(b_sr) / eff_sr)
-            sig = pool.select(np.isin(np.arange(len(pool)), rng.choice(len(pool), n_inj, replace=False)))
+            sig = pool.select(np.isin(np.arange(len(pool)), rng.choice(len(pool), n_inj, replace=False)))  # drawn either way: the seed's later cells
+            if (seed, k) in done:
+                continue
             data = Events(np.concatenate([bkg.values, sig.values]), LHCO_COLUMNS)
             data = data.select(LHCO_WINDOWS.in_fit(data["mjj"]))
             truth = float(np.sum(data["label"]))
@@ -110,7 +156,11 @@ def main() -> None:
             x, m = side.array(LHCO_FEATURES), side["mjj"]
             plain = FlowEnsemble.train(x, m, train=t_seed, **ensemble)
             found = {}
-            for method, gen in (("gbi_unbinned", plain), ("idealized", ideal_gen)):
+            gens = [("gbi_unbinned", plain), ("idealized", ideal_gen)]
+            if args.sideband_truth:
+                pure = side.select(side["label"] == 0)
+                gens.append(("sidebands_background_only", FlowEnsemble.train(pure.array(LHCO_FEATURES), pure["mjj"], train=t_seed, **ensemble)))
+            for method, gen in gens:
                 try:
                     found[method] = gbi_fit(gen, sig_gen, data, sim, f"{method[:2]}{seed}_{i}_")
                 except FitError as err:
@@ -141,10 +191,12 @@ def main() -> None:
                 rows.append({"dataset": "lhco_rnd", "method": method, "injected_signal": truth, "s_over_sqrt_b": k, "seed": seed,
                              "signal_yield": res.poi_value, "error_low": lo, "error_high": hi,
                              "pull": (res.poi_value - truth) / err, "covered": bool(res.poi_value - lo <= truth <= res.poi_value + hi),
-                             **(extra if method != "idealized" else {}),
+                             **(extra if method not in ("idealized", "sidebands_background_only") else {}),
                              "spurious_width": model.spurious.width if model.spurious is not None else None})
             print(f"[seed {seed}, S/sqrt(B) {k:g}, {truth:.0f} signal events, {time.perf_counter() - t_start:.0f} s] "
                   + ", ".join(f"{r['method']} {r['signal_yield']:.0f} ({r['pull']:+.2f})" for r in rows[-len(found):]), flush=True)
+            report(args.name, rows, {"complete": False, "settings": vars(args), "seconds": seconds_before + time.perf_counter() - t_start},
+                   quiet=True)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == method]
@@ -159,7 +211,8 @@ def main() -> None:
         print(f"{s['method']:>20}: mean pull {s['mean_pull']:+.2f} +- {s['pull_error']:.2f}, RMS {s['rms_pull']:.2f}, "
               f"68 % interval holds the truth in {s['covered']} of {s['fits']}, mean relative bias with signal "
               f"{100 * s['mean_relative_bias_with_signal']:+.1f} %")
-    report(args.name, rows, {"summary": summary, "settings": vars(args), "seconds": time.perf_counter() - t_start})
+    report(args.name, rows, {"complete": True, "summary": summary, "settings": vars(args),
+                             "seconds": seconds_before + time.perf_counter() - t_start})
 
 
 if __name__ == "__main__":

@@ -36,3 +36,13 @@ def test_tutorial_smoke(script, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the tutorial asserts its own result
     assert proc.stdout.strip()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TUTORIALS.glob("*.yaml")))
+def test_tutorial_configs_validate(name):
+    """Every tutorial YAML is a valid config (a key typo would otherwise show only in a long run)
+    whose data path, relative to the YAML's folder, points into ``../shared/data``."""
+    from zfit_gbi.config import load_config
+
+    cfg = load_config(TUTORIALS / name, check_paths=False)
+    assert cfg.data.path.resolve().is_relative_to(SHARED.resolve())
