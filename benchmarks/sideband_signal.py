@@ -30,7 +30,7 @@ one of the two mixed files, so seeds 0 and 2 share their background events.
 
 ``--flow rqs`` uses the package's default generator (5 x 2x64 rational-quadratic spline MAFs,
 8 bins) for the background ensembles and the signal flow instead (``results/sideband_signal_rqs.json``:
-``--flow rqs --seeds 3 --rounds 3 --no-spurious --s-over-sqrt-b 0 1 2.5 5``, about 7.5 minutes
+``--flow rqs --seeds 2 --rounds 3 --no-spurious --s-over-sqrt-b 0 1 2.5 5``, 67 minutes: about 7.5 minutes
 per injection and seed with the 3 rounds).
 
 Run: ``python benchmarks/sideband_signal.py`` (2 seeds x 5 injections including none, about 30
