@@ -162,7 +162,7 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     fit the model, then retrain the background generator on the sidebands inside the mixture
     (1 - f(m)) p_B(x | m) + f(m) p_S(x | m), f the fitted signal's share at each event's mass
     (:meth:`GBIModel.signal_fraction`), p_S the signal generator fixed; fit again and repeat, at
-    most ``signal_in_sidebands_iterations`` retrainings, until the yield moves by less than
+    most ``signal_in_sidebands_iterations`` retrainings (a last fit checks the last one), until the yield moves by less than
     :data:`SIDEBAND_SIGNAL_TOLERANCE` of its error (each round starts from the previous fit, whose
     f is too small while the generator still holds signal: a fixed-point iteration). Returns the generator to use (saved over
     ``out/models/background``) and what ``summary.json`` records (``background_training``;
@@ -204,8 +204,8 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     # f needs n_S, n_B and the mass shapes only: the rounds fit without the generator-error
     # treatments (no eigen-variation sampling, no spurious-signal member fits per round)
     inputs = _model_inputs(cfg, sig_gen, parts, sim)
-    previous = None
-    for it in range(bg.signal_in_sidebands_iterations):
+    previous, settled = None, False
+    for it in range(bg.signal_in_sidebands_iterations + 1):  # the last fit only checks the last retraining
         with _stage(timings, f"fit for the signal in the sidebands ({it + 1})", quiet):
             model = build_model(background_generator=bkg_gen, prefix=f"sbsig{it}_", **inputs)
             res = fit(model.loss(parts["fit"]), model.poi, minos=False)
@@ -218,6 +218,9 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
             print(f"  round {it + 1}: fitted signal {rec['signal_yield']:.1f} events, of them {rec['sideband_signal_events']:.1f} "
                   "in the sidebands" + (" (converged)" if rec["converged"] else ""), flush=True)
         if rec["converged"] or not np.any(f > 0):  # settled, or no fitted signal: the generator we have is the right one
+            settled = True
+            break
+        if it == bg.signal_in_sidebands_iterations:  # the limit of retrainings reached
             break
         previous = res.poi_value
         with _stage(timings, f"background generator, signal in the sidebands modelled ({it + 1})", quiet):
@@ -228,16 +231,16 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
                 _save_interrupted(err, out, "background")
                 raise
         rec["retrained"] = True
-    last = report["iterations"][-1]
-    report["converged"] = not last["retrained"]  # the limit of retrainings reached: the last one was never checked
-    if not report["converged"]:
-        moves = [b["poi"] - a["poi"] for a, b in zip(report["iterations"], report["iterations"][1:], strict=False)]
-        n = len(report["iterations"])
-        log.warning("background.signal_in_sidebands: the yield had not settled after %d retraining%s (%s; it settles when a "
-                    "round moves it by less than %.1f of its error, %.3g): the final fit may still find too little signal; "
-                    "raise background.signal_in_sidebands_iterations", n, "" if n == 1 else "s",
-                    "moves of the yield per round: " + ", ".join(f"{d:+.3g}" for d in moves) if moves else "one round",
-                    SIDEBAND_SIGNAL_TOLERANCE, last["poi_error"])
+    report["converged"] = settled
+    if not settled:
+        its = report["iterations"]
+        moves = ", ".join(f"{b['poi'] - a['poi']:+.3g}" for a, b in itertools.pairwise(its))
+        n = len(its) - 1
+        log.warning("background.signal_in_sidebands: the yield had not settled after %d retraining%s (moves of the yield per "
+                    "round: %s; it settles when a round moves it by less than %.1f of its error, %.3g): the final fit may still "
+                    "find too little signal; raise background.signal_in_sidebands_iterations (moves as small as the spread of retrained "
+                    "generators, nuisances.spurious_signal's width, are that noise and will not settle)", n, "" if n == 1 else "s", moves,
+                    SIDEBAND_SIGNAL_TOLERANCE, its[-1]["poi_error"])
     if out is not None:
         save(bkg_gen, out / "models" / "background")
     return bkg_gen, report
