@@ -90,14 +90,14 @@ def main() -> None:
     ap.add_argument("--sideband-truth", action="store_true",
                     help="add the row sidebands_background_only: the ensemble trained on the sidebands' true background alone (their signal removed by label): what modelling the signal there can reach at best")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the cells (seed, injection) already in results/<name>.json from a run with the same settings and compute the rest; the file is rewritten after every cell either way. TensorFlow keeps every XLA-compiled training step, about 50 flows per GB with --flow rqs: run the seeds in separate processes, e.g. --seeds 1, then --seeds 2 --resume, ...")
+                    help="keep the cells (seed, injection) already in results/<name>.json from a run with the same settings and compute the rest; the file is rewritten after every cell either way. (with several seeds the script already runs one child process per seed and resumes between them)")
     ap.add_argument("--name", default=None, help="results/<name>.json (default sideband_signal, sideband_signal_rqs)")
     ap.add_argument("--one-process", action="store_true", help="all seeds in this process (default: one child process per seed)")
     args = ap.parse_args()
     args.name = args.name or ("sideband_signal" if args.flow == "affine" else "sideband_signal_rqs")
     if args.seeds > 1 and not args.one_process:
-        # TensorFlow keeps every XLA-compiled training step until the process ends (about 240 MB
-        # per 5 x 2x64 spline flow: 3 seeds x 4 injections x 3 rounds ran 24 GB out of memory);
+        # TensorFlow keeps every XLA-compiled training step until the process ends (about 0.35 GB
+        # per 5 x 2x64 spline flow, read with free during the run: 3 seeds x 4 injections x 3 rounds ran 24 GB out of memory);
         # one process per seed, each resuming from the file the last one wrote
         argv, skip = [], False
         for a in sys.argv[1:]:
@@ -169,11 +169,12 @@ def main() -> None:
             if "gbi_unbinned" in found:
                 fitted = found["gbi_unbinned"][1]
                 f = fitted.signal_fraction(m)
+                log_ps = sig_gen.log_prob(x, m)  # once per cell: the signal flow is fixed
                 extra = {"fitted_sideband_signal": float(np.sum(f)), "true_sideband_signal": float(np.sum(side["label"]))}
                 for r in range(1, args.rounds + 1):  # round r: retrain with f from the previous fit, fit again
                     if not np.any(f > 0):  # no fitted signal: the package keeps the generator it has
                         break
-                    modelled = FlowEnsemble.train(x, m, train=t_seed, mixture=fitted.background_mixture(sig_gen, x, m), **ensemble)
+                    modelled = FlowEnsemble.train(x, m, train=t_seed, mixture=fitted.background_mixture(m, log_ps), **ensemble)
                     name = "gbi_signal_modelled" + ("" if r == 1 else f"_round{r}")
                     variants = (((name, False), (f"{name}_spurious", True)) if args.spurious else ((name, False),))
                     for method, spurious in variants:

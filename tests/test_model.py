@@ -243,7 +243,7 @@ def test_signal_fraction_is_the_fitted_share_at_each_mass(gbi, signal_flow):
     # the mixture a retrained background generator maximizes: (1 - f, 0, log p_S(x | m))
     flow = signal_flow[0]
     x = np.array([[0.5 * (lo + hi) for lo, hi in (flow.bounds[c] for c in gbi.features)]] * len(m))
-    w, log_a, log_b = gbi.background_mixture(flow, x, m)
+    w, log_a, log_b = gbi.background_mixture(m, flow.log_prob(x, m))
     np.testing.assert_allclose(w, 1 - f, rtol=1e-12)
     assert np.all(log_a == 0)
     np.testing.assert_allclose(log_b, np.asarray(flow.log_prob(x, m)), rtol=1e-12)

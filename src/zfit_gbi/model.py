@@ -113,24 +113,23 @@ class GBIModel:
         s, b = n_s * density(self.signal.mass_pdf), max(n_b, 0.0) * density(self.background.mass_pdf)
         return np.clip(s / np.maximum(s + b, np.finfo(float).tiny), 0.0, 1.0)
 
-    def background_mixture(self, signal_generator: Flow | FlowEnsemble, x: np.ndarray, masses: np.ndarray
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def background_mixture(self, masses: np.ndarray, log_ps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The mixture a background generator retrained on sideband events maximizes with the
         fitted signal there modelled, (1 - f(m)) p_B(x | m) + f(m) p_S(x | m), f from
         :meth:`signal_fraction` and p_S the signal generator fixed: ``(1 - f, 0, log p_S)`` for
         ``mixture=`` of :meth:`Flow.fit` / :meth:`FlowEnsemble.train`.
 
         Args:
-            signal_generator: p_S(x | m), conditioned on the resonant variable.
-            x: Sideband features ``(n_events, n_features)``.
-            masses: Their resonant-variable values ``(n_events,)``, inside the fit window.
+            masses: The events' resonant-variable values ``(n_events,)``, inside the fit window.
+            log_ps: Their log p_S(x | m) ``(n_events,)``, evaluated once by the caller (the signal
+                generator does not change between rounds).
 
         Returns:
             Three ``(n_events,)`` arrays: the background's weight 1 - f (at least 1e-6), zeros,
-            and log p_S(x | m) (-1e30 outside the signal's support).
+            and log p_S(x | m) (-1e30 where not finite: outside the signal's support).
         """
         f = np.minimum(self.signal_fraction(masses), 1.0 - 1e-6)
-        log_ps = np.asarray(signal_generator.log_prob(x, masses), dtype=np.float64)
+        log_ps = np.asarray(log_ps, dtype=np.float64)
         return 1.0 - f, np.zeros(len(f)), np.where(np.isfinite(log_ps), log_ps, -1e30)
 
     def reset(self, n_events: float) -> None:

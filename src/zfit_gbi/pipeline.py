@@ -200,6 +200,7 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
     side = parts["sidebands"].with_columns([resonant, *features])
     x, m = side.array(features), side[resonant]
     w_ev = np.ones(len(side)) if side.weights is None else side.weights
+    log_ps = sig_gen.log_prob(x, m)  # once: the signal generator is fixed through the rounds
     executor = None if cfg.compute.executor == "sequential" else cfg.compute.executor
     # f needs n_S, n_B and the mass shapes only: the rounds fit without the generator-error
     # treatments (no eigen-variation sampling, no spurious-signal member fits per round)
@@ -226,7 +227,7 @@ def _model_sideband_signal(cfg: Any, bkg_gen: Flow | FlowEnsemble, sig_gen: Flow
         with _stage(timings, f"background generator, signal in the sidebands modelled ({it + 1})", quiet):
             try:
                 bkg_gen = _generator(bg.generator, side, features, resonant, box, "background", quiet, _k_min(cfg), executor=executor,
-                                     mixture=model.background_mixture(sig_gen, x, m))
+                                     mixture=model.background_mixture(m, log_ps))
             except KeyboardInterrupt as err:
                 _save_interrupted(err, out, "background")
                 raise
