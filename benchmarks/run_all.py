@@ -44,12 +44,14 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "sliding_scan": ([], None),  # 16 minutes: full runs only
     "sensitivity_lhco": (["--dataset", "lhco", "--seeds", "2", "--n-asimov", "20000"], None),  # the shared LHCO data; 40 minutes
     "sideband_signal": ([], None),  # the shared LHCO data; 30 minutes
-    "sideband_signal_rqs": (["--flow", "rqs", "--seeds", "2", "--rounds", "3", "--no-spurious", "--s-over-sqrt-b", "0", "1", "2.5", "5"],
-                            None),  # the package's default generator; 67 minutes
+    "sideband_signal_rqs": (["--flow", "rqs", "--seeds", "2", "--rounds", "3", "--s-over-sqrt-b", "0", "1", "2.5", "5"],
+                            None),  # the package's default generator; 80 minutes
+    "sideband_signal_truth": (["--flow", "rqs", "--seeds", "1", "--rounds", "0", "--no-spurious", "--sideband-truth", "--s-over-sqrt-b", "0", "1", "2.5",
+                               "5", "--name", "sideband_signal_truth"], None),  # interpolation vs retraining; 20 minutes
     "binned_vs_unbinned": ([], None),  # needs a full demo and 10 minutes of limits: full runs only
     "validation": ([], None),  # 400 toys + 20 retrainings (about an hour); its --quick alone takes 9 minutes
 }
-SCRIPT = {"sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal"}  # entries that run another entry's script with other arguments
+SCRIPT = {"sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal", "sideband_signal_truth": "sideband_signal"}  # entries that run another entry's script with other arguments
 
 
 def main() -> None:

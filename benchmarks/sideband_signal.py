@@ -10,10 +10,15 @@ the mixture (1 - f(m)) p_B(x | m) + f(m) p_S(x | m) with f(m) the fitted signal'
 event's mass and p_S the simulated signal fixed, and fits again. Per seed and injection:
 
 * ``gbi_unbinned``: the background ensemble trained on the sidebands as they are (the default);
-* ``gbi_signal_modelled``: the same, retrained once with the fitted signal modelled;
-* ``gbi_signal_modelled_spurious``: that generator with the spurious-signal nuisance
-  (``nuisances.spurious_signal: true``: its width the spread of the yields fitted with each of
-  the 3 members alone), the generator's own error on the yield in the interval;
+* ``gbi_signal_modelled``: the same, retrained once with the fitted signal modelled; with
+  ``--rounds R`` also ``gbi_signal_modelled_round2`` ... ``_roundR``, each retrained with the
+  signal fraction of the previous round's fit (``background.signal_in_sidebands_iterations``);
+* ``..._spurious`` (not with ``--no-spurious``): each of these generators, the plain one
+  included, with the spurious-signal nuisance (``nuisances.spurious_signal: true``: its width
+  the spread of the yields fitted with each of the 3 members alone), the generator's own error
+  on the yield in the interval;
+* ``gbi_run`` and ``gbi_run_spurious``: the round ``gbi run`` stops at (:func:`what_gbi_run_returns`),
+  copies of those rows with ``round`` and ``settled``;
 * ``idealized``: an ensemble trained on the true background of the other file over the whole
   fit window (no signal, no interpolation; as in ``sensitivity.py``);
 * with ``--sideband-truth``, ``sidebands_background_only``: an ensemble trained on the same
@@ -30,8 +35,9 @@ one of the two mixed files, so seeds 0 and 2 share their background events.
 
 ``--flow rqs`` uses the package's default generator (5 x 2x64 rational-quadratic spline MAFs,
 8 bins) for the background ensembles and the signal flow instead (``results/sideband_signal_rqs.json``:
-``--flow rqs --seeds 2 --rounds 3 --no-spurious --s-over-sqrt-b 0 1 2.5 5``, 67 minutes: about 7.5 minutes
-per injection and seed with the 3 rounds).
+``--flow rqs --seeds 2 --rounds 3 --s-over-sqrt-b 0 1 2.5 5``, 80 minutes: about 9.5 minutes
+per injection and seed with the 3 rounds and the spurious-signal fits; its seed 0 with
+``--rounds 0 --no-spurious --sideband-truth``: ``results/sideband_signal_truth.json``, 20 minutes).
 
 Run: ``python benchmarks/sideband_signal.py`` (2 seeds x 5 injections including none, about 30
 minutes on 2 CPU cores); writes ``results/sideband_signal.json``.
@@ -75,6 +81,34 @@ def gbi_fit(bkg_gen, sig_gen, data: Events, sim: Events, prefix: str, *, spuriou
         ss = spurious_signal([mk.loss(data) for mk in members], [mk.poi for mk in members], prefix=f"{prefix}gen_spurious")
     model = build_model(background_generator=bkg_gen, prefix=prefix, spurious_signal=ss, **common)
     return fit(model.loss(data), model.poi, minos=True), model
+
+
+def what_gbi_run_returns(rows: list[dict]) -> list[dict]:
+    """The rows ``gbi run`` would return: per cell, the first round whose fit moved the yield by
+    so little that the package's rule (:func:`zfit_gbi.pipeline._settled`) stops the rounds,
+    else the last round (also where a round found no signal and stopped). The error in the rule
+    is the mean of the Minos errors (the package uses Hesse's: the same to a few per cent here).
+    Methods ``gbi_run`` (with its ``round`` and ``settled``) and, with ``--spurious``,
+    ``gbi_run_spurious`` (that round's generator with the nuisance, as with
+    ``nuisances.spurious_signal: true``)."""
+    from zfit_gbi.pipeline import _settled
+
+    out = []
+    for cell in dict.fromkeys((r["seed"], r["s_over_sqrt_b"]) for r in rows):
+        by = {r["method"]: r for r in rows if (r["seed"], r["s_over_sqrt_b"]) == cell}
+        chain = [n for n in ("gbi_unbinned", "gbi_signal_modelled", *(f"gbi_signal_modelled_round{r}" for r in range(2, 100))) if n in by]
+        if not chain:
+            continue
+        pick, settled = len(chain) - 1, False
+        for j in range(1, len(chain)):
+            row = by[chain[j]]
+            if _settled(row["signal_yield"] - by[chain[j - 1]]["signal_yield"], (row["error_low"] + row["error_high"]) / 2):
+                pick, settled = j, True
+                break
+        for suffix in ("", "_spurious"):
+            if f"{chain[pick]}{suffix}" in by:
+                out.append({**by[f"{chain[pick]}{suffix}"], "method": f"gbi_run{suffix}", "round": pick, "settled": settled})
+    return out
 
 
 def main() -> None:
@@ -160,9 +194,11 @@ def main() -> None:
             if args.sideband_truth:
                 pure = side.select(side["label"] == 0)
                 gens.append(("sidebands_background_only", FlowEnsemble.train(pure.array(LHCO_FEATURES), pure["mjj"], train=t_seed, **ensemble)))
+            if args.spurious:  # the plain generator with the nuisance: what gbi run returns with spurious_signal: true and no round
+                gens.insert(1, ("gbi_unbinned_spurious", plain))
             for method, gen in gens:
                 try:
-                    found[method] = gbi_fit(gen, sig_gen, data, sim, f"{method[:2]}{seed}_{i}_")
+                    found[method] = gbi_fit(gen, sig_gen, data, sim, f"{method[:2]}{method[-3:]}{seed}_{i}_", spurious=method.endswith("_spurious"))
                 except FitError as err:
                     print(f"{method}: {err}")
             extra = {}
@@ -198,6 +234,7 @@ def main() -> None:
                   + ", ".join(f"{r['method']} {r['signal_yield']:.0f} ({r['pull']:+.2f})" for r in rows[-len(found):]), flush=True)
             report(args.name, rows, {"complete": False, "settings": vars(args), "seconds": seconds_before + time.perf_counter() - t_start},
                    quiet=True)
+    rows = [r for r in rows if not r["method"].startswith("gbi_run")] + what_gbi_run_returns(rows)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == method]
