@@ -84,30 +84,34 @@ def gbi_fit(bkg_gen, sig_gen, data: Events, sim: Events, prefix: str, *, spuriou
 
 
 def what_gbi_run_returns(rows: list[dict]) -> list[dict]:
-    """The rows ``gbi run`` would return: per cell, the first round whose fit moved the yield by
-    so little that the package's rule (:func:`zfit_gbi.pipeline._settled`) stops the rounds,
-    else the last round (also where a round found no signal and stopped). The error in the rule
-    is the mean of the Minos errors (the package uses Hesse's: the same to a few per cent here).
-    Methods ``gbi_run`` (with its ``round`` and ``settled``) and, with ``--spurious``,
-    ``gbi_run_spurious`` (that round's generator with the nuisance, as with
+    """The rows ``gbi run`` would return: per cell, the first fit of the chain plain, round 1,
+    round 2, ... at which the package's loop stops (``zfit_gbi.pipeline._model_sideband_signal``):
+    no fitted signal, or a move from the previous fit below the package's rule
+    (:func:`zfit_gbi.pipeline._settled`); else the last round. The error in the rule is the mean
+    of the Minos errors (the package uses Hesse's: the same to a few per cent here). Methods
+    ``gbi_run`` (with its ``round`` and ``settled``, the package's ``converged``) and, with
+    ``--spurious``, ``gbi_run_spurious`` (that round's generator with the nuisance, as with
     ``nuisances.spurious_signal: true``)."""
     from zfit_gbi.pipeline import _settled
 
     out = []
     for cell in dict.fromkeys((r["seed"], r["s_over_sqrt_b"]) for r in rows):
         by = {r["method"]: r for r in rows if (r["seed"], r["s_over_sqrt_b"]) == cell}
-        chain = [n for n in ("gbi_unbinned", "gbi_signal_modelled", *(f"gbi_signal_modelled_round{r}" for r in range(2, 100))) if n in by]
+        chain = ["gbi_unbinned", "gbi_signal_modelled"]
+        while f"gbi_signal_modelled_round{len(chain)}" in by:
+            chain.append(f"gbi_signal_modelled_round{len(chain)}")
+        chain = [by[n] for n in chain if n in by]
         if not chain:
             continue
         pick, settled = len(chain) - 1, False
-        for j in range(1, len(chain)):
-            row = by[chain[j]]
-            if _settled(row["signal_yield"] - by[chain[j - 1]]["signal_yield"], (row["error_low"] + row["error_high"]) / 2):
+        for j, row in enumerate(chain):
+            if row["signal_yield"] <= 0 or (j > 0 and _settled(row["signal_yield"] - chain[j - 1]["signal_yield"],
+                                                               (row["error_low"] + row["error_high"]) / 2)):
                 pick, settled = j, True
                 break
         for suffix in ("", "_spurious"):
-            if f"{chain[pick]}{suffix}" in by:
-                out.append({**by[f"{chain[pick]}{suffix}"], "method": f"gbi_run{suffix}", "round": pick, "settled": settled})
+            if (found := by.get(f"{chain[pick]['method']}{suffix}")) is not None:
+                out.append({**found, "method": f"gbi_run{suffix}", "round": pick, "settled": settled})
     return out
 
 
@@ -234,7 +238,8 @@ def main() -> None:
                   + ", ".join(f"{r['method']} {r['signal_yield']:.0f} ({r['pull']:+.2f})" for r in rows[-len(found):]), flush=True)
             report(args.name, rows, {"complete": False, "settings": vars(args), "seconds": seconds_before + time.perf_counter() - t_start},
                    quiet=True)
-    rows = [r for r in rows if not r["method"].startswith("gbi_run")] + what_gbi_run_returns(rows)
+    if args.rounds:  # derived rows, recomputed: without rounds they would copy gbi_unbinned
+        rows = [r for r in rows if not r["method"].startswith("gbi_run")] + what_gbi_run_returns(rows)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == method]

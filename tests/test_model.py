@@ -247,4 +247,10 @@ def test_signal_fraction_is_the_fitted_share_at_each_mass(gbi, signal_flow):
     np.testing.assert_allclose(w, 1 - f, rtol=1e-12)
     assert np.all(log_a == 0)
     np.testing.assert_allclose(log_b, np.asarray(flow.log_prob(x, m)), rtol=1e-12)
+    # log p_S outside the signal's support (-inf, or nan from a flow): a finite floor, never nan
+    bad = np.asarray(flow.log_prob(x, m), dtype=float).copy()
+    bad[0], bad[-1] = -np.inf, np.nan
+    _, _, log_b = gbi.background_mixture(m, bad)
+    assert log_b[0] == log_b[-1] == -1e30
+    np.testing.assert_allclose(log_b[1:-1], bad[1:-1], rtol=1e-12)
     gbi.n_sig.set_value(0.0)

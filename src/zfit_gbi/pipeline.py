@@ -162,9 +162,9 @@ def _settled(move: float, error: float) -> bool:
     Not the scatter of independently trained generators (sqrt(2 / K) times the spread of the
     yields fitted with each of K ensemble members alone): the rounds retrain with the same
     seeds, so one round's move is mostly the iteration's drift, not noise (on the LHCO events
-    the moves keep their sign round after round, and a stop within that scatter, 12-24 events,
-    ended one fit a round early, 15 events further from the truth:
-    ``benchmarks/results/sideband_signal_rqs.json``, seed 0 at 313 injected)."""
+    the moves keep their sign round after round; a stop within that scatter, 2-25 events, ends
+    seed 0 at 313 injected a round early, 15 events further from the truth, and seed 1 at none
+    at 10 instead of 12: ``benchmarks/results/sideband_signal_rqs.json``)."""
     return abs(move) < SIDEBAND_SIGNAL_TOLERANCE * error
 
 
