@@ -1,12 +1,14 @@
 """Memory over many trainings and toy fits in one process: what an R-ANODE scan, an ensemble or
 a toy study leaves behind.
 
-Each training builds its own traced (and, with ``jit_compile``, XLA-compiled) step function and
-each toy its own zfit likelihood graph. Once they are finished nothing should hold them; this
-script measures the resident memory (RSS) and the live TensorFlow ``FuncGraph`` objects after
-each of ``--trainings`` flow trainings (with and without XLA, the choice a user has in
-``TrainConfig.jit_compile``) and after each of ``--toys`` toy fits of a GBI model, and reports
-the growth per item (a least-squares slope over the items after the first, in MB).
+Trainings of one architecture share one traced (and, with ``jit_compile``, XLA-compiled) step
+function, and evaluations one evaluator; each toy builds its own zfit likelihood graph. Once
+they are finished nothing should hold them; this script measures the resident memory (RSS), the
+live TensorFlow ``FuncGraph`` objects and the time after each of ``--trainings`` flow trainings
+with an evaluation (with and without XLA, the choice a user has in ``TrainConfig.jit_compile``,
+and with XLA but every flow traced anew, as before 2026-11-27) and after each of ``--toys`` toy
+fits of a GBI model, and reports the growth per item (a least-squares slope over the items after
+the first, in MB).
 
 Run: ``python benchmarks/memory_growth.py`` (about 4 minutes on 2 cores; ``--quick``: 1 minute).
 """
@@ -61,16 +63,26 @@ def measure(what: str, n: int, step) -> dict:
             "graphs_first": graphs[0], "graphs_last": graphs[-1], "seconds_per_item": float(np.median(seconds))}
 
 
-def trainings(bench: ResonantBenchmark, n: int, jit: bool, epochs: int) -> dict:
+def trainings(bench: ResonantBenchmark, n: int, jit: bool, epochs: int, *, shared: bool = True) -> dict:
+    """``n`` trainings of a new flow each, and one evaluation of it; ``shared=False`` clears
+    the shared training steps and evaluators before each (every flow traced anew: what the
+    package did before 2026-11-27 and what a training loop written per flow does)."""
+    from zfit_gbi.generators import flows, training
+
     ev = bench.sample(20_000, 0, seed=1)
     sb = ev.select(bench.windows.in_sidebands(ev["mjj"]))
     x, m = sb.array(bench.features), sb["mjj"]
 
     def train(i: int) -> None:
+        if not shared:
+            training._WORKSPACES.clear()
+            flows._EVALUATORS.clear()
         f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=4, hidden_units=(32, 32)))
         f.fit(x, m, train=TrainConfig(epochs=epochs, batch_size=256, seed=i, progress=False, jit_compile=jit))
+        f.log_prob(x, m)
 
-    return measure(f"flow training ({'XLA' if jit else 'no XLA'})", n, train)
+    what = f"flow training + evaluation ({'XLA' if jit else 'no XLA'}{'' if shared else ', traced per flow'})"
+    return measure(what, n, train)
 
 
 def toys(bench: ResonantBenchmark, n: int) -> dict:
@@ -101,12 +113,16 @@ def main() -> None:
     if args.quick:
         args.trainings, args.toys = 4, 4
     bench = ResonantBenchmark()
-    rows = [trainings(bench, args.trainings, jit, args.epochs) for jit in (False, True)] if "trainings" in args.parts else []
+    rows = []
+    if "trainings" in args.parts:
+        rows = [trainings(bench, args.trainings, jit, args.epochs) for jit in (False, True)]
+        rows.append(trainings(bench, args.trainings, True, args.epochs, shared=False))
     if "toys" in args.parts:
         rows.append(toys(bench, args.toys))
     report(args.name, rows, {"settings": vars(args), "notes": [
         "growth_mb_per_item: least-squares slope of RSS after each item, the first item left out",
-        "flows: 4 x 2x32 affine MAF blocks, 4 features given m_jj, 2 epochs on the benchmark's sideband events",
+        "flows: 4 x 2x32 affine MAF blocks, 4 features given m_jj, 2 epochs on the benchmark's sideband events, then log p of them",
+        "traced per flow: the shared training steps and evaluators cleared before each training (the behaviour before 2026-11-27)",
     ]})
 
 

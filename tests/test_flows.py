@@ -125,6 +125,70 @@ def test_training_is_reproducible(bench, train_events):
     assert abs(f3.history.train_loss[1] - f1.history.train_loss[1]) > 1e-4
 
 
+def test_one_traced_training_step_serves_every_flow_of_an_architecture(bench, train_events):
+    """Trainings of one architecture share a traced (XLA-compiled) step that reads each flow's
+    box and standardisation from variables: a flow trained after another, with another box and
+    with batch norm (moving statistics), gets exactly what a fresh step gives it; the step is
+    reused (one workspace), not traced again."""
+    x, m = train_events.array(bench.features)[:2000], train_events["mjj"][:2000]
+    arch = FlowConfig(n_layers=2, hidden_units=(8, 8), batch_norm=True)
+    cfg = TrainConfig(epochs=2, batch_size=256, progress=False, seed=5)
+    wide = {f: (lo - 0.5, hi + 0.5) for f, (lo, hi) in bench.bounds.items()}
+    training_mod._WORKSPACES.clear()
+    Flow(bench.features, bench.bounds, ("mjj",), arch).fit(x, m, train=TrainConfig(epochs=1, batch_size=256, progress=False, seed=1))
+    after = Flow(bench.features, wide, ("mjj",), arch)
+    after.fit(x, m, train=cfg)
+    assert len(training_mod._WORKSPACES) == 1
+    training_mod._WORKSPACES.clear()
+    fresh = Flow(bench.features, wide, ("mjj",), arch)
+    fresh.fit(x, m, train=cfg)
+    np.testing.assert_allclose(after.history.val_loss, fresh.history.val_loss, rtol=1e-6)
+    np.testing.assert_allclose(after.log_prob(x[:200], m[:200]), fresh.log_prob(x[:200], m[:200]), rtol=1e-6, atol=1e-9)
+    for a, b in zip(after.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_flows_of_one_architecture_share_an_evaluator(bench, train_events):
+    """Two flows of one architecture (other weights, another box) evaluated in turn through the
+    one shared, compiled log p and sampler each give their own density (checked against the
+    flow's own graph, evaluated eagerly) and their own samples; changing a flow's weights is
+    seen by the next evaluation."""
+    from zfit_gbi.generators import flows as flows_mod
+
+    arch = FlowConfig(n_layers=2, hidden_units=(8, 8))
+    x, m = train_events.array(bench.features)[:1500], train_events["mjj"][:1500]
+    wide = {f: (lo - 0.5, hi + 0.5) for f, (lo, hi) in bench.bounds.items()}
+    a = Flow(bench.features, bench.bounds, ("mjj",), arch)
+    b = Flow(bench.features, wide, ("mjj",), arch)
+    a.fit(x, m, epochs=2, progress=False, seed=1)
+    b.fit(x, m, epochs=2, progress=False, seed=2)
+
+    def own(f):  # the flow's own float64 graph with its constants, no shared evaluator
+        return f.log_prob_tensor(x[:300], m[:300, None].astype(float)).numpy()
+
+    flows_mod._EVALUATORS.clear()
+    la, lb, la2 = a.log_prob(x[:300], m[:300]), b.log_prob(x[:300], m[:300]), a.log_prob(x[:300], m[:300])
+    assert len(flows_mod._EVALUATORS) == 1
+    np.testing.assert_allclose(la, own(a), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(lb, own(b), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(la, la2)
+    assert np.max(np.abs(la - lb)) > 0.1
+    sa = a.sample(2000, np.array([3.5]), seed=4)
+    sb = b.sample(2000, np.array([3.5]), seed=4)
+    assert np.all((sa >= a.low) & (sa <= a.high))
+    assert not np.allclose(sa, sb)  # the same seed, another flow: other samples
+    np.testing.assert_array_equal(sa, a.sample(2000, np.array([3.5]), seed=4))
+    # from parallel threads (TensorFlow evaluates zfit's PDFs so), each its own density
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda f: f.log_prob(x[:300], m[:300]), [a, b] * 6))
+    for r, ref in zip(results, [la, lb] * 6, strict=True):
+        np.testing.assert_array_equal(r, ref)
+    a.set_weights(b.get_weights())  # a new version: the evaluator reloads it
+    np.testing.assert_allclose(a.log_prob(x[:300], m[:300]), own(a), rtol=1e-10, atol=1e-10)
+
+
 def test_early_stopping_and_history(bench, cond_flow):
     h = cond_flow.history
     assert h.stopped in ("early stopping", "max epochs")
@@ -188,8 +252,8 @@ def test_nan_loss_later_stops_and_keeps_best(bench, train_events, monkeypatch):
     f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(8, 8)))
 
     def poison(k):
-        if k == 2:
-            v = f._nets32.trainable_variables[0]
+        if k == 2:  # the weights being trained: the reusable step's (training_mod._Workspace)
+            v = next(reversed(training_mod._WORKSPACES.values())).nets.trainable_variables[0]
             v.assign(v * float("nan"))
 
     hook_epochs(monkeypatch, poison)

@@ -197,6 +197,41 @@ def test_default_limit_scan_reaches_every_expected_band():
     assert lim.expected[4] > 4 * s.errors[ns.name]  # the band lies beyond the original scan
 
 
+def _spurious_peak_model(tag: str, n_sig: int):
+    """The flat + narrow-peak model with a spurious-signal nuisance of 15 events on the yield,
+    on 2000 background and ``n_sig`` peak events."""
+    from zfit_gbi.nuisances import SpuriousSignal
+
+    obs = zfit.Space("w", limits=(0.0, 1.0))
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.random(2000), rng.normal(0.5, 0.005, n_sig)])
+    ns = zfit.Parameter(f"ns_{tag}", 0.0, -2000, 4000)
+    nb = zfit.Parameter(f"nb_{tag}", 2000, 0.0, 6000)
+    ss = SpuriousSignal(15.0, prefix=f"sp_{tag}")
+    sig = zfit.pdf.Gauss(0.5, 0.005, obs=obs, extended=ss.yield_of(ns, f"nsig_{tag}"))
+    model = zfit.pdf.SumPDF([sig, zfit.pdf.Uniform(0.0, 1.0, obs=obs, extended=nb)])
+    data = zfit.Data.from_numpy(obs=obs, array=x)
+    return zfit.loss.ExtendedUnbinnedNLL(model, data, constraints=[ss.constraint]), ns, ss
+
+
+def test_limit_notes_a_nuisance_at_its_bound_in_the_background_only_fit():
+    """With 300 signal events (error ~18) the background-only fit (n_S = 0) moves the
+    15-event spurious-signal theta to ~8 sigma, beyond its bound 5: the limits stay finite and
+    the result says that the expected band comes from a fit with that theta at its bound; with
+    10 signal events nothing is noted."""
+    loss, ns, ss = _spurious_peak_model("bound", 300)
+    lim = upper_limit(loss, ns, n_points=6, n_asimov=5000)
+    assert np.isfinite(lim.observed)
+    assert np.all(np.isfinite(lim.expected))
+    assert not lim.problems
+    assert any(f"{ss.name} = 5 sits at its bound 5" in n for n in lim.notes), lim.notes
+    assert lim.to_dict()["notes"] == list(lim.notes)
+    loss, ns, ss = _spurious_peak_model("free", 10)
+    lim = upper_limit(loss, ns, n_points=6, n_asimov=5000)
+    assert np.isfinite(lim.observed)
+    assert not lim.notes, lim.notes
+
+
 def test_profile_errors_match_hesse_for_a_parabolic_likelihood():
     """Where Minos is not used, the profile-likelihood crossings (secant on sqrt(2 dNLL)) equal
     the Hesse error for a Gaussian mean (an exactly parabolic NLL) and are asymmetric for a

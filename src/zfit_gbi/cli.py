@@ -177,6 +177,8 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
             rows.append([f"binned CLs {u['cl']:.0%} limit", f"{u['observed']:.1f} observed", f"expected {e[2]:.1f} (+1s {e[3]:.1f}, -1s {e[1]:.1f})"])
     print()
     print(_table(rows, ["quantity", "result", "reference"]))
+    for note in (s.get("upper_limit") or {}).get("notes", []):
+        print(f"\nnote on the CLs limit: {note}")
     print("\ntime [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
 
 

@@ -378,12 +378,12 @@ class GeneratorConfig(_Section):
         aggregate: Ensemble average of probabilities (``prob``) or of log-probabilities
             (``logprob``); no effect for ``ensemble: 1``.
         bootstrap: Train each member on a bootstrap resample; no effect for ``ensemble: 1``.
-        jit_compile: XLA-compile the training step: faster per step on CPU after seconds of
-            compilation per flow, but TensorFlow keeps every compiled step until the process
-            ends (about 50 MB for a 4 x 32 flow; ``benchmarks/memory_growth.py``). Unset (the
-            default): XLA for the generators trained once per run, not for the
-            ``data-driven`` mode's signal flows (one per w, fold and seed, and again per
-            calibration toy: hundreds per run, which train as fast or faster without it).
+        jit_compile: XLA-compile the training step: faster per step on CPU (2.5x for a
+            5 x 2x64 spline flow) after seconds of compilation, once per architecture and
+            process (trainings of one architecture share the compiled step). Unset (the
+            default): XLA for the generators, not for the ``data-driven`` mode's small signal
+            flows (one per w, fold and seed, and again per calibration toy), which train as
+            fast without it.
 
     ``bins``/``tail_bound`` given with ``maf-affine`` are an error. ``model_dump`` writes only
     ``path`` for a saved generator and leaves out ``bins``/``tail_bound`` for ``maf-affine``, so

@@ -356,6 +356,22 @@ def _shifted_constraints(constraints: Sequence, values: dict) -> list:
     return out
 
 
+def _at_bounds(values: dict, rtol: float = 1e-4) -> list[str]:
+    """``"<name> = <value> sits at its bound <b>"`` for every parameter of ``values`` (``{param: value}``)
+    within ``rtol`` of its range's width from a finite bound."""
+    out = []
+    for p, v in values.items():
+        lo, hi = getattr(p, "lower", None), getattr(p, "upper", None)
+        lo, hi = (-math.inf if lo is None else float(lo)), (math.inf if hi is None else float(hi))
+        if not (np.isfinite(lo) or np.isfinite(hi)):
+            continue
+        tol = rtol * (hi - lo if np.isfinite(hi - lo) else max(abs(v), 1.0))
+        for b in (lo, hi):
+            if np.isfinite(b) and abs(v - b) <= tol:
+                out.append(f"{p.name} = {v:.4g} sits at its bound {b:g}")
+    return out
+
+
 class _GlobalObservablesAsimov:
     """Asimov losses whose auxiliary measurements sit at the conditional fit, as in pyhf and
     RooStats (Cowan, Cranmer, Gross, Vitells 2011): hepstats keeps the constraints'
@@ -385,11 +401,20 @@ class _GlobalObservablesAsimov:
                     minimum = minimizer.minimize(loss=self.loss)
                     if minimum.valid:
                         break
-                else:
-                    log.warning("no valid conditional fit for the Asimov dataset at %s", poi)
                 values = {p: float(minimum.params[p]["value"]) for p in minimum.params}
         finally:
             poiparam.floating = True
+        bounded = _at_bounds(values)
+        if bounded:
+            note = (f"the Asimov dataset at {poiparam.name} = {float(poivalue):g} (from which the expected limits come) is built "
+                    f"from the conditional fit to the data there, and in that fit {', '.join(bounded)}: the data pull "
+                    f"{'it' if len(bounded) == 1 else 'them'} beyond, so the expected band is that of the model at "
+                    f"{'that bound' if len(bounded) == 1 else 'those bounds'} (post-fit, pyhf's convention; the observed limit "
+                    "is not affected)")
+            self.notes = [*getattr(self, "notes", []), note]
+            log.warning(note)
+        elif not minimum.valid:
+            log.warning("no valid conditional fit for the Asimov dataset at %s", poi)
         values[poiparam] = float(poivalue)
         self._asimov_values = {**getattr(self, "_asimov_values", {}), poi: values}
         return values
@@ -691,11 +716,12 @@ class LimitResult:
     expected: tuple[float, float, float, float, float]
     calculator: str
     scan: dict[str, list[float]] = field(default_factory=dict)
-    problems: tuple[str, ...] = ()  # why the limits are NaN (or doubtful), empty if none
+    problems: tuple[str, ...] = ()  # why the limits are NaN, empty if none
+    notes: tuple[str, ...] = ()  # what to know about finite limits (a nuisance at its bound in the Asimov fit), empty if none
 
     def to_dict(self) -> dict[str, Any]:
         return {"cl": self.cl, "observed": self.observed, "expected": list(self.expected), "calculator": self.calculator, "scan": self.scan,
-                "problems": list(self.problems)}
+                "problems": list(self.problems), "notes": list(self.notes)}
 
 
 def upper_limit(
@@ -785,7 +811,8 @@ def upper_limit(
         observed, exp = math.nan, (math.nan,) * 5
     elif not np.isfinite(observed) or not np.isfinite(exp[2]):
         log.warning("the CLs scan up to %s = %.4g does not reach CLs = %.3g; extend the scan", poi.name, values.max(), alpha)
-    return LimitResult(cl=cl, observed=observed, expected=exp, calculator=calculator, scan=scan_info, problems=tuple(problems))
+    notes = tuple(dict.fromkeys(getattr(calc, "notes", [])))
+    return LimitResult(cl=cl, observed=observed, expected=exp, calculator=calculator, scan=scan_info, problems=tuple(problems), notes=notes)
 
 
 def _cls_pvalues(calc, poi: zfit.Parameter, values) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "mu": "{value, error_low, error_high} when inference.poi is 'mu', else null",
     "background_yield": "{value, error}: fitted background events in the fit window",
     "discovery": "{q0, p0, significance, calculator} of the background-only hypothesis (null if disabled)",
-    "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator, scan} on the signal yield (null if disabled); scan: the CLs values (observed, expected and its bands) at each tested POI value, in POI units",
+    "upper_limit": "{cl, observed, expected: [-2s, -1s, median, +1s, +2s], calculator, scan, problems, notes} on the signal yield (null if disabled); scan: the CLs values (observed, expected and its bands) at each tested POI value, in POI units; problems: why the limits are NaN; notes: what to know about finite ones (a nuisance at its bound in the fit the expected band comes from)",
     "nuisances": "{name: {value, error}} of the generator-error nuisance parameters (the spurious-signal one included)",
     "spurious_signal": "{width, member_yields, parameter} of nuisances.spurious_signal: the width (signal events) of the nuisance on the signal yield and, when measured, the yield fitted with each background ensemble member alone (null if off)",
     "background_training": "simulation mode: {signal_in_sidebands, simulated_signal_share_in_sidebands, applied, loaded, iterations: [{signal_yield, poi, poi_error, background_yield, sideband_signal_events, retrained, converged}], converged (false: the limit of retrainings was reached before the yield settled)} of background.signal_in_sidebands (null with 'ignore')",
@@ -500,7 +500,7 @@ def _unbinned(cfg: Any, out: Path, model: Any, common: dict[str, Any], loss: Any
                 lim = upper_limit(loss, model.poi, cl=ul.cl, calculator=ul.calculator, scan=scan, n_points=ul.n_points,
                                   n_toys=ul.n_toys, n_asimov=cfg.inference.n_asimov, seed=seed)
                 result["upper_limit"] = {"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
-                                         "calculator": lim.calculator, "scan": lim.scan}
+                                         "calculator": lim.calculator, "scan": lim.scan, "problems": list(lim.problems), "notes": list(lim.notes)}
 
     if cfg.inference.profile_points:  # theta profiled, like the quoted (Minos) interval
         with _stage(timings, "profile scan", quiet):

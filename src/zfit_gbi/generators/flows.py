@@ -13,8 +13,12 @@ that holds the same weights, so densities seen by zfit are float64 throughout.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -30,6 +34,7 @@ _OUTPUT_INIT_SCALE = 0.01
 # default 0.99 averages over ~100: with CATHODE's batch 2048 that is several epochs of stale
 # statistics behind the weights (nflows averages over ~20).
 _BN_MOMENTUM = 0.9
+_FLOATX_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,10 @@ class TrainConfig:
             with conditional MAFs); ``None`` disables it.
         seed: Seed for weight initialisation, the split and the shuffling.
         jit_compile: XLA-compile the training step (about 1.4x faster per epoch for the
-            CATHODE preset on 2 CPU cores, after seconds of compiling). TensorFlow keeps each
-            compiled step until the process ends (about 50 MB for a 4 x 32 flow), so many short
-            trainings in one process (R-ANODE scans, null toys) are better off with ``False``:
-            as fast for them and without that growth (``benchmarks/memory_growth.py``).
+            CATHODE preset on 2 CPU cores, 2.5x for a 5-block spline flow, after seconds of
+            compiling). The traced step is shared by every training of the same architecture in
+            a thread (:mod:`zfit_gbi.generators.training`), so it is traced and compiled once
+            per process, not once per training; small flows (R-ANODE's) train as fast without it.
         progress: Show a progress bar with the losses.
     """
 
@@ -186,13 +191,16 @@ class _Networks:
     """The trainable pieces of one flow in one dtype: one MADE (and BN layer) per block."""
 
     def __init__(self, cfg: FlowConfig, n_features: int, n_context: int, dtype: tf.DType, seed: int):
-        floatx = tf_keras.backend.floatx()
-        tf_keras.backend.set_floatx(dtype.name)  # MADE's inner Dense layers take the global dtype
-        try:
-            with tf.init_scope():
-                self._build(cfg, n_features, n_context, dtype, seed)
-        finally:
-            tf_keras.backend.set_floatx(floatx)
+        # MADE's inner Dense layers take the global dtype: set it for this build, one build at a
+        # time (TensorFlow evaluates zfit's PDFs in parallel threads, which may build networks)
+        with _FLOATX_LOCK:
+            floatx = tf_keras.backend.floatx()
+            tf_keras.backend.set_floatx(dtype.name)
+            try:
+                with tf.init_scope():
+                    self._build(cfg, n_features, n_context, dtype, seed)
+            finally:
+                tf_keras.backend.set_floatx(floatx)
 
     def _build(self, cfg: FlowConfig, n_features: int, n_context: int, dtype: tf.DType, seed: int) -> None:
         n_params = 2 if cfg.transform == "affine" else 3 * cfg.n_bins - 1
@@ -388,6 +396,7 @@ class Flow:
         self._dists: dict[tuple, tfd.Distribution] = {}
         self._log_prob_fn = None
         self._sample_fn = None
+        self._version = 0  # counts changes of weights or standardisation (what an evaluator holds)
         self._reset_graph_cache()
 
     # ---- shape ---------------------------------------------------------------------------
@@ -409,19 +418,21 @@ class Flow:
         return self.history.best_epoch >= 0
 
     # ---- the bijector chain -----------------------------------------------------------------
+    def _stat(self, name: str, dtype: tf.DType) -> tf.Tensor:
+        """The box and standardisation numbers the graph uses (``low``, ``high``, ``width`` =
+        high - low, ``x_mean``, ``x_std``, ``c_mean``, ``c_std``), as constants of ``dtype``
+        (the trainer's reusable step reads them from variables instead)."""
+        return tf.constant(self.high - self.low if name == "width" else getattr(self, name), dtype)
+
     def _preprocessing(self, dtype: tf.DType) -> tfb.Bijector:
         """R^n -> box: ``x = a + (b - a) * sigmoid(mean + std * z)`` (the inverse is the logit map)."""
-
-        def c(v):
-            return tf.constant(v, dtype)
-
         return tfb.Chain(
             [
-                tfb.Shift(c(self.low)),
-                tfb.Scale(c(self.high - self.low)),
+                tfb.Shift(self._stat("low", dtype)),
+                tfb.Scale(self._stat("width", dtype)),
                 _Sigmoid(),
-                tfb.Shift(c(self.x_mean)),
-                tfb.Scale(c(self.x_std)),
+                tfb.Shift(self._stat("x_mean", dtype)),
+                tfb.Scale(self._stat("x_std", dtype)),
             ],
             name="box",
         )
@@ -465,6 +476,7 @@ class Flow:
         self._dists.clear()
         self._log_prob_fn = None
         self._sample_fn = None
+        self._version += 1
         if self._nets64 is None:
             self._nets64 = _Networks(self.config, self.n_features, self.n_context, tf.float64, self._seed)
         self._nets64.set_weights(self._nets32.get_weights())
@@ -473,7 +485,7 @@ class Flow:
         if not self.n_context:
             return {}
         dt = c.dtype
-        cs = (c - tf.constant(self.c_mean, dt)) / tf.constant(self.c_std, dt)
+        cs = (c - self._stat("c_mean", dt)) / self._stat("c_std", dt)
         return {f"maf{k}": {"conditional_input": cs} for k in range(self.config.n_layers)}
 
     # ---- TF-level API (graph-safe, used by the zfit PDFs and the trainer) --------------------
@@ -482,7 +494,7 @@ class Flow:
     ) -> tf.Tensor:
         """log p(x | c) as a tensor, shape ``(n,)``; ``x`` is ``(n, n_features)`` in ``dtype``."""
         dist = self._distribution(dtype, training)
-        lo, hi = tf.constant(self.low, dtype), tf.constant(self.high, dtype)
+        lo, hi = self._stat("low", dtype), self._stat("high", dtype)
         eps = _EPS[dtype] * (hi - lo)
         x = tf.clip_by_value(x, lo + eps, hi - eps)  # an event on the box edge has a finite density
         # log N(z) + ILDJ, not dist.log_prob: TFP's log_prob takes the Jacobian from the forward
@@ -560,8 +572,6 @@ class Flow:
         """
         x = self._check_x(x)
         c = self._check_context(context, len(x))
-        if self._log_prob_fn is None:
-            self._log_prob_fn = tf.function(lambda xb, cb: self.log_prob_tensor(xb, cb), jit_compile=self.eval_jit)
         n = len(x)
         # the compiled shape: a full batch, or for fewer events the next power of two (at least
         # 1024), so that data sets of every size share a few programs (an XLA compilation costs
@@ -570,16 +580,17 @@ class Flow:
         out = np.empty(n)
         pad_x = 0.5 * (self.low + self.high)
         pad_c = self.c_mean
-        for i in range(0, n, bs):
-            xb = x[i : i + bs]
-            cb = c[i : i + bs] if c is not None else None
-            k = len(xb)
-            if k < bs:  # pad to the compiled shape with a harmless point inside the box
-                xb = np.concatenate([xb, np.broadcast_to(pad_x, (bs - k, self.n_features))])
-                if cb is not None:
-                    cb = np.concatenate([cb, np.broadcast_to(pad_c, (bs - k, self.n_context))])
-            res = self._log_prob_fn(tf.constant(xb), None if cb is None else tf.constant(cb))
-            out[i : i + k] = res.numpy()[:k]
+        with self._evaluators() as (log_prob_fn, _):
+            for i in range(0, n, bs):
+                xb = x[i : i + bs]
+                cb = c[i : i + bs] if c is not None else None
+                k = len(xb)
+                if k < bs:  # pad to the compiled shape with a harmless point inside the box
+                    xb = np.concatenate([xb, np.broadcast_to(pad_x, (bs - k, self.n_features))])
+                    if cb is not None:
+                        cb = np.concatenate([cb, np.broadcast_to(pad_c, (bs - k, self.n_context))])
+                res = log_prob_fn(tf.constant(xb), None if cb is None else tf.constant(cb))
+                out[i : i + k] = res.numpy()[:k]
         return out
 
     def prob(self, x: np.ndarray, context: np.ndarray | None = None, **kw: Any) -> np.ndarray:
@@ -597,18 +608,37 @@ class Flow:
             seed: Reproducible sampling when given.
         """
         c = self._check_context(context, n)
-        if self._sample_fn is None:
-            self._sample_fn = tf.function(
-                lambda k, cb, s: self.sample_tensor(k, cb, seed=s), reduce_retracing=True
-            )
         rng = np.random.default_rng(seed)
         out = np.empty((n, self.n_features))
-        for i in range(0, n, batch_size):
-            k = min(batch_size, n - i)
-            cb = tf.constant(c[i : i + k]) if c is not None else None
-            s = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
-            out[i : i + k] = self._sample_fn(tf.constant(k), cb, s).numpy()
+        with self._evaluators() as (_, sample_fn):
+            for i in range(0, n, batch_size):
+                k = min(batch_size, n - i)
+                cb = tf.constant(c[i : i + k]) if c is not None else None
+                s = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
+                out[i : i + k] = sample_fn(tf.constant(k), cb, s).numpy()
         return np.clip(out, self.low, self.high)
+
+    @contextlib.contextmanager
+    def _evaluators(self) -> Iterator[tuple[Any, Any]]:
+        """The traced float64 ``log p`` (XLA-compiled with :attr:`eval_jit`) and sampler for this
+        flow, for the duration of a ``with`` block: shared by every flow of the same
+        architecture (:class:`_Evaluator`, loaded with this flow's numbers and locked meanwhile:
+        TensorFlow may call it from parallel threads); a subclass of :class:`Flow` traces its own."""
+        if type(self) is not Flow:
+            if self._log_prob_fn is None:
+                self._log_prob_fn = tf.function(lambda xb, cb: self.log_prob_tensor(xb, cb), jit_compile=self.eval_jit)
+                self._sample_fn = tf.function(lambda k, cb, s: self.sample_tensor(k, cb, seed=s), reduce_retracing=True)
+            yield self._log_prob_fn, self._sample_fn
+            return
+        key = (self.config, self.n_features, self.n_context, bool(self.eval_jit))
+        with _EVALUATORS_LOCK:
+            ev = _EVALUATORS.pop(key, None) or _Evaluator(self)
+            _EVALUATORS[key] = ev
+            while len(_EVALUATORS) > _MAX_EVALUATORS:
+                _EVALUATORS.popitem(last=False)
+        with ev.lock:
+            ev.flow.take(self)
+            yield ev.log_prob, ev.sample
 
     # ---- training ---------------------------------------------------------------------------
     def adapt(self, x: np.ndarray, context: np.ndarray | None = None) -> None:
@@ -673,3 +703,55 @@ class Flow:
             else "untrained"
         )
         return f"Flow(p({', '.join(self.features)}{cond}); {arch}; {self.n_parameters} parameters; box: {box}; {trained})"
+
+
+class _VariableFlow(Flow):
+    """A stand-in for every flow of one architecture: its box and standardisation numbers are
+    variables of ``dtype`` (:meth:`Flow._stat`) and its networks of that dtype take the weights
+    of the flow it stands in for (:meth:`take`), so one traced function serves them all."""
+
+    def __init__(self, like: Flow, dtype: tf.DType) -> None:
+        super().__init__(like.features, like.bounds, like.context, like.config, seed=like._seed)
+        self._var_dtype = dtype
+        with tf.init_scope():
+            self._vars = {k: tf.Variable(self._value(like, k), dtype=dtype, trainable=False, name=k)
+                          for k in ("low", "high", "width", "x_mean", "x_std", "c_mean", "c_std")}
+        self._holds: tuple | None = None
+
+    @staticmethod
+    def _value(flow: Flow, name: str) -> np.ndarray:
+        return np.asarray(flow.high - flow.low if name == "width" else getattr(flow, name), np.float64)
+
+    def _stat(self, name: str, dtype: tf.DType) -> tf.Tensor:
+        return self._vars[name] if dtype == self._var_dtype else super()._stat(name, dtype)
+
+    def take(self, flow: Flow, *, force: bool = False) -> None:
+        """Hold ``flow``'s box, standardisation and weights (of this dtype); a no-op when it
+        already holds them (the same flow, unchanged since), unless ``force``."""
+        key = (weakref.ref(flow), flow._version)
+        if not force and self._holds == key:
+            return
+        for k, v in self._vars.items():
+            v.assign(self._value(flow, k).astype(self._var_dtype.as_numpy_dtype))
+        mine, theirs = (self._nets32, flow._nets32) if self._var_dtype == tf.float32 else (self._nets64, flow._nets64)
+        mine.set_weights(theirs.get_weights())
+        self._holds = key
+
+
+class _Evaluator:
+    """One traced (XLA-compiled) float64 ``log p(x | c)`` and sampler per architecture:
+    tracing and compiling them costs seconds per flow (3 s for a 5-block spline flow on 2 cores)
+    and TensorFlow never frees a compiled program, while an ensemble, the rounds of a run and an
+    R-ANODE scan evaluate many flows of one architecture. ``lock`` is held while a flow's numbers
+    are loaded and used."""
+
+    def __init__(self, like: Flow) -> None:
+        self.lock = threading.RLock()
+        self.flow = flow = _VariableFlow(like, tf.float64)
+        self.log_prob = tf.function(lambda xb, cb: flow.log_prob_tensor(xb, cb), jit_compile=like.eval_jit)
+        self.sample = tf.function(lambda k, cb, s: flow.sample_tensor(k, cb, seed=s), reduce_retracing=True)
+
+
+_EVALUATORS: collections.OrderedDict = collections.OrderedDict()
+_EVALUATORS_LOCK = threading.Lock()
+_MAX_EVALUATORS = 8

@@ -7,18 +7,20 @@ weights (lowest validation loss) are always the ones kept.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import threading
 import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._tf import tf, tf_keras
-from .flows import TrainConfig, TrainingHistory
+from .flows import Flow, TrainConfig, TrainingHistory, _VariableFlow
 
 if TYPE_CHECKING:
-    from .flows import Flow
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,81 @@ def gradient_masks(mades: list, variables: list[tf.Variable]) -> list[tf.Tensor 
             if constraint is not None:  # mask * kernel: applied to ones it is the mask
                 mask_of[id(layer.kernel)] = tf.constant(constraint(tf.ones_like(layer.kernel)))
     return [mask_of.get(id(v)) for v in variables]
+
+
+class _Workspace:
+    """A traced (and, with ``jit_compile``, XLA-compiled) training step and validation sum for
+    one architecture, reused by every training of that architecture in this thread.
+
+    Tracing a flow's step costs seconds (15 s for a 5-block spline flow on 2 cores, more than
+    the epochs of a small training) and TensorFlow never frees a compiled program (about 0.2 GB
+    per such flow): an ensemble, the fit-and-retrain rounds and an R-ANODE scan train the same
+    architecture many times. The step reads the flow's box and standardisation from variables
+    (:class:`_VariableFlow`); the weights, the optimizer's state and the learning rate are reset
+    for each training, so a training gives the same result whether or not one ran before it.
+    """
+
+    def __init__(self, like: Flow, cfg: TrainConfig, mix: bool) -> None:
+        self.flow = flow = _VariableFlow(like, tf.float32)
+        self.nets = flow._nets32
+        variables = self.nets.trainable_variables
+        self.opt = opt = tf_keras.optimizers.Adam(learning_rate=cfg.learning_rate, global_clipnorm=cfg.clipnorm)
+        # the optimizer's own variable: Adam copies a tf.Variable passed to it, so assigning to
+        # that one leaves the rate constant: every schedule was a no-op before this
+        self.lr = opt.learning_rate
+        opt.build(variables)  # slots now: creating them inside the first call would trace train_step twice
+        grad_masks = gradient_masks(self.nets.mades, variables)
+
+        def event_log_lik(xb, cb, abb, training):
+            lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
+            if mix:  # log(w a q + (1 - w) b), the fixed terms carried in abb = [log w a, log (1 - w) b]
+                return tf.reduce_logsumexp(tf.stack([abb[:, 0] + lp, abb[:, 1]], axis=1), axis=1)
+            return lp
+
+        # autograph=False: no tensor-dependent Python control flow here, and autograph would convert
+        # all of TFP's bijector code while tracing (seconds for a 15-block flow)
+        @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
+        def train_step(xb, cb, wb, abb):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, True)) / tf.reduce_sum(wb)
+            grads = [g if mk is None else g * mk for g, mk in zip(tape.gradient(loss, variables), grad_masks, strict=True)]
+            # one replica, nothing to aggregate; the aggregation's tf.custom_gradient would register a
+            # closure over this graph in TensorFlow's global gradient registry (kept forever)
+            opt.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
+            return loss
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def val_sum(xb, cb, wb, abb):
+            return -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, False)), tf.reduce_sum(wb)
+
+        self.train_step: Callable = train_step
+        self.val_sum: Callable = val_sum
+
+    def start(self, flow: Flow, learning_rate: float) -> None:
+        """Set up for training ``flow``: its box, standardisation and initial weights, a fresh
+        optimizer state (step count and moments zero) and the initial learning rate."""
+        self.flow.take(flow, force=True)
+        for v in self.opt.variables:
+            v.assign(tf.zeros_like(v))
+        self.lr.assign(learning_rate)
+
+
+#: the workspaces of the last few architectures, per thread (a Dask worker may train in threads)
+_WORKSPACES: collections.OrderedDict = collections.OrderedDict()
+_MAX_WORKSPACES = 6
+
+
+def _workspace(flow: Flow, cfg: TrainConfig, mix: bool) -> _Workspace:
+    """The reusable step for ``flow``'s architecture and these settings (:class:`_Workspace`);
+    a subclass of :class:`Flow` (which may change the density) gets one of its own."""
+    if type(flow) is not Flow:
+        return _Workspace(flow, cfg, mix)
+    key = (threading.get_ident(), flow.config, flow.n_features, flow.n_context, mix, bool(cfg.jit_compile), cfg.clipnorm)
+    ws = _WORKSPACES.pop(key, None) or _Workspace(flow, cfg, mix)
+    _WORKSPACES[key] = ws
+    while len(_WORKSPACES) > _MAX_WORKSPACES:
+        _WORKSPACES.popitem(last=False)
+    return ws
 
 
 def train_flow(
@@ -130,35 +207,9 @@ def train_flow(
     x_val, c_val, w_val = as32(x[i_val]), as32(None if c is None else c[i_val]), as32(w_all[i_val])
     ab_val = as32(None if ab is None else ab[i_val])
 
-    variables = flow._nets32.trainable_variables
-    opt = tf_keras.optimizers.Adam(learning_rate=cfg.learning_rate, global_clipnorm=cfg.clipnorm)
-    # the optimizer's own variable: Adam copies a tf.Variable passed to it, so assigning to
-    # that one leaves the rate constant: every schedule was a no-op before this
-    lr = opt.learning_rate
-    opt.build(variables)  # slots now: creating them inside the first call would trace train_step twice
-    grad_masks = gradient_masks(flow._nets32.mades, variables)
-
-    def event_log_lik(xb, cb, abb, training):
-        lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
-        if mix:  # log(w a q + (1 - w) b), the fixed terms carried in abb = [log w a, log (1 - w) b]
-            return tf.reduce_logsumexp(tf.stack([abb[:, 0] + lp, abb[:, 1]], axis=1), axis=1)
-        return lp
-
-    # autograph=False: no tensor-dependent Python control flow here, and autograph would convert
-    # all of TFP's bijector code while tracing (seconds for a 15-block flow)
-    @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
-    def train_step(xb, cb, wb, abb):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, True)) / tf.reduce_sum(wb)
-        grads = [g if mk is None else g * mk for g, mk in zip(tape.gradient(loss, variables), grad_masks, strict=True)]
-        # one replica, nothing to aggregate; the aggregation's tf.custom_gradient would register a
-        # closure over this graph in TensorFlow's global gradient registry (kept forever)
-        opt.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
-        return loss
-
-    @tf.function(reduce_retracing=True, autograph=False)
-    def val_sum(xb, cb, wb, abb):
-        return -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, False)), tf.reduce_sum(wb)
+    ws = _workspace(flow, cfg, mix)
+    ws.start(flow, cfg.learning_rate)
+    nets, lr, train_step, val_sum = ws.nets, ws.lr, ws.train_step, ws.val_sum
 
     def validation_loss() -> float:
         tot, sw = 0.0, 0.0
@@ -172,7 +223,7 @@ def train_flow(
     bs = min(cfg.batch_size, len(i_tr))
     n_batches = len(i_tr) // bs  # drop the remainder: one compiled shape
     hist = TrainingHistory(n_train=len(i_tr), n_val=n_val, objective="mixture" if mix else "likelihood")
-    best, best_weights, wait = math.inf, flow._nets32.get_weights(), 0
+    best, best_weights, wait = math.inf, nets.get_weights(), 0
     t0 = time.perf_counter()
     bar = _progress(cfg.epochs, cfg.progress, f"training {'p(' + ','.join(flow.features[:3]) + ('...' if flow.n_features > 3 else '') + ')'}")
     try:
@@ -204,7 +255,7 @@ def train_flow(
                     )
                 break
             if val_loss < best - 1e-6:
-                best, best_weights, wait = val_loss, flow._nets32.get_weights(), 0
+                best, best_weights, wait = val_loss, nets.get_weights(), 0
                 hist.best_epoch = epoch
             bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=f"{best:.4f}")
             bar.update()
