@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "training": (["--no-xla"], ["--quick"]),
     "likelihood": ([], ["--quick"]),
     "demo_stages": ([], ["--quick"]),
-    "sensitivity": ([], ["--quick", "--s-over-sqrt-b", "3", "--n-background", "15000", "--epochs", "5"]),
+    "sensitivity": (["--seeds", "2", "--s-over-sqrt-b", "0.5", "1", "2", "5"], ["--quick", "--s-over-sqrt-b", "3", "--n-background", "15000", "--epochs", "5"]),
     "asymptotic_vs_toys": ([], ["--toys", "8"]),
     "generator_nuisances": ([], ["--quick", "--retrainings", "1"]),
     "paws": ([], ["--quick"]),
