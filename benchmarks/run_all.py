@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "coverage_small_counts": ([], ["--toys", "300", "--fc-toys", "200"]),
     "interpolation": ([], ["--quick"]),
     "memory_growth": ([], ["--quick"]),
+    "memory_growth_rqs": (["--flow", "rqs", "--parts", "trainings", "--trainings", "4", "--epochs", "4", "--name", "memory_growth_rqs"],
+                          None),  # the spline generator's tracing; 4 minutes
     "sliding_scan": ([], None),  # 16 minutes: full runs only
     "sensitivity_lhco": (["--dataset", "lhco", "--seeds", "2", "--n-asimov", "20000"], None),  # the shared LHCO data; 40 minutes
     "sideband_signal": ([], None),  # the shared LHCO data; 30 minutes
@@ -51,7 +53,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "binned_vs_unbinned": ([], None),  # needs a full demo and 10 minutes of limits: full runs only
     "validation": ([], None),  # 400 toys + 20 retrainings (about an hour); its --quick alone takes 9 minutes
 }
-SCRIPT = {"sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal", "sideband_signal_truth": "sideband_signal"}  # entries that run another entry's script with other arguments
+SCRIPT = {"memory_growth_rqs": "memory_growth", "sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal", "sideband_signal_truth": "sideband_signal"}  # entries that run another entry's script with other arguments
 
 
 def main() -> None:

@@ -142,10 +142,10 @@ def test_one_traced_training_step_serves_every_flow_of_an_architecture(bench, tr
     training_mod._WORKSPACES.clear()
     fresh = Flow(bench.features, wide, ("mjj",), arch)
     fresh.fit(x, m, train=cfg)
-    np.testing.assert_allclose(after.history.val_loss, fresh.history.val_loss, rtol=1e-6)
-    np.testing.assert_allclose(after.log_prob(x[:200], m[:200]), fresh.log_prob(x[:200], m[:200]), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(after.history.val_loss, fresh.history.val_loss)
+    np.testing.assert_array_equal(after.log_prob(x[:200], m[:200]), fresh.log_prob(x[:200], m[:200]))
     for a, b in zip(after.get_weights(), fresh.get_weights(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(a, b)
 
 
 def test_flows_of_one_architecture_share_an_evaluator(bench, train_events):

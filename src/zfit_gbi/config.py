@@ -378,7 +378,7 @@ class GeneratorConfig(_Section):
         aggregate: Ensemble average of probabilities (``prob``) or of log-probabilities
             (``logprob``); no effect for ``ensemble: 1``.
         bootstrap: Train each member on a bootstrap resample; no effect for ``ensemble: 1``.
-        jit_compile: XLA-compile the training step: faster per step on CPU (2.5x for a
+        jit_compile: XLA-compile the training step: faster per step on CPU (2.3x for a
             5 x 2x64 spline flow) after seconds of compilation, once per architecture and
             process (trainings of one architecture share the compiled step). Unset (the
             default): XLA for the generators, not for the ``data-driven`` mode's small signal

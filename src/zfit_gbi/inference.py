@@ -356,22 +356,6 @@ def _shifted_constraints(constraints: Sequence, values: dict) -> list:
     return out
 
 
-def _at_bounds(values: dict, rtol: float = 1e-4) -> list[str]:
-    """``"<name> = <value> sits at its bound <b>"`` for every parameter of ``values`` (``{param: value}``)
-    within ``rtol`` of its range's width from a finite bound."""
-    out = []
-    for p, v in values.items():
-        lo, hi = getattr(p, "lower", None), getattr(p, "upper", None)
-        lo, hi = (-math.inf if lo is None else float(lo)), (math.inf if hi is None else float(hi))
-        if not (np.isfinite(lo) or np.isfinite(hi)):
-            continue
-        tol = rtol * (hi - lo if np.isfinite(hi - lo) else max(abs(v), 1.0))
-        for b in (lo, hi):
-            if np.isfinite(b) and abs(v - b) <= tol:
-                out.append(f"{p.name} = {v:.4g} sits at its bound {b:g}")
-    return out
-
-
 class _GlobalObservablesAsimov:
     """Asimov losses whose auxiliary measurements sit at the conditional fit, as in pyhf and
     RooStats (Cowan, Cranmer, Gross, Vitells 2011): hepstats keeps the constraints'
@@ -402,16 +386,19 @@ class _GlobalObservablesAsimov:
                     if minimum.valid:
                         break
                 values = {p: float(minimum.params[p]["value"]) for p in minimum.params}
+                # zfit's own test (the parameters sit at the minimum here); it also makes the minimum invalid
+                bounded = [f"{p.name} = {values[p]:.4g} sits at its bound "
+                           f"{min((float(b) for b in (p.lower, p.upper) if b is not None), key=lambda b, v=values[p]: abs(v - b)):g}"
+                           for p in minimum.params if bool(p.at_limit)]
         finally:
             poiparam.floating = True
-        bounded = _at_bounds(values)
         if bounded:
             note = (f"the Asimov dataset at {poiparam.name} = {float(poivalue):g} (from which the expected limits come) is built "
                     f"from the conditional fit to the data there, and in that fit {', '.join(bounded)}: the data pull "
                     f"{'it' if len(bounded) == 1 else 'them'} beyond, so the expected band is that of the model at "
                     f"{'that bound' if len(bounded) == 1 else 'those bounds'} (post-fit, pyhf's convention; the observed limit "
                     "is not affected)")
-            self.notes = [*getattr(self, "notes", []), note]
+            self.notes.append(note)
             log.warning(note)
         elif not minimum.valid:
             log.warning("no valid conditional fit for the Asimov dataset at %s", poi)
@@ -427,6 +414,7 @@ class BinnedAsimovCalculator(_GlobalObservablesAsimov, AsymptoticCalculator):
     def __init__(self, input, minimizer):
         super().__init__(input, minimizer)
         self._asimov_values = {}
+        self.notes: list[str] = []  # the Asimov fits' parameters at a bound (LimitResult.notes)
 
     def asimov_dataset(self, poi: POI, ntrials_fit: int | None = None):
         if poi not in self._asimov_dataset:
@@ -479,6 +467,7 @@ class UnbinnedAsimovCalculator(_GlobalObservablesAsimov, AsymptoticCalculator):
         self.n_asimov = int(n_asimov)
         self.seed = int(seed)
         self._asimov_values = {}
+        self.notes: list[str] = []  # the Asimov fits' parameters at a bound (LimitResult.notes)
         self.problems: list[str] = []
 
     def asimov_dataset(self, poi: POI, ntrials_fit: int | None = None):

@@ -113,7 +113,7 @@ class TrainConfig:
             with conditional MAFs); ``None`` disables it.
         seed: Seed for weight initialisation, the split and the shuffling.
         jit_compile: XLA-compile the training step (about 1.4x faster per epoch for the
-            CATHODE preset on 2 CPU cores, 2.5x for a 5-block spline flow, after seconds of
+            CATHODE preset on 2 CPU cores, 2.3x for a 5-block spline flow, after seconds of
             compiling). The traced step is shared by every training of the same architecture in
             a thread (:mod:`zfit_gbi.generators.training`), so it is traced and compiled once
             per process, not once per training; small flows (R-ANODE's) train as fast without it.
@@ -740,7 +740,8 @@ class _VariableFlow(Flow):
 
 class _Evaluator:
     """One traced (XLA-compiled) float64 ``log p(x | c)`` and sampler per architecture:
-    tracing and compiling them costs seconds per flow (3 s for a 5-block spline flow on 2 cores)
+    tracing and compiling them costs seconds per flow (5 s for a 5-block spline flow on 2 cores,
+    ``benchmarks/memory_growth.py --flow rqs``)
     and TensorFlow never frees a compiled program, while an ensemble, the rounds of a run and an
     R-ANODE scan evaluate many flows of one architecture. ``lock`` is held while a flow's numbers
     are loaded and used."""

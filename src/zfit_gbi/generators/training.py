@@ -56,12 +56,13 @@ class _Workspace:
     """A traced (and, with ``jit_compile``, XLA-compiled) training step and validation sum for
     one architecture, reused by every training of that architecture in this thread.
 
-    Tracing a flow's step costs seconds (15 s for a 5-block spline flow on 2 cores, more than
-    the epochs of a small training) and TensorFlow never frees a compiled program (about 0.2 GB
+    Tracing a flow's step costs seconds (16 s for a 5-block spline flow on 2 cores, more than
+    the epochs of a small training) and TensorFlow never frees a compiled program (about 0.24 GB
     per such flow): an ensemble, the fit-and-retrain rounds and an R-ANODE scan train the same
     architecture many times. The step reads the flow's box and standardisation from variables
     (:class:`_VariableFlow`); the weights, the optimizer's state and the learning rate are reset
     for each training, so a training gives the same result whether or not one ran before it.
+    Measured: ``benchmarks/memory_growth.py --flow rqs`` (``results/memory_growth_rqs.json``).
     """
 
     def __init__(self, like: Flow, cfg: TrainConfig, mix: bool) -> None:
