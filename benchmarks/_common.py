@@ -36,11 +36,8 @@ def device() -> str:
     return f"GPU {', '.join(gpus)}" if gpus else f"CPU ({info['cpus']} cores, {info['machine']})"
 
 
-def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None, *, quiet: bool = False) -> Path:
-    """Print ``rows`` as a table (not with ``quiet``) and write ``results/<name>.json``
-    (``{"benchmark", "device", "date", "package_versions", "machine", "rows", ...}``)."""
-    if quiet:
-        return _write(name, rows, extra)
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print ``rows`` as an aligned table, one column per key (floats to 4 digits)."""
     cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's keys, first seen first
     text = [[f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
@@ -48,6 +45,14 @@ def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None =
     print("  ".join("-" * w for w in widths))
     for t in text:
         print("  ".join(v.rjust(w) for v, w in zip(t, widths, strict=True)))
+
+
+def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None, *, quiet: bool = False) -> Path:
+    """Print ``rows`` as a table (not with ``quiet``) and write ``results/<name>.json``
+    (``{"benchmark", "device", "date", "package_versions", "machine", "rows", ...}``)."""
+    if quiet:
+        return _write(name, rows, extra)
+    print_table(rows)
     out = _write(name, rows, extra)
     print(f"\nwrote {out}")
     return out

@@ -31,7 +31,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "import_and_data": ([], ["--repeat", "1", "--n-eval", "1000000"]),
     "hepstats_reference": ([], []),
     "pdf_caching": ([], ["--events", "5000", "--calls", "5"]),
-    "training": (["--no-xla"], ["--quick"]),
+    "training": (["--no-xla", "--seeds", "3"], ["--quick"]),
     "likelihood": ([], ["--quick"]),
     "demo_stages": ([], ["--quick"]),
     "sensitivity": (["--seeds", "2", "--s-over-sqrt-b", "0.5", "1", "2", "5"], ["--quick", "--s-over-sqrt-b", "3", "--n-background", "15000", "--epochs", "5"]),

@@ -6,12 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zfit_gbi.executor import check_executor, run_tasks
+from zfit_gbi.executor import check_executor, run_tasks, shutdown_workers
 from zfit_gbi.generators import FlowConfig, FlowEnsemble, TrainConfig
 
 
 def _square(v: int) -> int:
     return v * v
+
+
+def _pid(v: int) -> int:
+    import os
+    import time
+
+    time.sleep(0.2)  # so that both workers take tasks
+    if v < 0:
+        raise ValueError("negative task")
+    return os.getpid()
 
 
 def test_run_tasks_and_names():
@@ -39,3 +49,24 @@ def test_ensemble_identical_on_every_executor():
     np.testing.assert_array_equal(dk.log_prob(x[:50], m[:50]), lp)
     assert [f.history.best_val_loss for f in dk.members] == [f.history.best_val_loss for f in ref.members]
     assert [f.history.n_train for f in dk.members] == [f.history.n_train for f in ref.members]
+
+
+def test_worker_processes_are_kept_between_calls():
+    """'processes:N' keeps its workers for the next call (no new Python and TensorFlow start per
+    call); a failing task or shutdown_workers() replaces them."""
+    import os
+
+    from zfit_gbi import executor
+
+    first = set(run_tasks(_pid, [1, 2, 3, 4], executor="processes:2"))
+    workers = set(executor._POOLS[2]._processes)
+    assert len(workers) == 2
+    assert first <= workers
+    assert os.getpid() not in first
+    assert set(run_tasks(_pid, [1, 2, 3, 4], executor="processes:2")) <= workers
+    with pytest.raises(ValueError, match="negative task"):
+        run_tasks(_pid, [1, -1], executor="processes:2")
+    assert 2 not in executor._POOLS
+    assert not set(run_tasks(_pid, [1, 2, 3, 4], executor="processes:2")) & workers
+    shutdown_workers()
+    assert not executor._POOLS

@@ -461,3 +461,28 @@ def test_background_trained_inside_the_mixture_leaves_the_signal_out(bench, side
     kl_clean = kl(x_b, m_b)
     assert kl_plain > kl_clean + 0.08, (kl_plain, kl_clean)
     assert abs(kl_mixture - kl_clean) < 0.03, (kl_mixture, kl_clean)
+
+
+def test_layout_3_builds_nflows_made(bench):
+    """Layout 3's MADE is nflows': out = W3 relu(W2 (W1 x + Wc c + b1) + b2) + b3, i.e. the
+    context enters the first layer only and that layer is linear; the weights start as
+    PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not zero)."""
+    from zfit_gbi._tf import tf, tf_keras
+
+    flow = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16), layout=3), seed=4)
+    rng = np.random.default_rng(0)
+    x, c = rng.standard_normal((50, 4)).astype(np.float32), rng.standard_normal((50, 1)).astype(np.float32)
+    for made in flow._nets32.mades:
+        dense = [la for la in made._network.layers if isinstance(la, tf_keras.layers.Dense)]
+        ctx = [la for la in dense if la.kernel.shape[0] == 1]
+        assert len(ctx) == 1
+        assert not ctx[0].use_bias
+        k1, k2, k3 = (la for la in dense if la not in ctx)
+        for la in (k1, k2, k3):
+            bound = 1 / np.sqrt(la.kernel.shape[0])
+            assert np.max(np.abs(la.kernel.numpy())) <= bound
+            assert 0 < np.max(np.abs(la.bias.numpy())) <= bound
+        h = x @ k1.kernel.numpy() + k1.bias.numpy() + c @ ctx[0].kernel.numpy()
+        h = np.maximum(h @ k2.kernel.numpy() + k2.bias.numpy(), 0)
+        want = (h @ k3.kernel.numpy() + k3.bias.numpy()).reshape(50, 4, 2)
+        np.testing.assert_allclose(made(tf.constant(x), conditional_input=tf.constant(c)).numpy(), want, rtol=1e-4, atol=1e-5)

@@ -8,7 +8,10 @@ seed, so the results are the same, seed for seed, whichever executor runs them.
 ``executor`` is one of:
 
 * ``None`` or ``"sequential"``: one after the other in this process (the default);
-* ``"processes"`` or ``"processes:N"``: N local worker processes (default: the CPU count);
+* ``"processes"`` or ``"processes:N"``: N local worker processes (default: the CPU count),
+  kept between calls until the program ends (or :func:`shutdown_workers`): a run's later calls
+  (the ensembles of its retraining rounds, its toys) skip starting Python and TensorFlow, and
+  the workers reuse the training steps they traced;
 * ``"dask"``: a ``dask.distributed`` ``LocalCluster`` started for the call;
 * ``"tcp://host:port"`` (any scheduler address): the Dask cluster behind it (dask-jobqueue
   users start their HTCondor / Slurm cluster and give its address);
@@ -19,14 +22,37 @@ Dask needs the ``dask`` extra: ``pip install "zfit-gbi[dask]"``.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["check_executor", "describe", "run_tasks"]
+__all__ = ["check_executor", "describe", "run_tasks", "shutdown_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}  # "processes:N" -> its kept worker pool
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes that ``"processes"`` executors keep between calls (done at
+    exit; call it to free their memory earlier)."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_workers)
+
+
+def _pool(n: int) -> ProcessPoolExecutor:
+    import multiprocessing as mp
+
+    if n not in _POOLS:  # spawn: a forked TensorFlow runtime is not safe to use in the child
+        _POOLS[n] = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+    return _POOLS[n]
 
 
 def describe(executor: Any) -> str:
@@ -72,13 +98,14 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, executor: Any = None,
     if executor is None or executor == "sequential" or len(tasks) <= 1:
         return bar(map(fn, tasks))
     if isinstance(executor, str) and executor.startswith("processes"):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         n = int(executor.split(":", 1)[1]) if ":" in executor else (os.cpu_count() or 1)
-        # spawn: a forked TensorFlow runtime is not safe to use in the child
-        with ProcessPoolExecutor(max_workers=min(n, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+        pool = _pool(n)
+        try:
             return bar(pool.map(fn, tasks))
+        except BaseException:  # a task's error, a broken pool or Ctrl-C: the next call starts fresh workers
+            _POOLS.pop(n, None)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:
