@@ -213,6 +213,15 @@ def test_scan(tmp_path, bench, capsys):
     assert main(["scan", str(cfg), "--out", str(out2), "--masses", "3.4", "3.6", "2", "--quiet",
                  "--models", str(out / "models"), "--executor", "processes:2"]) == 0
     assert json.loads((out2 / "scan.json").read_text())["rows"] == res["rows"]
+    # with a CLs limit, every row says what a summary's does: why it is NaN, what to know about it
+    lim_cfg = _tiny_config(tmp_path, bench, inference={"discovery": True, "upper_limit": {"cl": 0.95, "n_points": 6}})
+    assert main(["scan", str(lim_cfg), "--out", str(tmp_path / "lim"), "--masses", "3.5", "3.5", "1", "--quiet",
+                 "--models", str(out / "models")]) == 0
+    (row,) = json.loads((tmp_path / "lim" / "scan.json").read_text())["rows"]
+    assert 0 < row["observed"] < np.inf
+    assert row["problems"] == []
+    assert isinstance(row["notes"], list)
+    assert (tmp_path / "lim" / "scan_limits.png").exists()
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "3.6", "2", "--executor", "threads"]) == 1
     assert "unknown executor 'threads'" in capsys.readouterr().err
     assert main(["scan", str(cfg), "--out", str(out), "--masses", "3.4", "5.0", "2", "--quiet"]) == 1
@@ -508,6 +517,7 @@ def test_run_data_driven(tmp_path, bench, capsys):
     dd = {"w_range": [0.005, 0.2], "n_w": 3, "refine": 0, "folds": 2, "null_toys": 3}
     raw["signal"].update({"data_driven": dd})  # read by the data-driven mode only
     raw["signal"]["generator"]["jit_compile"] = False  # many short trainings of a tiny flow
+    raw["background"]["generator"]["ensemble"] = 2  # the data are also scanned with each member alone
     raw["inference"]["upper_limit"] = {"cl": 0.95}
     raw["plots"] = {"formats": ["png"]}
     cfg.write_text(yaml.safe_dump(raw))
@@ -526,6 +536,18 @@ def test_run_data_driven(tmp_path, bench, capsys):
     assert y["error_high"] >= 0
     assert len(r["w"]) == 3
     assert len(r["null"]["t_null"]) == 3
+    # the jackknife over the 2 members (each left out: the other alone) joins the statistical
+    # and training-noise errors of w
+    bm = r["background_members"]
+    assert len(bm["w_hat"]) == 2
+    assert r["w_error_background"] == pytest.approx(np.sqrt(0.5 * sum((w - r["w_hat"]) ** 2 for w in bm["w_hat"])))
+    to_fit = s["n_events"]["signal_region"] / r["signal_fraction_in_signal_region"]
+    assert bm["error"] == pytest.approx(r["w_error_background"] * to_fit)
+    assert bm["signal_yield"] == pytest.approx([w * to_fit for w in bm["w_hat"]])
+    if r["w_interval"][0] > 0:
+        total = np.sqrt(r["w_error_statistical"] ** 2 + r["w_error_training_noise"] ** 2 + r["w_error_background"] ** 2)
+        assert r["w_interval"][1] - r["w_hat"] == pytest.approx(total)
+    assert isinstance(y["notes"], list)
     d = s["discovery"]
     assert d["calibrated"]["p0"] >= 1 / 4  # 3 toys: the empirical p is at least 1 / 4
     assert d["significance"] == d["calibrated"]["significance"]

@@ -94,7 +94,10 @@ def test_mixture_scan_plot(tmp_path):
     assert any("= 100 [" in t for t in texts)  # N_S = w_hat * 1000 = 100
     curve = ax.get_lines()[1].get_ydata()
     assert min(curve) == pytest.approx(0.0, abs=0.01)  # sampled on 200 points around the vertex
+    assert not any("background generator" in t for t in texts)
     P.save(ax.figure, tmp_path / "scan", ("png",))
+    ax = P.plot_mixture_scan(MixtureScan(w, ll, ll[:, None], 1000, background_error=0.03))
+    assert any("background generator $\\pm$30 in it" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_null_calibration_and_small_signal_scan_plots(tmp_path):

@@ -67,6 +67,11 @@ def test_mixture_scan_estimates():
     rising = MixtureScan(w, np.linspace(1, 50, 9), np.zeros((9, 1)), 1000)
     assert rising.interval() == (0.0, 1.0)
     assert np.isnan(rising.errors()[0])
+    # a background error (from scans with each ensemble member) adds in quadrature
+    bg = MixtureScan(w, ll, ll[:, None], 1000, background_error=2 * stat)
+    assert bg.w_hat == s.w_hat
+    assert bg.interval()[1] - bg.w_hat == pytest.approx(np.sqrt(5) * stat, rel=1e-9)
+    assert bg.upper_limit(0.95) - bg.w_hat == pytest.approx(np.sqrt(5) * (s.upper_limit(0.95) - s.w_hat), rel=1e-9)
 
 
 def test_mixture_scan_errors():

@@ -144,6 +144,10 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
         rows[0][0] = "signal yield (R-ANODE)"
         rows.append(["  in the signal region", f"{r['value']:.1f} [{r['low']:.1f}, {r['high']:.1f}]", f"w = {s['ranode']['w_hat']:.3g}"])
         rows.append(["mass-only fit yield", f"{mo['value']:.1f} -{mo['error_low']:.1f} +{mo['error_high']:.1f}", "signal shape fixed"])
+        bm = s["ranode"].get("background_members")
+        if bm:
+            rows.append(["  each background member left out", ", ".join(f"{v:.0f}" for v in bm["signal_yield"]),
+                         f"jackknife error {bm['error']:.0f} (in the interval)"])
     if s.get("discovery"):
         d = s["discovery"]
         ref = "" if truth is None else f"oracle {truth['oracle_significance']:.2f}"
@@ -177,6 +181,8 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
             rows.append([f"binned CLs {u['cl']:.0%} limit", f"{u['observed']:.1f} observed", f"expected {e[2]:.1f} (+1s {e[3]:.1f}, -1s {e[1]:.1f})"])
     print()
     print(_table(rows, ["quantity", "result", "reference"]))
+    for note in s["signal_yield"].get("notes", []):
+        print(f"\nnote on the signal yield: {note}")
     for note in (s.get("upper_limit") or {}).get("notes", []):
         print(f"\nnote on the CLs limit: {note}")
     print("\ntime [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
@@ -310,6 +316,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     sliding = res.get("sliding_windows", False)  # data-driven: calibrated Z and the R-ANODE limit, windows slide with the mass
     print(_table(rows, ["mass", "signal yield", "Z" if sliding else "local Z", "limit obs" if sliding else "CLs obs",
                         "limit exp" if sliding else "CLs exp"]))
+    for r in res["rows"]:  # why a limit is NaN, what to know about a finite one (per mass)
+        for what in ("problems", "notes"):
+            for text in r.get(what) or []:
+                print(f"{'problem with' if what == 'problems' else 'note on'} the CLs limit at {r['mass']:.4g}: {text}")
     if sliding:
         print(f"each window's gbi run: {Path(args.out)}/mass_<m>/ (summary.json, plots)")
     if res.get("look_elsewhere"):

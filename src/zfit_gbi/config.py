@@ -540,6 +540,10 @@ class DataDrivenConfig(_Section):
             asymptotic only. n toys resolve p-values down to 1 / (n + 1) (10: Z up to 1.34; a
             smaller p is reported as a bound); each costs as much as the data's scan, and they
             run where ``compute.executor`` says.
+        member_scans: With a background ensemble of K >= 2 members, also scan the data with
+            each member left out of p_B in turn (K more scans): the jackknife error of w (the
+            training noise of the members' average) is added to the interval and the limit,
+            and a note says when it exceeds the statistical error.
     """
 
     w_range: Pair = (1e-3, 0.1)
@@ -548,6 +552,7 @@ class DataDrivenConfig(_Section):
     folds: Annotated[StrictInt, Field(ge=2)] = 3
     seeds: PosInt = 1
     null_toys: NonNegInt = 10
+    member_scans: StrictBool = True
 
     @model_validator(mode="after")
     def _check(self) -> DataDrivenConfig:

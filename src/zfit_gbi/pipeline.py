@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "toys", "train", "use_models", "versions", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
-    "signal_yield": "{value, error_low, error_high, error_method}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails",
+    "signal_yield": "{value, error_low, error_high, error_method[, notes]}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails; notes (data-driven): what to know before quoting it",
     "mu": "{value, error_low, error_high} when inference.poi is 'mu', else null",
     "background_yield": "{value, error}: fitted background events in the fit window",
     "discovery": "{q0, p0, significance, calculator} of the background-only hypothesis (null if disabled)",
@@ -42,7 +42,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "signal_model": "simulation | data-driven | parametrized (signal.model)",
     "signal_parameters": "parametrized only: {name: {value, error, range, profile: {values, minus_2_delta_nll}}} of the fitted signal-model parameters (discovery and upper_limit are quoted at these values: local)",
     "signal_yield_signal_region": "data-driven only: {value, low, high}: the R-ANODE estimate w N_SR and its interval in the signal region",
-    "ranode": "data-driven only: the R-ANODE scan {w, log_likelihood, w_hat, w_interval, errors, q0, t, ...}, signal_fraction_in_signal_region (of p_S(m)), null (the background-only toys' t values, scale, zero_fraction), null_w_hat, settings",
+    "ranode": "data-driven only: the R-ANODE scan {w, log_likelihood, w_hat, w_interval, errors, q0, t, ...}, signal_fraction_in_signal_region (of p_S(m)), background_members ({method, w_hat, w_interval, signal_yield, error} of the data scanned with each background ensemble member left out in turn; error, their jackknife error, is in the interval; null without an ensemble or signal.data_driven.member_scans), null (the background-only toys' t values, scale, zero_fraction), null_w_hat, settings",
     "mass_only": "data-driven only: {value, error_low, error_high}: the mass-only fit's signal yield in the fit window (signal shape fixed), the baseline",
     "n_events": "{fit, signal_region, sidebands}: event counts in the windows",
     "windows": "{fit, signal_region}",
@@ -920,7 +920,8 @@ def _scan_point(cfg: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str, Events], 
                     "q0": d.q0, "p0": d.p0, "significance": d.significance})
         if ul is not None:
             lim = upper_limit(loss, model.poi, cl=ul.cl, n_points=ul.n_points, n_asimov=cfg.inference.n_asimov, seed=seed)
-            row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected]})
+            row.update({"cl": lim.cl, "observed": lim.observed * scale, "expected": [e * scale for e in lim.expected],
+                        "problems": list(lim.problems), "notes": list(lim.notes)})
     return row
 
 

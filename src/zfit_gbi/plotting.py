@@ -424,7 +424,8 @@ def plot_neyman(interval: Any, *, ax=None, poi_label: str = r"$N_S$", experiment
 def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", text: str = "Simulation", label: str = "R-ANODE (held out)"):
     """The R-ANODE scan (:class:`zfit_gbi.ranode.MixtureScan`): 2 (LL_max - LL) of the scan
     points against the signal yield w N_SR in the signal region, the parabola fitted to the
-    highest points, and the interval (statistical and training-noise errors)."""
+    highest points, and the interval (statistical and training-noise errors, and the
+    background generator's error where the scan has one)."""
     ax = ax or plt.subplots(figsize=(8, 6))[1]
     n = scan.n_events
     fit = scan.parabola()
@@ -441,8 +442,10 @@ def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", tex
         yy = 2 * (ref - fit.at(ww))
         ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5,
                 label=f"parabola{' in w through LL(0) = 0' if fit.kind == 'linear' else ''}, point scatter {fit.scatter:.1f} in ln L")
+    bg = float(getattr(scan, "background_error", 0.0))
     ax.axvspan(lo * n, hi * n, color="#94a4a2", alpha=0.35, lw=0,
-               label=rf"$\hat N_S$ = {scan.w_hat * n:.0f} [{lo * n:.0f}, {hi * n:.0f}]")
+               label=rf"$\hat N_S$ = {scan.w_hat * n:.0f} [{lo * n:.0f}, {hi * n:.0f}]"
+               + (rf", background generator $\pm${bg * n:.0f} in it" if bg > 0 else ""))
     ax.axhline(1, color="0.4", ls="--", lw=1)
     ymax = max(6.0, 1.2 * float(np.sort(y)[min(4, len(y) - 1)]))
     keep = y <= ymax

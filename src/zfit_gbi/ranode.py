@@ -95,12 +95,17 @@ class MixtureScan:
             flows that did not train on it; shape ``(n_w,)``; LL(0) = 0.
         fold_log_likelihood: The same per fold, shape ``(n_w, n_folds)``.
         n_events: Signal-region events.
+        background_error: Error of ``w_hat`` from the background generator's training noise,
+            added in quadrature to the statistical and training-noise errors in
+            :meth:`interval` and :meth:`upper_limit` (0 unless set; ``gbi run`` sets it from
+            the jackknife over the background ensemble's members: scans with each left out).
     """
 
     w: np.ndarray
     log_likelihood: np.ndarray
     fold_log_likelihood: np.ndarray
     n_events: int
+    background_error: float = 0.0
 
     def parabola(self) -> Parabola:
         """The fitted parabola (:meth:`_parabola`, computed once: every estimate reads it)."""
@@ -179,13 +184,13 @@ class MixtureScan:
         return p.w_hat * math.sqrt(0.5 / -p.curvature), p.noise_error  # the statistical one from the curvature in log w
 
     def interval(self, level: float = 1.0) -> tuple[float, float]:
-        """``w_hat`` -+ ``level`` times the statistical and training-noise errors added in
-        quadrature, clipped to [0, 1]; [0, upper] when the background-only point (LL = 0) is
+        """``w_hat`` -+ ``level`` times the statistical, training-noise and background errors
+        added in quadrature, clipped to [0, 1]; [0, upper] when the background-only point (LL = 0) is
         within that reach of the maximum; [0, 1] when the scan has no parabolic maximum (widen
         or refine ``w_grid``)."""
         w_hat = self.w_hat
         stat, noise = self.errors()
-        err = level * math.hypot(stat, noise) if math.isfinite(stat) else math.inf
+        err = level * math.hypot(stat, noise, self.background_error) if math.isfinite(stat) else math.inf
         lo = 0.0 if self.q0 < level**2 or not math.isfinite(err) else max(w_hat - err, 0.0)
         return lo, min(w_hat + err, 1.0)
 
@@ -198,8 +203,8 @@ class MixtureScan:
 
     def upper_limit(self, cl: float = 0.95) -> float:
         """One-sided upper limit on w at confidence level ``cl``: w_hat + z sigma with
-        z = Phi^-1(cl) and sigma the statistical and training-noise errors added in quadrature
-        (the profile-likelihood limit of the fitted parabola, training noise included); without
+        z = Phi^-1(cl) and sigma the statistical, training-noise and background errors added in
+        quadrature (the profile-likelihood limit of the fitted parabola, training noise included); without
         a parabolic maximum, the first scan point above the best one (or above w = 0 when every
         LL < 0) where 2 (LL_max - LL) >= z^2, interpolated in log w. NaN when the scan never
         gets there (widen ``w_grid``)."""
@@ -208,7 +213,7 @@ class MixtureScan:
         z = float(norm.ppf(cl))
         stat, noise = self.errors()
         if math.isfinite(stat) and self.log_likelihood.max() > 0:
-            return min(self.w_hat + z * math.hypot(stat, noise), 1.0)
+            return min(self.w_hat + z * math.hypot(stat, noise, self.background_error), 1.0)
         ll, ref = self.log_likelihood, max(float(self.log_likelihood.max()), 0.0)
         start = int(np.argmax(ll)) if ll.max() > 0 else -1
         prev_u, prev_d = (math.log(self.w[start]), 2 * (ref - ll[start])) if start >= 0 else (None, 0.0)
@@ -226,7 +231,8 @@ class MixtureScan:
         lo, hi = self.interval()
         stat, noise = self.errors()
         return {"w": self.w.tolist(), "log_likelihood": self.log_likelihood.tolist(), "w_hat": self.w_hat, "w_interval": [lo, hi],
-                "w_error_statistical": stat, "w_error_training_noise": noise, "ll_scatter": self.parabola().scatter,
+                "w_error_statistical": stat, "w_error_training_noise": noise, "w_error_background": self.background_error,
+                "ll_scatter": self.parabola().scatter,
                 "parabola": self.parabola().kind,
                 "q0": self.q0, "t": self.t, "significance": self.significance, "n_events": self.n_events,
                 "signal_yield": {"value": self.w_hat * self.n_events, "low": lo * self.n_events, "high": hi * self.n_events}}
