@@ -206,7 +206,8 @@ def main() -> None:
 def summarize(rows: list[dict]) -> list[dict]:
     """Per setting and framework, over the seeds: the best validation loss (mean, standard
     deviation, and the standard error of the mean: what "equal loss" is judged against), the
-    median time per epoch and time to equal loss, and their ratio to nflows'."""
+    median time per epoch and time to equal loss, their ratio to nflows', and the loss minus
+    nflows' paired by seed (mean and its standard error)."""
     out = []
     for name in dict.fromkeys(r["settings"] for r in rows):
         for fw in dict.fromkeys(r["framework"] for r in rows if r["settings"] == name):
@@ -218,10 +219,16 @@ def summarize(rows: list[dict]) -> list[dict]:
                         "seconds_per_epoch": float(np.median([r["seconds_per_epoch"] for r in rs])),
                         "seconds_to_equal_loss": float(np.median([r["seconds_to_equal_loss"] for r in rs]))})
         ref = next((o for o in out if o["settings"] == name and o["framework"].startswith("nflows")), None)
+        theirs = {r["seed"]: r["best_val_loss"] for r in rows if r["settings"] == name and r["framework"].startswith("nflows")}
         for o in out:
             if o["settings"] == name:
                 o["epoch_time_vs_nflows"] = o["seconds_per_epoch"] / ref["seconds_per_epoch"] if ref else math.nan
                 o["loss_minus_nflows"] = o["best_val_loss_mean"] - ref["best_val_loss_mean"] if ref else math.nan
+                # paired by seed (the same split for both): the seeds' own spread cancels
+                d = np.array([r["best_val_loss"] - theirs[r["seed"]] for r in rows
+                              if r["settings"] == name and r["framework"] == o["framework"] and r["seed"] in theirs])
+                o["paired_loss_minus_nflows"] = float(d.mean()) if d.size else math.nan
+                o["paired_loss_minus_nflows_sem"] = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
     return out
 
 

@@ -81,7 +81,8 @@ def _scan(settings: dict[str, Any], x: np.ndarray, m: np.ndarray, la: np.ndarray
 
 def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     """One scan of given events and densities (a background-only pseudo-experiment, or the data
-    with one background ensemble member): a module-level function, so it runs anywhere."""
+    with one background ensemble member left out of p_B): a module-level function, so it runs
+    anywhere."""
     from ._tf import tf  # noqa: F401
 
     scan = _scan(task["settings"], task["x"], task["m"], task["la"], task["lb"], task["seed"], progress=False)
@@ -242,14 +243,15 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         limits = limits[np.isfinite(limits)]
         expected = (np.quantile(limits, norm.cdf([-2, -1, 0, 1, 2])) * to_fit).tolist() if limits.size >= 5 else None
         result["upper_limit"] = {"cl": cl, "observed": scan.upper_limit(cl) * to_fit, "expected": expected, "scan": None,
-                                 "calculator": "R-ANODE scan: one-sided limit of the held-out likelihood parabola (training noise included); "
+                                 "calculator": "R-ANODE scan: one-sided limit of the held-out likelihood parabola (training noise and any background jackknife error included); "
                                                "expected band: quantiles of the background-only toys' limits"}
 
     summary = {
         "signal_model": "data-driven",
         "signal_yield": {"value": scan.w_hat * to_fit, "error_low": (scan.w_hat - lo) * to_fit, "error_high": (hi - scan.w_hat) * to_fit,
                          "error_method": "R-ANODE scan: held-out likelihood parabola, statistical and training-noise errors"
-                                         + (" and the background members' spread / sqrt(members)" if member_report else "") + " in quadrature",
+                                         + (", and the background generator's jackknife error over its members," if member_report else "")
+                                         + " in quadrature",
                          "notes": notes},
         "signal_yield_signal_region": {"value": scan.w_hat * n_sr, "low": lo * n_sr, "high": hi * n_sr},
         "mu": None,
