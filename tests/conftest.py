@@ -20,6 +20,16 @@ SMALL = FlowConfig(transform="affine", n_layers=4, hidden_units=(32, 32))
 FAST = TrainConfig(epochs=25, batch_size=512, learning_rate=3e-3, patience=5, progress=False, seed=3)
 
 
+@pytest.fixture(autouse=True)
+def _stop_kept_workers():
+    """'processes' executors keep their worker processes until exit; a test's workers (with
+    TensorFlow and their models loaded) must not stay for the rest of the session."""
+    yield
+    from zfit_gbi.executor import shutdown_workers
+
+    shutdown_workers()
+
+
 @pytest.fixture(scope="session")
 def bench() -> ResonantBenchmark:
     return ResonantBenchmark()
