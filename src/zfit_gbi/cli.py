@@ -317,9 +317,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print(_table(rows, ["mass", "signal yield", "Z" if sliding else "local Z", "limit obs" if sliding else "CLs obs",
                         "limit exp" if sliding else "CLs exp"]))
     for r in res["rows"]:  # why a limit is NaN, what to know about a finite one (per mass)
-        for what in ("problems", "notes"):
-            for text in r.get(what) or []:
-                print(f"{'problem with' if what == 'problems' else 'note on'} the CLs limit at {r['mass']:.4g}: {text}")
+        for text in r.get("problems") or []:
+            print(f"problem with the CLs limit at {r['mass']:.4g}: {text}")
+        for text in r.get("notes") or []:
+            print(f"note on the CLs limit at {r['mass']:.4g}: {text}")
     if sliding:
         print(f"each window's gbi run: {Path(args.out)}/mass_<m>/ (summary.json, plots)")
     if res.get("look_elsewhere"):

@@ -387,9 +387,11 @@ class _GlobalObservablesAsimov:
                         break
                 values = {p: float(minimum.params[p]["value"]) for p in minimum.params}
                 # zfit's own test (the parameters sit at the minimum here); it also makes the minimum invalid
-                bounded = [f"{p.name} = {values[p]:.4g} sits at its bound "
-                           f"{min((float(b) for b in (p.lower, p.upper) if b is not None), key=lambda b, v=values[p]: abs(v - b)):g}"
-                           for p in minimum.params if bool(p.at_limit)]
+                bounded = []
+                for p in minimum.params:
+                    if p.at_limit:
+                        bound = min((float(b) for b in (p.lower, p.upper) if b is not None), key=lambda b, v=values[p]: abs(v - b))
+                        bounded.append(f"{p.name} = {values[p]:.4g} sits at its bound {bound:g}")
         finally:
             poiparam.floating = True
         if bounded:

@@ -183,14 +183,17 @@ class MixtureScan:
             return math.sqrt(0.5 / -p.curvature), p.noise_error
         return p.w_hat * math.sqrt(0.5 / -p.curvature), p.noise_error  # the statistical one from the curvature in log w
 
+    def _sigma(self) -> float:
+        """The statistical, training-noise and background errors of ``w_hat`` in quadrature."""
+        return math.hypot(*self.errors(), self.background_error)
+
     def interval(self, level: float = 1.0) -> tuple[float, float]:
         """``w_hat`` -+ ``level`` times the statistical, training-noise and background errors
         added in quadrature, clipped to [0, 1]; [0, upper] when the background-only point (LL = 0) is
         within that reach of the maximum; [0, 1] when the scan has no parabolic maximum (widen
         or refine ``w_grid``)."""
         w_hat = self.w_hat
-        stat, noise = self.errors()
-        err = level * math.hypot(stat, noise, self.background_error) if math.isfinite(stat) else math.inf
+        err = level * self._sigma() if math.isfinite(self.errors()[0]) else math.inf
         lo = 0.0 if self.q0 < level**2 or not math.isfinite(err) else max(w_hat - err, 0.0)
         return lo, min(w_hat + err, 1.0)
 
@@ -211,9 +214,8 @@ class MixtureScan:
         from scipy.stats import norm
 
         z = float(norm.ppf(cl))
-        stat, noise = self.errors()
-        if math.isfinite(stat) and self.log_likelihood.max() > 0:
-            return min(self.w_hat + z * math.hypot(stat, noise, self.background_error), 1.0)
+        if math.isfinite(self.errors()[0]) and self.log_likelihood.max() > 0:
+            return min(self.w_hat + z * self._sigma(), 1.0)
         ll, ref = self.log_likelihood, max(float(self.log_likelihood.max()), 0.0)
         start = int(np.argmax(ll)) if ll.max() > 0 else -1
         prev_u, prev_d = (math.log(self.w[start]), 2 * (ref - ll[start])) if start >= 0 else (None, 0.0)

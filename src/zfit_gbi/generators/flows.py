@@ -240,10 +240,7 @@ class _Networks:
         for k, made in enumerate(self.mades):
             made(x, conditional_input=c) if n_context else made(x)
             if cfg.layout == 3:
-                _torch_biases(made, seed + 7919 * k)
-                # TFP's MADE applies the activation after every hidden layer; nflows' first is linear
-                first = next(la for la in made._network.layers if isinstance(la, tf_keras.layers.Activation))
-                first.activation = tf_keras.activations.linear
+                _as_nflows_made(made, seed + 7919 * k)
             else:
                 _shrink_output_layer(made)
         for bn in self.bns:
@@ -294,13 +291,17 @@ def _kernel_initializer(layout: int, seed: int):
     return tf_keras.initializers.GlorotUniform(seed=seed)
 
 
-def _torch_biases(made, seed: int) -> None:
-    """PyTorch's default biases, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for the MADE's layers (TFP
-    starts them at zero), and no shrunken output layer: nflows' initialisation. Started like
+def _as_nflows_made(made, seed: int) -> None:
+    """Make a built TFP MADE (context at the first layer, PyTorch-scaled kernels) nflows' MADE:
+    its first hidden layer linear (TFP applies the activation after every hidden layer), and
+    PyTorch's default biases, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for its layers (TFP starts
+    them at zero), with no shrunken output layer: nflows' initialisation. Started like
     layout 1 (zero biases, Glorot kernels, output weights x 0.01), the CATHODE setting ends 15
     epochs at -3.405 where nflows reaches -3.439, and nflows started that way follows the same
     slower curve (measured 2026-11-28: -3.209 after the first epoch against nflows' -3.329 and
     this package's -3.188; the output layer's x 0.01 is most of it)."""
+    first = next(la for la in made._network.layers if isinstance(la, tf_keras.layers.Activation))
+    first.activation = tf_keras.activations.linear
     rng = np.random.default_rng(seed)
     for layer in made._network.layers:
         if isinstance(layer, tf_keras.layers.Dense) and layer.use_bias:
