@@ -40,6 +40,26 @@ def build(s: dict, n_features: int, n_context: int) -> flows.Flow:
     return flows.Flow(transforms.CompositeTransform(layers), distributions.StandardNormal([n_features]))
 
 
+def restart_like_tfp(flow: flows.Flow, init: str) -> None:
+    """Re-initialise nflows' MADEs the way this package's layouts 1 and 2 start theirs, to
+    measure what the start costs: ``"tfp"``, Glorot-uniform kernels, zero biases and the output
+    layer's weights x 0.01; ``"tfp-output"``, only the output layer's weights and biases x 0.01."""
+    from nflows.transforms.made import MADE
+
+    for made in (mod for mod in flow.modules() if isinstance(mod, MADE)):
+        with torch.no_grad():
+            if init == "tfp":
+                for lin in (made.initial_layer, made.context_layer, *(b.linear for b in made.blocks), made.final_layer):
+                    torch.nn.init.xavier_uniform_(lin.weight)
+                    torch.nn.init.zeros_(lin.bias)
+                made.final_layer.weight.mul_(0.01)
+            elif init == "tfp-output":
+                made.final_layer.weight.mul_(0.01)
+                made.final_layer.bias.mul_(0.01)
+            else:
+                raise ValueError(f"unknown init {init!r}")
+
+
 def main(data_path: str, settings_path: str) -> None:
     with open(settings_path) as fh:
         s = json.load(fh)
@@ -53,7 +73,10 @@ def main(data_path: str, settings_path: str) -> None:
 
     z_tr, c_tr, z_val, c_val = t(d["z_train"]), t(d["c_train"]), t(d["z_val"]), t(d["c_val"])
     logj_val = float(np.mean(d["logj_val"]))
-    flow = build(s, z_tr.shape[1], c_tr.shape[1]).to(dev)
+    flow = build(s, z_tr.shape[1], c_tr.shape[1])
+    if s.get("init", "nflows") != "nflows":
+        restart_like_tfp(flow, s["init"])
+    flow = flow.to(dev)
     n_params = sum(p.numel() for p in flow.parameters())
     opt = torch.optim.Adam(flow.parameters(), lr=s["learning_rate"])
     rng = np.random.default_rng(s["seed"])

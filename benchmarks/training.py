@@ -31,6 +31,10 @@ frameworks) and adds a summary over them (``summary`` in the JSON): the mean bes
 spread and standard error, the median times (seeds differ by about as much as the frameworks:
 0.006 against 0.007 nats in the CATHODE setting).
 
+``--nflows-init tfp`` starts nflows' MADEs as this package's layouts 1 and 2 start theirs
+(Glorot, zero biases, output x 0.01; ``tfp-output``: only the output x 0.01): what the start
+costs (``results/training_init_tfp*.json``, with ``--settings cathode --layout 2``, 4 minutes each).
+
 Run: ``python benchmarks/training.py --no-xla --seeds 3`` (21 minutes on 2 CPU cores: 100k
 events, 15 epochs per setting, framework and seed); ``--quick``: 20k events, 3 epochs, about
 1.5 minutes per seed.
@@ -93,7 +97,8 @@ def train_split(n: int, tcfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     return perm[:n_val], perm[n_val:]
 
 
-def nflows_inputs(folder: Path, name: str, flow: Flow, x: np.ndarray, m: np.ndarray, tcfg: TrainConfig, device: str) -> tuple[Path, Path]:
+def nflows_inputs(folder: Path, name: str, flow: Flow, x: np.ndarray, m: np.ndarray, tcfg: TrainConfig, device: str,
+                  init: str = "nflows") -> tuple[Path, Path]:
     """The worker's inputs: the events in the flow's preprocessed coordinates with train_flow's
     seeded split (so both frameworks see the same training and validation events), and the
     settings. ``flow`` must be adapted (its standardization set) on the training part."""
@@ -106,7 +111,7 @@ def nflows_inputs(folder: Path, name: str, flow: Flow, x: np.ndarray, m: np.ndar
     s = {"transform": fcfg.transform, "n_layers": fcfg.n_layers, "hidden": fcfg.hidden_units[0],
          "hidden_layers": len(fcfg.hidden_units), "n_bins": fcfg.n_bins, "tail_bound": fcfg.tail_bound,
          "batch_norm": fcfg.batch_norm, "learning_rate": tcfg.learning_rate, "batch_size": tcfg.batch_size,
-         "clipnorm": tcfg.clipnorm, "epochs": tcfg.epochs, "seed": tcfg.seed, "device": device}
+         "clipnorm": tcfg.clipnorm, "epochs": tcfg.epochs, "seed": tcfg.seed, "device": device, "init": init}
     data, sfile = folder / f"{name}.npz", folder / f"{name}.json"
     np.savez(data, z_train=z[i_tr], c_train=c[i_tr], z_val=z[i_val], c_val=c[i_val], logj_val=logj)
     sfile.write_text(json.dumps(s))
@@ -135,6 +140,9 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=["cathode", "hisigma"], choices=["cathode", "hisigma"])
     ap.add_argument("--nflows-python", default=sys.executable, help="interpreter with nflows and torch (default: this one)")
     ap.add_argument("--nflows-device", default="cpu", help="torch device for nflows: cpu or cuda")
+    ap.add_argument("--nflows-init", default="nflows", choices=["nflows", "tfp", "tfp-output"],
+                    help="start nflows' MADEs as nflows does (default), as this package's layouts 1 and 2 do (Glorot, zero "
+                         "biases, output x 0.01: 'tfp'), or with only the output layer x 0.01 ('tfp-output')")
     ap.add_argument("--seed", type=int, default=1, help="the events' seed, and the first training seed")
     ap.add_argument("--seeds", type=int, default=1, help="training seeds per setting and framework (seed, seed + 1, ...; default 1)")
     ap.add_argument("--no-xla", action="store_true", help="also train this package's flow without XLA (jit_compile=False)")
@@ -177,7 +185,7 @@ def main() -> None:
         ours = variants[0]
 
         with tempfile.TemporaryDirectory() as tmp:
-            data, sfile = nflows_inputs(Path(tmp), name, flow, x, m, tcfg, args.nflows_device)
+            data, sfile = nflows_inputs(Path(tmp), name, flow, x, m, tcfg, args.nflows_device, args.nflows_init)
             print(f"[{name}, seed {seed}] nflows (PyTorch) ...", flush=True)
             proc = subprocess.run([args.nflows_python, str(WORKER), str(data), str(sfile)], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -186,7 +194,8 @@ def main() -> None:
             print(notes[-1], file=sys.stderr)
             continue
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-        theirs = {**row(f"nflows {out['torch']} (PyTorch)", name, out["device"], out["n_train"], out["epoch_seconds"], out["val_loss"],
+        label = f"nflows {out['torch']} (PyTorch)" + ("" if args.nflows_init == "nflows" else f", started as {args.nflows_init}")
+        theirs = {**row(label, name, out["device"], out["n_train"], out["epoch_seconds"], out["val_loss"],
                         out["n_parameters"]), "seed": seed}
         rows.append(theirs)
         target = max(ours["best_val_loss"], theirs["best_val_loss"])

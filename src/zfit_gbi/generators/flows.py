@@ -298,8 +298,9 @@ def _as_nflows_made(made, seed: int) -> None:
     them at zero), with no shrunken output layer: nflows' initialisation. Started like
     layout 1 (zero biases, Glorot kernels, output weights x 0.01), the CATHODE setting ends 15
     epochs at -3.405 where nflows reaches -3.439, and nflows started that way follows the same
-    slower curve (measured 2026-11-28: -3.209 after the first epoch against nflows' -3.329 and
-    this package's -3.188; the output layer's x 0.01 is most of it)."""
+    slower curve (``benchmarks/training.py --layout 2 --nflows-init tfp``: -3.209 after the first
+    epoch against nflows' -3.329 and this package's -3.188; the output layer's x 0.01 alone,
+    ``--nflows-init tfp-output``, is about half of it)."""
     first = next(la for la in made._network.layers if isinstance(la, tf_keras.layers.Activation))
     first.activation = tf_keras.activations.linear
     rng = np.random.default_rng(seed)
