@@ -28,8 +28,8 @@ environment: ``python -m venv nf && nf/bin/pip install nflows torch``, then
 
 ``--seeds N`` repeats every training with N seeds (each its own split, the same for both
 frameworks) and adds a summary over them (``summary`` in the JSON): the mean best loss, its
-spread and standard error, the median times (seeds differ by about as much as the frameworks:
-0.006 against 0.007 nats in the CATHODE setting).
+spread and standard error, the median times, and the loss difference paired by seed (seeds
+differ by 0.005 nats in the CATHODE setting, more than the frameworks do with layout 4).
 
 ``--nflows-init tfp`` starts nflows' MADEs as this package's layouts 1 and 2 start theirs
 (Glorot, zero biases, output x 0.01; ``tfp-output``: only the output x 0.01): what the start
@@ -147,8 +147,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1, help="training seeds per setting and framework (seed, seed + 1, ...; default 1)")
     ap.add_argument("--no-xla", action="store_true", help="also train this package's flow without XLA (jit_compile=False)")
     ap.add_argument("--quick", action="store_true", help="20k events, 3 epochs")
-    ap.add_argument("--layout", type=int, choices=[1, 2, 3], default=None,
-                    help="this package's FlowConfig.layout (default: the presets', 3; 1 is FlowConfig's default)")
+    ap.add_argument("--layout", type=int, choices=[1, 2, 3, 4], default=None,
+                    help="this package's FlowConfig.layout (default: the presets', 4; 1 is FlowConfig's default)")
     ap.add_argument("--name", default="training", help="results/<name>.json")
     ap.add_argument("--gpu-inputs", type=Path, default=None, help="only write the nflows inputs for a GPU machine to this folder")
     ap.add_argument("--gpu-outputs", type=Path, default=None, help="only report the nflows rows found in this folder (<settings>.out.json)")

@@ -21,11 +21,11 @@ CONFIGS = {
     "affine": FlowConfig(transform="affine", n_layers=3, hidden_units=(8, 8)),
     "rqs": FlowConfig(transform="rqs", n_layers=2, hidden_units=(8, 8), n_bins=6, tail_bound=3.0),
     "affine+bn": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True),
-    # nflows' layout: batch norm after each block, softplus scale; 3 (the cathode and hisigma
-    # presets) with nflows' MADE
+    # nflows' layout: batch norm after each block, softplus scale; 4 (the cathode and hisigma
+    # presets) with nflows' MADE (layout 3's differs from it in one activation and bias)
     "affine+bn (layout 2)": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True, layout=2),
-    "affine+bn (layout 3)": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True, layout=3),
-    "rqs (layout 3)": FlowConfig(transform="rqs", n_layers=2, hidden_units=(8, 8), n_bins=6, tail_bound=3.0, layout=3),
+    "affine+bn (layout 4)": FlowConfig(transform="affine", n_layers=2, hidden_units=(8, 8), batch_norm=True, layout=4),
+    "rqs (layout 4)": FlowConfig(transform="rqs", n_layers=2, hidden_units=(8, 8), n_bins=6, tail_bound=3.0, layout=4),
 }
 PROPS = settings(max_examples=15, deadline=None, derandomize=True)
 

@@ -101,9 +101,9 @@ def test_run_writes_summary(tmp_path, bench, capsys):
     assert ps["minus_2_delta_nll"][0] > 1
     assert ps["minus_2_delta_nll"][-1] > 1
     assert "signal yield" in capsys.readouterr().out
-    # gbi plot re-draws them from the folder in another style, without refitting
+    # gbi plot re-draws them from the folder in another style (and label), without refitting
     before = (out / "postfit_mass.png").stat().st_mtime_ns
-    assert main(["plot", str(out), "--style", "LHCb", "--formats", "png", "--quiet"]) == 0
+    assert main(["plot", str(out), "--style", "LHCb", "--experiment", "LHC Olympics", "--formats", "png", "--quiet"]) == 0
     assert "wrote 5 files" in capsys.readouterr().out
     assert (out / "postfit_mass.png").stat().st_mtime_ns > before
     assert main(["plot", str(tmp_path / "nowhere")]) == 1

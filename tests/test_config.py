@@ -581,3 +581,24 @@ def test_jit_compile_unset_means_xla_only_for_generators_trained_once() -> None:
         g = GeneratorConfig(type="maf-affine", jit_compile=value)
         assert g.train_kwargs()["jit_compile"] is value
         assert data_driven_jit(g) is value
+
+
+def test_generator_layout_reaches_the_flow(tmp_path) -> None:
+    """``background.generator.layout: 4`` (nflows' blocks and MADE, as CATHODE and HI-SIGMA
+    train) reaches FlowConfig; an out-of-range or non-integer layout names the key; a layout
+    with a saved ``path`` is a training setting, so an error."""
+    from zfit_gbi.config import ConfigError, validate_config
+    from zfit_gbi.generators import FlowConfig
+
+    assert GeneratorConfig().layout == 1
+    g = GeneratorConfig(type="maf-affine", batch_norm=True, layout=4)
+    assert FlowConfig(**g.flow_kwargs()).layout == 4
+    assert GeneratorConfig.model_validate(g.model_dump(mode="json")).layout == 4
+    base = {"data": {"path": "d.npy", "columns": ["m", "a"], "resonant": "m", "features": ["a"]},
+            "windows": {"fit": [0.0, 1.0], "signal_region": [0.4, 0.6]},
+            "signal": {"simulation": {"path": "s.npy", "columns": ["m", "a"]}}}
+    for bad in (5, 0, "4", True, 4.0):
+        with pytest.raises(ConfigError, match=r"background\.generator\.layout"):
+            validate_config({**base, "background": {"generator": {"layout": bad}}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"mutually exclusive"):
+        validate_config({**base, "background": {"generator": {"path": "gen", "layout": 4}}}, base_dir=tmp_path)

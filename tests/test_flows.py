@@ -313,7 +313,7 @@ def test_deep_flow_starts_near_identity(bench, train_events):
     log-density to -3e31 (-inf for narrow MADEs) and the first minibatch's loss was NaN; the
     blocks now start near the identity, so the untrained density is that of the base Gaussian
     stretched by 15 scales of about 1.13, and training starts from finite losses (layout 1, the
-    default; the CATHODE preset's layout 2 is trained in benchmarks/training.py)."""
+    default; the CATHODE preset's layout 4 is trained in benchmarks/training.py)."""
     from zfit_gbi._tf import tf
 
     x, m = train_events.array(bench.features)[:3000], train_events["mjj"][:3000]
@@ -464,9 +464,10 @@ def test_background_trained_inside_the_mixture_leaves_the_signal_out(bench, side
 
 
 def test_layout_3_builds_nflows_made(bench):
-    """Layout 3's MADE is nflows': out = W3 relu(W2 (W1 x + Wc c + b1) + b2) + b3, i.e. the
-    context enters the first layer only and that layer is linear; the weights start as
-    PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not zero)."""
+    """Layout 3's MADE (nflows' as first read, kept for its saved flows): out = W3 relu(W2 (W1 x
+    + Wc c + b1) + b2) + b3, i.e. the context enters the first layer only and that layer is
+    linear; the weights start as PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not
+    zero)."""
     from zfit_gbi._tf import tf, tf_keras
 
     flow = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16), layout=3), seed=4)
@@ -486,3 +487,35 @@ def test_layout_3_builds_nflows_made(bench):
         h = np.maximum(h @ k2.kernel.numpy() + k2.bias.numpy(), 0)
         want = (h @ k3.kernel.numpy() + k3.bias.numpy()).reshape(50, 4, 2)
         np.testing.assert_allclose(made(tf.constant(x), conditional_input=tf.constant(c)).numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_layout_4_builds_nflows_made(bench):
+    """Layout 4's MADE computes as nflows 0.14's MADE.forward (non-residual, one block):
+    out = W3 relu(W2 relu(W1 x + b1 + relu(Wc c + bc)) + b2) + b3; every layer, the context's
+    included, starts as PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not zero)."""
+    from zfit_gbi._tf import tf, tf_keras
+
+    flow = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16), layout=4), seed=4)
+    rng = np.random.default_rng(0)
+    x, c = rng.standard_normal((50, 4)).astype(np.float32), rng.standard_normal((50, 1)).astype(np.float32)
+
+    def relu(a):
+        return np.maximum(a, 0)
+
+    for made in flow._nets32.mades:
+        dense = [la for la in made._network.layers if isinstance(la, tf_keras.layers.Dense)]
+        ctx = [la for la in dense if la.kernel.shape[0] == 1]
+        assert len(ctx) == 1
+        k1, k2, k3 = (la for la in dense if la not in ctx)
+        for la in (ctx[0], k1, k2, k3):
+            bound = 1 / np.sqrt(la.kernel.shape[0])
+            assert np.max(np.abs(la.kernel.numpy())) <= bound
+            assert 0 < np.max(np.abs(la.bias.numpy())) <= bound
+        w = {la: (la.kernel.numpy(), la.bias.numpy()) for la in dense}
+        h = relu(x @ w[k1][0] + w[k1][1] + relu(c @ w[ctx[0]][0] + w[ctx[0]][1]))
+        h = relu(h @ w[k2][0] + w[k2][1])
+        want = (h @ w[k3][0] + w[k3][1]).reshape(50, 4, 2)
+        np.testing.assert_allclose(made(tf.constant(x), conditional_input=tf.constant(c)).numpy(), want, rtol=1e-4, atol=1e-5)
+    # the float64 twin has the same weights, the context biases included
+    for a, b in zip(flow._nets32.get_weights(), flow._nets64.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-7)

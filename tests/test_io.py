@@ -559,11 +559,12 @@ def test_format_1_files_load_with_their_layout(bench, cond_flow, tmp_path):
         load(folder)
 
 
-@pytest.mark.parametrize("layout", [2, 3])
-def test_nflows_layouts_round_trip_with_their_own_networks(bench, events, tmp_path, layout):
-    """Layout 2 (the presets' until 2026-11-28: TFP's MADE) and 3 (nflows' MADE) save and load
-    with their own networks: the same densities; a file's layout edited to the other one does
-    not load (layout 3 has one context layer per MADE, not one per layer)."""
+@pytest.mark.parametrize(("layout", "edited"), [(2, 3), (3, 2), (4, 3)])
+def test_nflows_layouts_round_trip_with_their_own_networks(bench, events, tmp_path, layout, edited):
+    """Layouts 2 (TFP's MADE), 3 and 4 (nflows' MADE: 3 as first mis-read, 4 as nflows computes)
+    save and load with their own networks: the same densities; a file's layout edited to another
+    does not load (layouts 3 and 4 have one context layer per MADE, not one per layer, and
+    layout 4's context layer has a bias)."""
     x, m = events
     cfg = FlowConfig(n_layers=2, hidden_units=(8, 8), batch_norm=True, layout=layout)
     flow = Flow(bench.features, bench.bounds, ("mjj",), cfg, seed=3)
@@ -573,7 +574,7 @@ def test_nflows_layouts_round_trip_with_their_own_networks(bench, events, tmp_pa
     assert back.config.layout == layout
     np.testing.assert_allclose(back.log_prob(x, m), flow.log_prob(x, m), rtol=1e-12)
     meta = _meta(folder)
-    meta["flows"][0]["config"]["layout"] = 5 - layout
+    meta["flows"][0]["config"]["layout"] = edited
     _write_meta(folder, meta)
     with pytest.raises(ModelFileError, match=_names(folder, "weights.npz") + ".*(do not fit|not used)"):
         load(folder)

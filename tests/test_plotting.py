@@ -33,6 +33,25 @@ def test_style_and_save(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_label_names_the_configured_experiment(tmp_path):
+    """plots.experiment replaces the style's name in the label (public LHCO events are no
+    experiment's): the axes' texts read "LHC Olympics" and "R&D", never "CMS"."""
+    with P.style("CMS", "LHC Olympics") as name:
+        assert name == "LHC Olympics"
+        fig, ax = P.plt.subplots()
+        P.plot_cls(_limit(), ax=ax, experiment=name, text="R&D")
+        texts = [t.get_text() for t in ax.texts]
+        assert "LHC Olympics" in texts
+        assert any("R&D" in t for t in texts)
+        assert not any("CMS" in t for t in texts)
+        P.save(fig, tmp_path / "cls_lhco.png", ["png"])
+    with P.style("CMS") as name:
+        fig, ax = P.plt.subplots()
+        P.plot_cls(_limit(), ax=ax, experiment=name)
+        assert "CMS" in [t.get_text() for t in ax.texts]
+        P.plt.close(fig)
+
+
 def test_scans_and_bands_draw_the_given_data(tmp_path):
     fig, axes = P.plt.subplots(2, 2)
     x = np.linspace(-3, 3, 13)

@@ -242,7 +242,7 @@ test = enriched.select(WINDOWS.in_signal_region(enriched["mjj"]))
 xt, mt = test.array(FEATURES), test["mjj"][:, None]
 scores = {"CATHODE classifier": np.mean([c.score(xt) for c in cs.classifiers], axis=0),
           r"GBI $\log p_S/p_B$": sig_gen.log_prob(xt, mt) - bkg_gen.log_prob(xt, mt)}
-with P.style("CMS") as exp:
+with P.style("CMS", "LHC Olympics") as exp:  # public R&D events (Delphes), no experiment's label
     rax, sax = P.plot_roc(test["label"], scores)
     P.save(rax.figure, out / "roc_sic", ["png"])
     fig, (ax, r_ax) = P.plt.subplots(1, 2, figsize=(16, 6), gridspec_kw={"wspace": 0.3})
@@ -271,7 +271,7 @@ with P.style("CMS") as exp:
     r_ax.legend(loc="upper left", fontsize="small")
     P.save(fig, out / "yield_vs_injected", ["png"])
     fig, axes = P.mass_axes()
-    P.plot_mass_fit(model, data, WINDOWS, axes=axes, experiment=None, unit="TeV")  # LHCO R&D: Delphes simulation, no experiment
+    P.plot_mass_fit(model, data, WINDOWS, axes=axes, experiment=exp, text="R&D", unit="TeV")
     P.save(fig, out / "postfit_mass", ["png"])
 print(f"wrote {out}/results.json and plots")
 

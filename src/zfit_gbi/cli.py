@@ -282,7 +282,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  features: {', '.join(f0['features'])}")
     print(f"  context:  {', '.join(f0['context']) or '(none)'}")
     print("  bounds:   " + ", ".join(f"{k} [{a:g}, {b:g}]" for k, (a, b) in f0["bounds"].items()))
-    print(f"  architecture: MAF-{cfg['transform']}, {cfg['n_layers']} blocks x {cfg['hidden_units']}" + (", batch norm" if cfg["batch_norm"] else ""))
+    print(f"  architecture: MAF-{cfg['transform']}, {cfg['n_layers']} blocks x {cfg['hidden_units']}" + (", batch norm" if cfg["batch_norm"] else "")
+          + (f", layout {cfg['layout']}" if cfg.get("layout", 1) != 1 else ""))
     for k, f in enumerate(meta["flows"]):
         h = f["history"]
         best = h["val_loss"][h["best_epoch"]] if h.get("best_epoch", -1) >= 0 else float("nan")
@@ -349,7 +350,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     """Re-draw the plots of a results folder (no retraining, no refit)."""
     from .pipeline import replot
 
-    written = replot(args.folder, style=args.style, formats=args.formats, label=args.label)
+    written = replot(args.folder, style=args.style, formats=args.formats, label=args.label, experiment=args.experiment)
     print(f"wrote {len(written)} files in {args.folder}: {', '.join(written)}")
     return 0
 
@@ -465,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--style", choices=["CMS", "ATLAS", "LHCb"], default=None, help="mplhep style (default: the run's)")
     plot.add_argument("--formats", nargs="+", choices=["png", "pdf"], default=None, help="file formats (default: the run's)")
     plot.add_argument("--label", default=None, help="text next to the experiment label (default: the run's)")
+    plot.add_argument("--experiment", default=None, help="the name the label starts with (default: the run's, else the style's)")
     plot.set_defaults(func=cmd_plot)
 
     tp = _command(sub, common, "toys", "pseudo-experiments from a results folder's fitted model: signal-yield pulls, interval and limit coverage")

@@ -347,7 +347,7 @@ class WindowsConfig(_Section):
 
 
 _TRAINING_KEYS = (
-    "type", "ensemble", "epochs", "seed", "layers", "hidden", "bins", "tail_bound", "batch_norm",
+    "type", "ensemble", "epochs", "seed", "layers", "hidden", "bins", "tail_bound", "batch_norm", "layout",
     "batch_size", "learning_rate", "patience", "aggregate", "bootstrap", "jit_compile",
 )  # fmt: skip
 _RQS_ONLY = ("bins", "tail_bound")
@@ -372,6 +372,9 @@ class GeneratorConfig(_Section):
         tail_bound: Spline range ``[-tail_bound, tail_bound]`` in the flow's standardized
             coordinates (``maf-rqs`` only).
         batch_norm: Batch normalization after each block.
+        layout: :attr:`zfit_gbi.generators.FlowConfig.layout`: ``1`` (default) this package's
+            blocks and MADE; ``4`` nflows' blocks and MADE, as CATHODE and HI-SIGMA train them
+            (``FlowConfig.cathode()`` / ``hisigma()``); ``2`` and ``3`` kept for saved flows.
         batch_size: Minibatch size (events).
         learning_rate: Initial Adam learning rate.
         patience: Early stopping after this many epochs without improvement.
@@ -400,6 +403,7 @@ class GeneratorConfig(_Section):
     bins: Annotated[StrictInt, Field(ge=2)] = 8
     tail_bound: PosFloat = 5.0
     batch_norm: StrictBool = False
+    layout: Annotated[StrictInt, Field(ge=1, le=4)] = 1
     batch_size: PosInt = 256
     learning_rate: PosFloat = 1e-3
     patience: PosInt = 10
@@ -465,6 +469,7 @@ class GeneratorConfig(_Section):
             "n_bins": self.bins,
             "tail_bound": self.tail_bound,
             "batch_norm": self.batch_norm,
+            "layout": self.layout,
         }
 
     def train_kwargs(self, *, many: bool = False) -> dict[str, Any]:
@@ -822,6 +827,9 @@ class PlotsConfig(_Section):
         enabled: Write the plots (post-fit mass spectrum with pulls, signal-region feature
             closure, profile scan, CLs scan, training curves).
         style: mplhep experiment style: ``CMS``, ``ATLAS`` or ``LHCb``.
+        experiment: The name the plots' label starts with; default the style's (``CMS``...).
+            Set it for events no experiment recorded, e.g. ``LHC Olympics`` for the public
+            R&D dataset, so its plots do not read "CMS Simulation".
         label: Text next to the experiment label (e.g. ``Simulation``, ``Open Data``).
         formats: File formats, any of ``png`` and ``pdf``.
         unit: Unit of the resonant variable on the axes.
@@ -829,6 +837,7 @@ class PlotsConfig(_Section):
 
     enabled: StrictBool = True
     style: Literal["CMS", "ATLAS", "LHCb"] = "CMS"
+    experiment: str | None = None
     label: str = "Simulation"
     formats: list[Literal["png", "pdf"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
     unit: str = "TeV"

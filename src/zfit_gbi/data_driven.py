@@ -284,7 +284,7 @@ def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None,
 
     pc = cfg.plots
     written: list[Path] = []
-    with P.style(pc.style) as exp:
+    with P.style(pc.style, pc.experiment) as exp:
         fig, ax = P.plt.subplots(figsize=(8, 6))
         P.plot_mixture_scan(scan, ax=ax, experiment=exp, text=pc.label)
         written += P.save(fig, out / "ranode_scan", pc.formats)
@@ -292,7 +292,7 @@ def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None,
             fig, ax = P.plt.subplots(figsize=(8, 6))
             P.plot_null_calibration(null, scan.t, ax=ax, experiment=exp, text=pc.label)
             written += P.save(fig, out / "ranode_calibration", pc.formats)
-    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats, pc.style, pc.label)})
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats, pc.style, pc.label, pc.experiment)})
 
 
 def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:

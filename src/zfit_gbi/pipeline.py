@@ -328,7 +328,7 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         from . import plotting as P
 
         with _stage(timings, "plots", quiet):
-            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots.formats, cfg.plots.style, cfg.plots.label)
+            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots.formats, cfg.plots.style, cfg.plots.label, cfg.plots.experiment)
     report = {
         "models": {"background": str(out / "models" / "background"), "signal": str(out / "models" / "signal")},
         "generators": {"background": _describe(bkg_gen), "signal": _describe(sig_gen)},
@@ -675,7 +675,7 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
         from . import plotting as P
 
         pc = cfg.plots
-        with _stage(timings, "binned plots", quiet), P.style(pc.style) as exp:
+        with _stage(timings, "binned plots", quiet), P.style(pc.style, pc.experiment) as exp:
             by = B.expected_by_sample(spec, f.pars)
             fig, axes = P.mass_axes()
             sig = by["signal"] + by.get(SPURIOUS_SAMPLE, 0.0)  # n_S + width * theta
@@ -877,7 +877,7 @@ def _scan_plots(cfg: Any, out: Path, rows: list[dict[str, Any]]) -> list[str]:
     ok = [r for r in rows if "error" not in r]  # a data-driven window whose interval failed still has its p0
     label = f"${cfg.data.resonant}$ [{cfg.plots.unit}]"
     written: list[Path] = []
-    with P.style(cfg.plots.style) as exp:
+    with P.style(cfg.plots.style, cfg.plots.experiment) as exp:
         lim = [r for r in ok if r.get("observed") is not None and r.get("expected") is not None and np.isfinite(r["observed"])]
         if lim:
             fig, ax = P.plt.subplots(figsize=(8, 6))
@@ -979,7 +979,8 @@ def _run_folder(out: Path, summary: dict[str, Any], plots: dict[str, Any] | None
     return cfg, model, parts, bkg_gen, sig_gen
 
 
-def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None) -> list[str]:
+def replot(out: str | Path, *, style: str | None = None, formats: list[str] | None = None, label: str | None = None,
+           experiment: str | None = None) -> list[str]:
     """Re-draw the plots of a finished ``gbi run`` folder (e.g. in another experiment's style)
     from its summary.json, saved generators and the data files its config names; returns the
     written file names. Nothing is retrained or refitted: the parameters are the summary's."""
@@ -989,7 +990,7 @@ def replot(out: str | Path, *, style: str | None = None, formats: list[str] | No
     out = Path(out)
     summary = _read_summary(out)
     plots = {**summary["config"].get("plots", {}), "enabled": True}
-    for key, value in (("style", style), ("formats", formats), ("label", label)):
+    for key, value in (("style", style), ("formats", formats), ("label", label), ("experiment", experiment)):
         if value is not None:
             plots[key] = value
     cfg, model, parts, bkg_gen, sig_gen = _run_folder(out, summary, plots)
@@ -1110,7 +1111,7 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
     from . import plotting as P
 
     pc = cfg.plots
-    with P.style(pc.style) as exp:
+    with P.style(pc.style, pc.experiment) as exp:
         fig, ax = P.plt.subplots(figsize=(8, 6))
         P.plot_neyman(result, ax=ax, poi_label=r"$\mu$" if scale != 1.0 else r"Signal yield $N_S$", experiment=exp, text=pc.label)
         P.save(fig, out / "interval", ("png",))
@@ -1198,7 +1199,7 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
     pc = cfg.plots
     poi_label = r"$\mu$" if cfg.inference.poi == "mu" else r"Signal yield $N_S$"
     written: list[Path] = []
-    with P.style(pc.style) as exp:
+    with P.style(pc.style, pc.experiment) as exp:
         fig, axes = P.mass_axes()
         P.plot_mass_fit(model, events, windows, axes=axes, experiment=exp, text=pc.label, unit=pc.unit)
         written += P.save(fig, out / "postfit_mass", pc.formats)
@@ -1224,14 +1225,15 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
             ax.axvline(sp["value"], color="0.4", ls=":", lw=1)
             written += P.save(fig, out / f"profile_{name}", pc.formats)
 
-    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats, pc.style, pc.label)})
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats, pc.style, pc.label, pc.experiment)})
 
 
-def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str], style: str = "CMS", label: str = "Simulation") -> list[str]:
+def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str], style: str = "CMS", label: str = "Simulation",
+                    experiment: str | None = None) -> list[str]:
     """Training curves of both generators (every ensemble member; ``sig_gen`` None: the
     background's only) in the run's mplhep ``style``; file names written."""
     written: list[Path] = []
-    with P.style(style) as exp:
+    with P.style(style, experiment) as exp:
         for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
             if gen is None:
                 continue

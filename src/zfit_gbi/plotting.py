@@ -59,21 +59,26 @@ _SR_COLOR = "0.85"
 
 
 @contextlib.contextmanager
-def style(experiment: str = "CMS") -> Iterator[str]:
-    """Use an experiment's mplhep style inside the block; yields the experiment's name."""
+def style(experiment: str = "CMS", name: str | None = None) -> Iterator[str]:
+    """Use an experiment's mplhep style inside the block; yields the name the plots' label
+    starts with: ``name`` if given (e.g. ``"LHC Olympics"`` for public events that no
+    experiment recorded), else the experiment's."""
     key = {e.lower(): e for e in EXPERIMENTS}.get(str(experiment).lower())
     if key is None:
         msg = f"unknown plot style {experiment!r}; allowed: {', '.join(EXPERIMENTS)}"
         raise ValueError(msg)
     with plt.style.context(getattr(hep.style, key)):
-        yield key
+        yield key if name is None else name
 
 
 def _label(ax, experiment: str | None, text: str = "Simulation", rlabel: str | None = None) -> None:
     if experiment is None:
         return
-    mod = {"CMS": hep.cms, "ATLAS": hep.atlas, "LHCb": hep.lhcb}.get(experiment, hep.cms)
-    mod.label(text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
+    mod = {"CMS": hep.cms, "ATLAS": hep.atlas, "LHCb": hep.lhcb}.get(experiment)
+    if mod is None:  # a name of the user's (plots.experiment): mplhep's generic label
+        hep.label.exp_label(exp=experiment, text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
+    else:
+        mod.label(text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
 
 
 def save(fig: mpl.figure.Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:

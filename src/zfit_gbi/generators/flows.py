@@ -57,16 +57,20 @@ class FlowConfig:
             the identity). ``2``: nflows' block layout with that MADE: each block is the MADE
             transform and then batch norm, and an affine block maps
             ``z = x * (softplus(s) + 1e-3) + shift`` (the presets' layout until 2026-11-28; its
-            saved flows keep it). ``3`` (the ``cathode()`` and ``hisigma()`` presets): nflows'
-            block layout *and* MADE: the context enters the first layer only, that layer is
-            linear (no activation before the next), and weights and biases start as PyTorch's
-            ``nn.Linear``. In the CATHODE setting layout 3 ends 15 epochs within 0.007 nats of
-            nflows (3 seeds, ``benchmarks/training.py``); layout 2 ended 0.034 behind.
+            saved flows keep it). ``3``: nflows' block layout with a MADE whose context enters
+            the first layer only, that layer linear, weights and biases started as PyTorch's
+            ``nn.Linear`` (the presets' layout on 2026-11-28 only: a mis-reading of nflows'
+            MADE, which does apply the activation there; its saved flows keep it). ``4`` (the
+            ``cathode()`` and ``hisigma()`` presets): nflows' block layout *and* nflows 0.14's
+            MADE as it computes, ``h1 = relu(W1 x + b1 + relu(Wc c + bc))``, ``h2 = relu(W2 h1 +
+            b2)``, ``out = W3 h2 + b3`` (the context through its own biased, activated layer
+            into the first), weights and biases started as PyTorch's ``nn.Linear``.
+            Measured against nflows in ``benchmarks/training.py`` (README, "Measured").
             The default stays 1: the test suite's small affine flows without batch norm
             interpolated worse into the signal region with layout 2
             (``test_model.py::test_zero_injection`` fails: a background-only fit 4 errors below
-            0). Layout 3 passes ``test_model.py`` (checked 2026-11-28); as the default it would
-            move every measured number, so that waits for a change that reruns them.
+            0). Layout 3 passed ``test_model.py`` (checked 2026-11-28); as the default, any
+            layout would move every measured number, so that waits for a change that reruns them.
     """
 
     transform: Literal["affine", "rqs"] = "affine"
@@ -76,14 +80,14 @@ class FlowConfig:
     tail_bound: float = 5.0
     batch_norm: bool = False
     activation: str = "relu"
-    layout: Literal[1, 2, 3] = 1
+    layout: Literal[1, 2, 3, 4] = 1
 
     def __post_init__(self) -> None:
         if self.transform not in ("affine", "rqs"):
             msg = f"FlowConfig.transform must be 'affine' or 'rqs', got {self.transform!r}"
             raise ValueError(msg)
-        if self.layout not in (1, 2, 3) or type(self.layout) is not int:
-            msg = f"FlowConfig.layout must be 1, 2 or 3, got {self.layout!r}"
+        if self.layout not in (1, 2, 3, 4) or type(self.layout) is not int:
+            msg = f"FlowConfig.layout must be 1, 2, 3 or 4, got {self.layout!r}"
             raise ValueError(msg)
         if self.n_layers < 1 or not self.hidden_units or min(self.hidden_units) < 1:
             msg = f"FlowConfig needs n_layers >= 1 and positive hidden_units, got {self}"
@@ -95,14 +99,14 @@ class FlowConfig:
 
     @classmethod
     def cathode(cls) -> FlowConfig:
-        """CATHODE's background flow: MAF, 15 blocks, 128 hidden units, batch norm (nflows' layout and MADE: layout 3)."""
-        return cls(transform="affine", n_layers=15, hidden_units=(128, 128), batch_norm=True, layout=3)
+        """CATHODE's background flow: MAF, 15 blocks, 128 hidden units, batch norm (nflows' layout and MADE: layout 4)."""
+        return cls(transform="affine", n_layers=15, hidden_units=(128, 128), batch_norm=True, layout=4)
 
     @classmethod
     def hisigma(cls) -> FlowConfig:
         """HI-SIGMA's flows: autoregressive RQS, 5 layers, 32 hidden units, 24 bins, tail bound 5
-        (nflows' layout and MADE: layout 3)."""
-        return cls(transform="rqs", n_layers=5, hidden_units=(32, 32), n_bins=24, tail_bound=5.0, layout=3)
+        (nflows' layout and MADE: layout 4)."""
+        return cls(transform="rqs", n_layers=5, hidden_units=(32, 32), n_bins=24, tail_bound=5.0, layout=4)
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,7 @@ class _Networks:
                 hidden_units=list(cfg.hidden_units),
                 activation=cfg.activation,
                 kernel_initializer=_kernel_initializer(cfg.layout, seed + 7919 * k),
-                conditional_input_layers="first_layer" if cfg.layout == 3 else "all_layers",
+                conditional_input_layers="first_layer" if cfg.layout >= 3 else "all_layers",
                 dtype=dtype,
                 name=f"made{k}",
             )
@@ -239,8 +243,8 @@ class _Networks:
         c = tf.zeros([1, n_context], dtype) if n_context else None
         for k, made in enumerate(self.mades):
             made(x, conditional_input=c) if n_context else made(x)
-            if cfg.layout == 3:
-                _as_nflows_made(made, seed + 7919 * k)
+            if cfg.layout >= 3:
+                _as_nflows_made(made, seed + 7919 * k, cfg.layout)
             else:
                 _shrink_output_layer(made)
         for bn in self.bns:
@@ -284,27 +288,37 @@ def _positive(gamma: tf.Tensor) -> tf.Tensor:
 
 
 def _kernel_initializer(layout: int, seed: int):
-    """Layouts 1 and 2: Glorot. Layout 3: PyTorch's default for ``nn.Linear``, which nflows keeps,
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (a variance scale of 1/3)."""
-    if layout == 3:
+    """Layouts 1 and 2: Glorot. Layouts 3 and 4: PyTorch's default for ``nn.Linear``, which nflows
+    keeps, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (a variance scale of 1/3)."""
+    if layout >= 3:
         return tf_keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform", seed=seed)
     return tf_keras.initializers.GlorotUniform(seed=seed)
 
 
-def _as_nflows_made(made, seed: int) -> None:
-    """Make a built TFP MADE (context at the first layer, PyTorch-scaled kernels) nflows' MADE:
-    its first hidden layer linear (TFP applies the activation after every hidden layer), and
-    PyTorch's default biases, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for its layers (TFP starts
-    them at zero), with no shrunken output layer: nflows' initialisation. Started like
-    layout 1 (zero biases, Glorot kernels, output weights x 0.01), the CATHODE setting ends 15
-    epochs at -3.405 where nflows reaches -3.439, and nflows started that way follows the same
-    slower curve (``benchmarks/training.py --layout 2 --nflows-init tfp``: -3.209 after the first
-    epoch against nflows' -3.329 and this package's -3.188; the output layer's x 0.01 alone,
-    ``--nflows-init tfp-output``, is about half of it)."""
-    first = next(la for la in made._network.layers if isinstance(la, tf_keras.layers.Activation))
-    first.activation = tf_keras.activations.linear
+def _as_nflows_made(made, seed: int, layout: int) -> None:
+    """Make a built TFP MADE (context at the first layer, PyTorch-scaled kernels) nflows' MADE.
+
+    Both layouts: PyTorch's default biases, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (TFP starts them
+    at zero), and no shrunken output layer, as nflows starts. Layout 4: the context layer gets
+    its own bias and activation, ``relu(Wc c + bc)``, added before the first activation, as
+    nflows 0.14's ``MADE.forward`` computes. Layout 3 instead made the first hidden layer linear
+    and the context layer bias-free, a mis-reading of that code kept for its saved flows.
+    Started like layout 1 (zero biases, Glorot kernels, output weights x 0.01), the CATHODE
+    setting ends 15 epochs at -3.405 where nflows reaches -3.439, and nflows started that way
+    follows the same slower curve (``benchmarks/training.py --layout 2 --nflows-init tfp``)."""
+    layers = made._network.layers
+    if layout == 3:
+        first = next(la for la in layers if isinstance(la, tf_keras.layers.Activation))
+        first.activation = tf_keras.activations.linear
+    elif made._conditional:
+        # the Dense fed by the conditional input (TFP builds it without bias or activation)
+        cond_name = made._network.inputs[1].name
+        ctx = next(la for la in layers if isinstance(la, tf_keras.layers.Dense) and la.input.name == cond_name)
+        ctx.bias = ctx.add_weight(name="bias", shape=(ctx.units,), initializer="zeros", dtype=ctx.dtype, trainable=True)
+        ctx.use_bias = True
+        ctx.activation = tf_keras.activations.get(made._activation)
     rng = np.random.default_rng(seed)
-    for layer in made._network.layers:
+    for layer in layers:
         if isinstance(layer, tf_keras.layers.Dense) and layer.use_bias:
             bound = 1.0 / math.sqrt(layer.kernel.shape[0])
             layer.bias.assign(rng.uniform(-bound, bound, layer.bias.shape).astype(layer.bias.dtype.as_numpy_dtype))
@@ -732,6 +746,7 @@ class Flow:
         cfg = self.config
         arch = f"MAF-{cfg.transform}" + (f"({cfg.n_bins} bins, tail {cfg.tail_bound:g})" if cfg.transform == "rqs" else "")
         arch += f", {cfg.n_layers} blocks x {list(cfg.hidden_units)}" + (", batch norm" if cfg.batch_norm else "")
+        arch += f", layout {cfg.layout}" if cfg.layout != 1 else ""
         box = ", ".join(f"{f} in [{a:g}, {b:g}]" for f, (a, b) in self.bounds.items())
         cond = f" | {', '.join(self.context)}" if self.context else ""
         h = self.history
