@@ -46,7 +46,8 @@ def main() -> None:
     res = scan(load_config(tmp / "slide.yaml"), tmp / "scan", np.asarray(args.masses))
     rows = [{"mass": r["mass"], "signal_region": r["windows"]["signal_region"], "signal_yield": r.get("signal_yield"),
              "error_low": r.get("signal_yield_error_low"), "error_high": r.get("signal_yield_error_high"),
-             "significance_asymptotic": r.get("significance"), "upper_limit": r.get("observed")} for r in res["rows"]]
+             "significance_asymptotic": r.get("significance"), "upper_limit": r.get("observed"),
+             "background_error": r.get("background_error"), "notes": r.get("signal_yield_notes")} for r in res["rows"]]
     report("sliding_scan", rows, {"seconds": time.perf_counter() - t, "folder": str(tmp / "scan"), "truth": {"mass": 3.5, "n_signal": 300}})
 
 

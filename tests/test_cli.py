@@ -650,6 +650,8 @@ def test_scan_data_driven_slides_the_windows(tmp_path, capsys):
         assert r["fit_valid"] == run["fit_valid"]  # (tiny flows: the R-ANODE interval may hit the w grid's edge)
         assert r["signal_yield"] == run["signal_yield"]["value"]
         assert r["significance"] == run["discovery"]["significance"] >= 0
+        assert r["background_error"] == 0.0  # one background member: no jackknife
+        assert r["signal_yield_notes"] == run["signal_yield"].get("notes", [])
         n_sr.append(r["n_signal_region"])
     assert n_sr[0] != n_sr[1]
     assert "scan_p0.png" in s["plots"]

@@ -395,7 +395,10 @@ def _window_task(task: dict[str, Any]) -> dict[str, Any]:
     row.update({"fit_valid": bool(s["fit_valid"]), "signal_yield": y["value"], "signal_yield_error_low": y["error_low"],
                 "signal_yield_error_high": y["error_high"], "signal_yield_error": 0.5 * (y["error_low"] + y["error_high"]),
                 "p0": disc.get("p0"), "significance": disc.get("significance"), "calculator": disc.get("calculator"),
-                "asymptotic": disc.get("asymptotic"), "n_signal_region": s["n_events"]["signal_region"]})
+                "asymptotic": disc.get("asymptotic"), "n_signal_region": s["n_events"]["signal_region"],
+                # the background generator's share of the error (member jackknife, events; 0 without an ensemble)
+                "background_error": ((s.get("ranode") or {}).get("background_members") or {}).get("error", 0.0),
+                "signal_yield_notes": list(y.get("notes", []))})
     if ul is not None:
         row.update({"cl": ul["cl"], "observed": ul["observed"], "expected": ul["expected"]})
     return row
