@@ -463,39 +463,17 @@ def test_background_trained_inside_the_mixture_leaves_the_signal_out(bench, side
     assert abs(kl_mixture - kl_clean) < 0.03, (kl_mixture, kl_clean)
 
 
-def test_layout_3_builds_nflows_made(bench):
-    """Layout 3's MADE (nflows' as first read, kept for its saved flows): out = W3 relu(W2 (W1 x
-    + Wc c + b1) + b2) + b3, i.e. the context enters the first layer only and that layer is
-    linear; the weights start as PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not
-    zero)."""
-    from zfit_gbi._tf import tf, tf_keras
-
-    flow = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16), layout=3), seed=4)
-    rng = np.random.default_rng(0)
-    x, c = rng.standard_normal((50, 4)).astype(np.float32), rng.standard_normal((50, 1)).astype(np.float32)
-    for made in flow._nets32.mades:
-        dense = [la for la in made._network.layers if isinstance(la, tf_keras.layers.Dense)]
-        ctx = [la for la in dense if la.kernel.shape[0] == 1]
-        assert len(ctx) == 1
-        assert not ctx[0].use_bias
-        k1, k2, k3 = (la for la in dense if la not in ctx)
-        for la in (k1, k2, k3):
-            bound = 1 / np.sqrt(la.kernel.shape[0])
-            assert np.max(np.abs(la.kernel.numpy())) <= bound
-            assert 0 < np.max(np.abs(la.bias.numpy())) <= bound
-        h = x @ k1.kernel.numpy() + k1.bias.numpy() + c @ ctx[0].kernel.numpy()
-        h = np.maximum(h @ k2.kernel.numpy() + k2.bias.numpy(), 0)
-        want = (h @ k3.kernel.numpy() + k3.bias.numpy()).reshape(50, 4, 2)
-        np.testing.assert_allclose(made(tf.constant(x), conditional_input=tf.constant(c)).numpy(), want, rtol=1e-4, atol=1e-5)
-
-
-def test_layout_4_builds_nflows_made(bench):
+@pytest.mark.parametrize("layout", [3, 4])
+def test_nflows_made_layouts(bench, layout):
     """Layout 4's MADE computes as nflows 0.14's MADE.forward (non-residual, one block):
-    out = W3 relu(W2 relu(W1 x + b1 + relu(Wc c + bc)) + b2) + b3; every layer, the context's
-    included, starts as PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not zero)."""
+    out = W3 relu(W2 relu(W1 x + b1 + relu(Wc c + bc)) + b2) + b3. Layout 3 (nflows' as first
+    read, kept for its saved flows): out = W3 relu(W2 (W1 x + Wc c + b1) + b2) + b3, a linear
+    first layer and a bias-free context. Both: the context enters the first layer only, and every
+    layer starts as PyTorch's nn.Linear (|w|, |b| <= 1/sqrt(fan_in), biases not zero); the float64
+    twin has the same weights."""
     from zfit_gbi._tf import tf, tf_keras
 
-    flow = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16), layout=4), seed=4)
+    flow = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=2, hidden_units=(16, 16), layout=layout), seed=4)
     rng = np.random.default_rng(0)
     x, c = rng.standard_normal((50, 4)).astype(np.float32), rng.standard_normal((50, 1)).astype(np.float32)
 
@@ -506,16 +484,19 @@ def test_layout_4_builds_nflows_made(bench):
         dense = [la for la in made._network.layers if isinstance(la, tf_keras.layers.Dense)]
         ctx = [la for la in dense if la.kernel.shape[0] == 1]
         assert len(ctx) == 1
-        k1, k2, k3 = (la for la in dense if la not in ctx)
-        for la in (ctx[0], k1, k2, k3):
+        ctx = ctx[0]
+        assert ctx.use_bias is (layout == 4)
+        k1, k2, k3 = (la for la in dense if la is not ctx)
+        for la in (k1, k2, k3, *([ctx] if layout == 4 else [])):
             bound = 1 / np.sqrt(la.kernel.shape[0])
             assert np.max(np.abs(la.kernel.numpy())) <= bound
             assert 0 < np.max(np.abs(la.bias.numpy())) <= bound
-        w = {la: (la.kernel.numpy(), la.bias.numpy()) for la in dense}
-        h = relu(x @ w[k1][0] + w[k1][1] + relu(c @ w[ctx[0]][0] + w[ctx[0]][1]))
-        h = relu(h @ w[k2][0] + w[k2][1])
-        want = (h @ w[k3][0] + w[k3][1]).reshape(50, 4, 2)
+        if layout == 4:
+            h = relu(x @ k1.kernel.numpy() + k1.bias.numpy() + relu(c @ ctx.kernel.numpy() + ctx.bias.numpy()))
+        else:
+            h = x @ k1.kernel.numpy() + k1.bias.numpy() + c @ ctx.kernel.numpy()
+        h = relu(h @ k2.kernel.numpy() + k2.bias.numpy())
+        want = (h @ k3.kernel.numpy() + k3.bias.numpy()).reshape(50, 4, 2)
         np.testing.assert_allclose(made(tf.constant(x), conditional_input=tf.constant(c)).numpy(), want, rtol=1e-4, atol=1e-5)
-    # the float64 twin has the same weights, the context biases included
     for a, b in zip(flow._nets32.get_weights(), flow._nets64.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-7)

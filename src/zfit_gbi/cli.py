@@ -317,13 +317,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     sliding = res.get("sliding_windows", False)  # data-driven: calibrated Z and the R-ANODE limit, windows slide with the mass
     print(_table(rows, ["mass", "signal yield", "Z" if sliding else "local Z", "limit obs" if sliding else "CLs obs",
                         "limit exp" if sliding else "CLs exp"]))
-    for r in res["rows"]:  # why a limit is NaN, what to know about a finite one or a yield (per mass)
-        for text in r.get("signal_yield_notes") or []:
-            print(f"note on the signal yield at {r['mass']:.4g}: {text}")
-        for text in r.get("problems") or []:
-            print(f"problem with the CLs limit at {r['mass']:.4g}: {text}")
-        for text in r.get("notes") or []:
-            print(f"note on the CLs limit at {r['mass']:.4g}: {text}")
+    said = (("signal_yield_notes", "note on the signal yield"), ("problems", "problem with the CLs limit"), ("notes", "note on the CLs limit"))
+    for r in res["rows"]:  # what to know about a yield, why a limit is NaN, what to know about a finite one (per mass)
+        for key, what in said:
+            for text in r.get(key) or []:
+                print(f"{what} at {r['mass']:.4g}: {text}")
     if sliding:
         print(f"each window's gbi run: {Path(args.out)}/mass_<m>/ (summary.json, plots)")
     if res.get("look_elsewhere"):

@@ -292,7 +292,7 @@ def _plots(cfg: Any, out: Path, scan: MixtureScan, null: NullCalibration | None,
             fig, ax = P.plt.subplots(figsize=(8, 6))
             P.plot_null_calibration(null, scan.t, ax=ax, experiment=exp, text=pc.label)
             written += P.save(fig, out / "ranode_calibration", pc.formats)
-    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc.formats, pc.style, pc.label, pc.experiment)})
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, None, out, pc)})
 
 
 def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) -> dict[str, Any]:
@@ -397,7 +397,7 @@ def _window_task(task: dict[str, Any]) -> dict[str, Any]:
                 "p0": disc.get("p0"), "significance": disc.get("significance"), "calculator": disc.get("calculator"),
                 "asymptotic": disc.get("asymptotic"), "n_signal_region": s["n_events"]["signal_region"],
                 # the background generator's share of the error (member jackknife, events; 0 without an ensemble)
-                "background_error": ((s.get("ranode") or {}).get("background_members") or {}).get("error", 0.0),
+                "background_error": (s["ranode"]["background_members"] or {}).get("error", 0.0),
                 "signal_yield_notes": list(y.get("notes", []))})
     if ul is not None:
         row.update({"cl": ul["cl"], "observed": ul["observed"], "expected": ul["expected"]})

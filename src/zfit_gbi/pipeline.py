@@ -328,7 +328,7 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         from . import plotting as P
 
         with _stage(timings, "plots", quiet):
-            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots.formats, cfg.plots.style, cfg.plots.label, cfg.plots.experiment)
+            plots = _training_plots(P, bkg_gen, sig_gen, out, cfg.plots)
     report = {
         "models": {"background": str(out / "models" / "background"), "signal": str(out / "models" / "signal")},
         "generators": {"background": _describe(bkg_gen), "signal": _describe(sig_gen)},
@@ -1225,15 +1225,15 @@ def _plots(cfg: Any, out: Path, model: Any, events: Events, windows: Windows, bk
             ax.axvline(sp["value"], color="0.4", ls=":", lw=1)
             written += P.save(fig, out / f"profile_{name}", pc.formats)
 
-    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc.formats, pc.style, pc.label, pc.experiment)})
+    return sorted({*(p.name for p in written), *_training_plots(P, bkg_gen, sig_gen, out, pc)})
 
 
-def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list[str], style: str = "CMS", label: str = "Simulation",
-                    experiment: str | None = None) -> list[str]:
+def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, pc: Any) -> list[str]:
     """Training curves of both generators (every ensemble member; ``sig_gen`` None: the
-    background's only) in the run's mplhep ``style``; file names written."""
+    background's only) with the run's plots section ``pc`` (style, label, formats); file names
+    written."""
     written: list[Path] = []
-    with P.style(style, experiment) as exp:
+    with P.style(pc.style, pc.experiment) as exp:
         for gen, name in ((bkg_gen, "background"), (sig_gen, "signal")):
             if gen is None:
                 continue
@@ -1242,8 +1242,8 @@ def _training_plots(P: Any, bkg_gen: Any, sig_gen: Any, out: Path, formats: list
                 fig, ax = P.plt.subplots(figsize=(8, 6))
                 mixed = name == "background" and all(h.objective == "mixture" for h in hs)
                 title = "Background generator,\nsignal in the sidebands modelled" if mixed else f"{name.capitalize()} generator"
-                P.plot_training(hs, ax=ax, title=title, experiment=exp, text=label)
-                written += P.save(fig, out / f"training_{name}", formats)
+                P.plot_training(hs, ax=ax, title=title, experiment=exp, text=pc.label)
+                written += P.save(fig, out / f"training_{name}", pc.formats)
     return [p.name for p in written]
 
 

@@ -13,6 +13,7 @@ The experiment style (``"CMS"``, ``"ATLAS"``, ``"LHCb"``) is chosen with :func:`
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import tempfile
@@ -75,10 +76,9 @@ def _label(ax, experiment: str | None, text: str = "Simulation", rlabel: str | N
     if experiment is None:
         return
     mod = {"CMS": hep.cms, "ATLAS": hep.atlas, "LHCb": hep.lhcb}.get(experiment)
-    if mod is None:  # a name of the user's (plots.experiment): mplhep's generic label
-        hep.label.exp_label(exp=experiment, text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
-    else:
-        mod.label(text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
+    # a name of the user's (plots.experiment) gets mplhep's generic label
+    draw = mod.label if mod is not None else functools.partial(hep.label.exp_label, exp=experiment)
+    draw(text=text, rlabel=rlabel or "", ax=ax, data=True, loc=0, fontsize="small")
 
 
 def save(fig: mpl.figure.Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
