@@ -47,8 +47,27 @@ def main() -> None:
     rows = [{"mass": r["mass"], "signal_region": r["windows"]["signal_region"], "signal_yield": r.get("signal_yield"),
              "error_low": r.get("signal_yield_error_low"), "error_high": r.get("signal_yield_error_high"),
              "significance_asymptotic": r.get("significance"), "upper_limit": r.get("observed"),
-             "background_error": r.get("background_error"), "notes": r.get("signal_yield_notes")} for r in res["rows"]]
+             "background_error": r.get("background_error"), "notes": r.get("signal_yield_notes"),
+             **_window_details(tmp / "scan" / r["folder"] / "summary.json")} for r in res["rows"]]
     report("sliding_scan", rows, {"seconds": time.perf_counter() - t, "folder": str(tmp / "scan"), "truth": {"mass": 3.5, "n_signal": 300}})
+
+
+def _window_details(summary: Path) -> dict:
+    """From a window's summary.json: the yields with each background member left out, the
+    mass-only fit, and the asymptotic Z with every error of the yield folded in,
+    sqrt(q0) x statistical / total (the training noise and the background jackknife added in
+    quadrature), an approximation for a parabolic likelihood in w."""
+    import json
+    import math
+
+    s = json.loads(summary.read_text())
+    r = s["ranode"]
+    stat, noise, bkg = r["w_error_statistical"], r["w_error_training_noise"], r["w_error_background"]
+    total = math.sqrt(stat**2 + noise**2 + bkg**2)
+    members = r.get("background_members") or {}
+    return {"left_out_yields": members.get("signal_yield"), "mass_only_yield": s["mass_only"]["value"],
+            "mass_only_error": 0.5 * (s["mass_only"]["error_low"] + s["mass_only"]["error_high"]),
+            "significance_all_errors": r["significance"] * stat / total if total > 0 else math.nan}
 
 
 if __name__ == "__main__":

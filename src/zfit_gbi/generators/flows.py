@@ -69,7 +69,8 @@ class FlowConfig:
             The default stays 1: the test suite's small affine flows without batch norm
             interpolated worse into the signal region with layout 2
             (``test_model.py::test_zero_injection`` fails: a background-only fit 4 errors below
-            0). Layouts 3 and 4 pass ``test_model.py`` as the default (checked 2026-11-28); as
+            0). Layouts 3 and 4 pass ``test_model.py`` as the default (checked by hand, 2026-11-28:
+            the defaults edited in a worktree, no script); as
             the default, any layout would move every measured number, so that waits for a change
             that reruns them.
     """
