@@ -36,6 +36,7 @@ def test_demo_small(tmp_path, capsys):
     assert "features: mj1, delta_mj, tau21_j1, tau21_j2" in text
     assert "context:  mjj" in text
     assert "ensemble" in text
+    assert "layout 1" in text  # always named: a results folder says which network it holds
 
 
 def test_errors_and_usage(tmp_path, capsys):

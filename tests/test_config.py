@@ -584,13 +584,15 @@ def test_jit_compile_unset_means_xla_only_for_generators_trained_once() -> None:
 
 
 def test_generator_layout_reaches_the_flow(tmp_path) -> None:
-    """``background.generator.layout: 4`` (nflows' blocks and MADE, as CATHODE and HI-SIGMA
-    train) reaches FlowConfig; an out-of-range or non-integer layout names the key; a layout
-    with a saved ``path`` is a training setting, so an error."""
+    """The default layout is FlowConfig's (1); ``background.generator.layout: 4`` (nflows'
+    blocks and MADE, as CATHODE and HI-SIGMA train) reaches FlowConfig; an out-of-range or
+    non-integer layout names the key; a layout with a saved ``path`` is a training setting, so
+    an error."""
     from zfit_gbi.config import ConfigError, validate_config
     from zfit_gbi.generators import FlowConfig
 
-    assert GeneratorConfig().layout == 1
+    assert GeneratorConfig().layout == FlowConfig().layout == 1
+    assert FlowConfig(**GeneratorConfig().flow_kwargs()).layout == 1
     g = GeneratorConfig(type="maf-affine", batch_norm=True, layout=4)
     assert FlowConfig(**g.flow_kwargs()).layout == 4
     assert GeneratorConfig.model_validate(g.model_dump(mode="json")).layout == 4

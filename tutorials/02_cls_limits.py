@@ -102,7 +102,7 @@ print(f"asymptotic 95% CLs limit on N_S: observed {asym.observed:.1f}; expected 
 assert 0 < e[0] < e[1] < e[2] < e[3] < e[4], "the expected band is ordered"
 assert asym.observed > best.poi_value, "the observed limit lies above the fitted yield"
 
-with P.style("CMS") as exp:
+with P.style("CMS", "zfit-gbi") as exp:  # synthetic events: not "CMS Simulation"
     fig, ax = P.plt.subplots(figsize=(8, 6))
     P.plot_cls(asym, ax=ax, poi_label=r"Signal yield $N_S$", experiment=exp)
     P.save(fig, OUT / "cls_asymptotic", ["png"])
@@ -147,7 +147,7 @@ for i, m in enumerate(MASSES):
 assert np.all(np.isfinite(observed))
 assert np.all(np.isfinite(expected))
 
-with P.style("CMS") as exp:
+with P.style("CMS", "zfit-gbi") as exp:  # synthetic events: not "CMS Simulation"
     fig, ax = P.plt.subplots(figsize=(8, 6))
     P.plot_brazil(MASSES, observed, expected, ax=ax, mass_label=r"$m_{jj}$ hypothesis [TeV]", experiment=exp)
     P.save(fig, OUT / "brazil", ["png"])

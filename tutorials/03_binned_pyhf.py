@@ -111,7 +111,7 @@ for a, b in zip([lim.observed, *lim.expected], [zlim.observed, *zlim.expected], 
 # ## Plots: post-fit templates per bin and the CLs scan with its expected bands
 
 # %%
-with plotting.style("CMS") as exp:
+with plotting.style("CMS", "zfit-gbi") as exp:  # synthetic events: not "CMS Simulation"
     by = infer.expected_by_sample(spec, fit.pars)
     fig, axes = plotting.mass_axes()
     plotting.plot_binned_fit(t.data, {"background": by["background"], "signal": by["signal"]}, t.binning.mass_edges,

@@ -283,7 +283,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  context:  {', '.join(f0['context']) or '(none)'}")
     print("  bounds:   " + ", ".join(f"{k} [{a:g}, {b:g}]" for k, (a, b) in f0["bounds"].items()))
     print(f"  architecture: MAF-{cfg['transform']}, {cfg['n_layers']} blocks x {cfg['hidden_units']}" + (", batch norm" if cfg["batch_norm"] else "")
-          + (f", layout {cfg['layout']}" if cfg.get("layout", 1) != 1 else ""))
+          + f", layout {cfg.get('layout', 1)}")  # format-1 files: layout 1
     for k, f in enumerate(meta["flows"]):
         h = f["history"]
         best = h["val_loss"][h["best_epoch"]] if h.get("best_epoch", -1) >= 0 else float("nan")

@@ -374,7 +374,9 @@ class GeneratorConfig(_Section):
         batch_norm: Batch normalization after each block.
         layout: :attr:`zfit_gbi.generators.FlowConfig.layout`: ``1`` (default) this package's
             blocks and MADE; ``4`` nflows' blocks and MADE, as CATHODE and HI-SIGMA train them
-            (``FlowConfig.cathode()`` / ``hisigma()``); ``2`` and ``3`` kept for saved flows.
+            (``FlowConfig.cathode()`` / ``hisigma()``; closer to the truth on average, see
+            ``FlowConfig.layout`` for why it is not the default); ``2`` and ``3`` kept for saved
+            flows.
         batch_size: Minibatch size (events).
         learning_rate: Initial Adam learning rate.
         patience: Early stopping after this many epochs without improvement.
