@@ -353,6 +353,42 @@ def test_ensemble(bench, train_events, aggregate):
     assert "K=3" in repr(ens)
 
 
+def test_bootstrap_members_validate_on_events_they_never_trained_on():
+    """A bootstrap member's validation events are distinct events held out before the
+    resampling: none of them is in its training part (resampling first and splitting after put
+    copies of most of them there, and early stopping never stopped); the training part is a
+    resample of the rest, of its own size; each seed draws its own."""
+    from zfit_gbi.generators.ensemble import _bootstrap
+
+    n = 1000
+    idx, val = _bootstrap(n, 0.2, seed=3)
+    assert idx.shape == val.shape == (n,)
+    assert val.dtype == bool
+    assert val.sum() == 200
+    assert len(np.unique(idx[val])) == 200
+    assert not set(idx[val]) & set(idx[~val])
+    assert len(np.unique(idx[~val])) < 800  # drawn with replacement
+    assert set(idx[~val]) | set(idx[val]) <= set(range(n))
+    idx2, _ = _bootstrap(n, 0.2, seed=4)
+    assert not np.array_equal(idx, idx2)
+    np.testing.assert_array_equal(_bootstrap(n, 0.2, seed=3)[0], idx)
+
+
+def test_explicit_validation_mask(bench, train_events):
+    """``fit(validation=mask)`` validates on exactly the masked events (the history counts them)
+    and trains on the rest; a mask of the wrong shape or type, or one that marks no event, is an
+    error that names it."""
+    x, m = train_events.array(bench.features)[:1000], train_events["mjj"][:1000]
+    mask = np.zeros(1000, bool)
+    mask[:150] = True
+    f = Flow(bench.features, bench.bounds, ("mjj",), FlowConfig(n_layers=1, hidden_units=(8,)))
+    h = f.fit(x, m, validation=mask, epochs=1, batch_size=256, progress=False, jit_compile=False)
+    assert (h.n_val, h.n_train) == (150, 850)
+    for bad, what in ((mask[:10], "shape"), (mask.astype(int), "boolean"), (np.zeros(1000, bool), "no event")):
+        with pytest.raises(ValueError, match=what):
+            f.fit(x, m, validation=bad, epochs=1, progress=False, jit_compile=False)
+
+
 def test_batched_evaluation_equals_one_pass(bench, cond_flow):
     """Memory-bounded evaluation: the same log-densities in batches of 1000 (padded last batch)
     as in one pass, and for sizes below a batch (padded to a power of two)."""

@@ -109,7 +109,8 @@ class FlowEnsemble:
         **overrides: Any,
     ) -> FlowEnsemble:
         """Train ``k`` members, member ``i`` with seed ``train.seed + i`` and (if ``bootstrap``)
-        on a bootstrap resample of the events drawn with that seed.
+        on a bootstrap resample of the events drawn with that seed; its validation events are
+        held out before the resampling, distinct and not in its training part (:func:`_bootstrap`).
 
         ``executor`` (:func:`zfit_gbi.executor.run_tasks`): ``None`` trains the members one
         after the other here; ``"processes"``, ``"dask"``, a scheduler address or a Dask
@@ -135,12 +136,12 @@ class FlowEnsemble:
         tasks = []
         for i in range(k):
             seed = base.seed + i
-            idx = np.random.default_rng(10_000 + seed).integers(0, len(x), len(x)) if bootstrap else np.arange(len(x))
+            idx, val = _bootstrap(len(x), base.validation_fraction, seed) if bootstrap else (np.arange(len(x)), None)
             tasks.append({
                 "features": list(features), "bounds": {f: tuple(b) for f, b in bounds.items()}, "context": list(context_names),
                 "config": asdict(config or FlowConfig()), "train": asdict(replace(base, seed=seed, progress=base.progress and not remote)),
                 "seed": seed, "x": x[idx], "c": None if c is None else c[idx], "w": None if w is None else w[idx], "state": remote,
-                "mixture": None if mix is None else tuple(a[idx] for a in mix),
+                "mixture": None if mix is None else tuple(a[idx] for a in mix), "validation": val,
             })
         if remote:
             out = run_tasks(_train_member, tasks, executor=executor)
@@ -263,6 +264,23 @@ class FlowEnsemble:
         )
 
 
+def _bootstrap(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A member's events: ``(indices, validation mask)``. The validation events (a seeded
+    ``validation_fraction`` of the distinct events) are held out first and kept once each; the
+    training part is a bootstrap resample of the rest, of its own size. Resampling first and
+    splitting after would put copies of most validation events into the training part: the
+    validation loss then keeps falling while the flow overfits, and early stopping never
+    stops (measured before this split existed: 5 x 2x64 spline flows on 7.6k sideband events
+    ran all 30 epochs and ended twice as far from the true density, in KL, as the same
+    ensemble without resampling; README, "Bootstrap ensembles and early stopping")."""
+    rng = np.random.default_rng(10_000 + seed)
+    perm = rng.permutation(n)
+    n_val = max(1, round(validation_fraction * n))
+    val, rest = perm[:n_val], perm[n_val:]
+    idx = np.concatenate([rest[rng.integers(0, len(rest), len(rest))], val])
+    return idx, np.arange(n) >= n - n_val
+
+
 def _train_member(task: dict[str, Any]) -> Any:
     """One ensemble member (module level, so worker processes can run it): the trained
     :class:`Flow`, or its plain-data state (``task["state"]``) to send back from a worker."""
@@ -271,5 +289,5 @@ def _train_member(task: dict[str, Any]) -> Any:
     cfg = dict(task["config"])
     cfg["hidden_units"] = tuple(cfg["hidden_units"])
     flow = Flow(task["features"], task["bounds"], task["context"], FlowConfig(**cfg), seed=task["seed"])
-    flow.fit(task["x"], task["c"], task["w"], TrainConfig(**task["train"]), mixture=task.get("mixture"))
+    flow.fit(task["x"], task["c"], task["w"], TrainConfig(**task["train"]), mixture=task.get("mixture"), validation=task.get("validation"))
     return flow_state(flow) if task["state"] else flow

@@ -716,19 +716,21 @@ class Flow:
         train: TrainConfig | None = None,
         *,
         mixture: tuple[float | np.ndarray, np.ndarray, np.ndarray] | None = None,
+        validation: np.ndarray | None = None,
         **overrides: Any,
     ) -> TrainingHistory:
         """Train by maximum likelihood; returns (and keeps) the :class:`TrainingHistory`.
 
         Ctrl-C stops training, keeps the best weights so far and re-raises.
         Keyword overrides update ``train`` (e.g. ``fit(x, c, epochs=5)``). ``mixture``: train
-        inside a mixture with fixed per-event densities (see
+        inside a mixture with fixed per-event densities; ``validation``: a boolean mask of the
+        validation events instead of a random split (both: see
         :func:`zfit_gbi.generators.training.train_flow`).
         """
         from .training import train_flow
 
         cfg = replace(train or TrainConfig(), **overrides)
-        return train_flow(self, x, context, weights, cfg, mixture=mixture)
+        return train_flow(self, x, context, weights, cfg, mixture=mixture, validation=validation)
 
     # ---- weights -----------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:

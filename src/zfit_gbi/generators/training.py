@@ -136,6 +136,7 @@ def train_flow(
     cfg: TrainConfig,
     *,
     mixture: tuple[float | np.ndarray, np.ndarray, np.ndarray] | None = None,
+    validation: np.ndarray | None = None,
 ) -> TrainingHistory:
     """Train ``flow`` in place (float32) and return its history.
 
@@ -153,6 +154,12 @@ def train_flow(
             event (shape ``(n_events,)``: the signal-aware background generator trains with
             ``w`` = 1 - the fitted signal fraction at each event's mass, ``log_a`` = 0 and
             ``log_b`` = log p_S(x | m)). ``w`` = 1 is plain maximum likelihood for that event.
+        validation: Boolean mask ``(n_events,)`` of the events that form the validation set
+            (early stopping and the kept weights), instead of a seeded random
+            ``cfg.validation_fraction`` of them. A bootstrap resample must use it: drawn with
+            replacement, a random split puts copies of most validation events in the training
+            part, and the validation loss then keeps falling while the flow overfits
+            (:meth:`FlowEnsemble.train <zfit_gbi.generators.FlowEnsemble.train>`).
 
     Raises:
         ValueError: for bad shapes or too few events.
@@ -166,7 +173,15 @@ def train_flow(
         if weights.shape != (n,) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
             msg = f"weights must be finite, non-negative and of shape ({n},)"
             raise ValueError(msg)
-    n_val = max(1, round(cfg.validation_fraction * n))
+    if validation is not None:
+        validation = np.asarray(validation)
+        if validation.shape != (n,) or validation.dtype != bool:
+            msg = f"validation must be a boolean mask of shape ({n},), got {validation.dtype} {validation.shape}"
+            raise ValueError(msg)
+    n_val = max(1, round(cfg.validation_fraction * n)) if validation is None else int(validation.sum())
+    if n_val < 1:
+        msg = "validation marks no event: early stopping needs at least one validation event"
+        raise ValueError(msg)
     if n - n_val < 2:
         msg = f"too few events to train a flow: {n} (need at least 3 with a validation split)"
         raise ValueError(msg)
@@ -191,8 +206,11 @@ def train_flow(
     mix = mixture is not None
 
     rng = np.random.default_rng(cfg.seed)
-    perm = rng.permutation(n)
-    i_val, i_tr = perm[:n_val], perm[n_val:]
+    if validation is None:
+        perm = rng.permutation(n)
+        i_val, i_tr = perm[:n_val], perm[n_val:]
+    else:
+        i_val, i_tr = np.flatnonzero(validation), np.flatnonzero(~validation)
     flow._seed = cfg.seed
     # fresh, seeded weights: training the same flow twice with one seed gives the same result
     from .flows import _Networks
