@@ -69,7 +69,7 @@ class FlowConfig:
             ``benchmarks/interpolation.py --layouts 1 4 --seeds 4``), but not where the signal
             lives: with the test suite's small generator the PAWS-style fit's signal parameter
             comes out high in each of 4 training seeds, by 1.6 to 6.2 of its errors (layout 1:
-            all within 1.3), and the demo's ensemble members disagree more in the most
+            all within 1.3; ``benchmarks/paws_layouts.py``), and the demo's ensemble members disagree more in the most
             signal-like bins (the binned route's expected limit 82.7 instead of 29.1). The
             average KL is dominated by the bulk; a GBI fit is decided in the tail. (As the
             default, layout 2's small affine flows failed ``test_model.py::test_zero_injection``;
