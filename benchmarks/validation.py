@@ -73,15 +73,21 @@ def _check(name: str, value: float, error: float, target: str, passed: bool) -> 
 
 
 def _checks(s: dict, z: dict, spread: float, spread_err: float, added: float, auc: float, auc_err: float,
-            added_spurious: float | None = None, ideal: dict | None = None) -> list[dict]:
+            added_spurious: float | None = None, ideal: dict | None = None, n_members: int = 3) -> list[dict]:
     """Pass/fail of every check against its target (``s``, ``z``: the signal and background-only
-    study summaries; ``added_spurious``: the width eigen + spurious-signal nuisances add)."""
+    study summaries; ``added_spurious``: the width eigen + spurious-signal nuisances add).
+
+    The spurious-signal width is the standard deviation of ``n_members`` members' yields: an
+    estimate with a relative error of 1 / sqrt(2 (K - 1)) (50 % for K = 3), which enters the
+    ratio's error beside the retraining spread's own."""
     extra = []
     if added_spurious is not None:
         a = added_spurious
-        extra = [_check("retraining spread / added width of eigen + spurious-signal nuisances", spread / a if a > 0 else math.inf,
-                        spread_err / a if a > 0 else math.nan, "<= 1 + 2 errors (the nuisances cover the generator's own error)",
-                        a > 0 and spread / a <= 1 + 2 * spread_err / a)]
+        ratio = spread / a if a > 0 else math.inf
+        err = ratio * math.hypot(spread_err / spread, 1 / math.sqrt(2 * (n_members - 1))) if a > 0 else math.nan
+        extra = [_check(f"retraining spread / added width of eigen + spurious-signal nuisances (width from {n_members} members)", ratio, err,
+                        "<= 1 + 2 errors (the nuisances cover the generator's own error; error: the spread's and the width's)",
+                        a > 0 and ratio <= 1 + 2 * err)]
     out = [
         _check("pull mean (profile-likelihood errors, as quoted)", s["likelihood_pull_mean"], s["likelihood_pull_mean_error"], "|mean| < 0.1",
                abs(s["likelihood_pull_mean"]) < 0.1),
@@ -136,11 +142,13 @@ def main() -> None:
                          "instead, into closure_default_generator of the report (the toys' model keeps the affine one)")
     ap.add_argument("--part", choices=("all", "signal", "null", "rest", "merge", "report", "generator", "closure"), default="all",
                     help="run the signal toys ('signal') and everything else ('rest') in two processes at once "
-                         "(both train the same seeded generators; 'rest' waits for the signal toys and writes the report); "
+                         "(both train the same seeded generators; 'signal' first deletes an earlier run's signal-toy file, "
+                         "'rest' waits for the new one, of the same --toys/--seed/--epochs, and writes the report); "
                          "'report' recomputes the summaries and checks of results/<name>.json from its stored toys; "
                          "'generator' adds the spurious-signal nuisance to the generator-error check of a finished report "
                          "(same generators, data fits only, the stored retrainings); 'null' runs the background-only toys alone "
-                         "and 'merge' puts the toys of 'signal' and 'null' into the finished report (toys rerun, the rest kept); "
+                         "and 'merge' puts the toys of 'signal' and 'null' into the finished report (toys rerun, the rest kept; "
+                         "a part file older than the report is skipped); "
                          "'closure' reruns the closure test alone (same seeded generators, about 2 minutes) into the finished report")
     args = ap.parse_args()
     if args.quick:
@@ -153,6 +161,9 @@ def main() -> None:
         doc = json.loads(path.read_text())
         for key, part in (("signal_toys", "signal"), ("background_only_toys", "null")):
             f = RESULTS / f"{args.name}_{part}_toys.json"
+            if not f.exists() or f.stat().st_mtime < path.stat().st_mtime:  # not rerun since the report: keep the report's
+                print(f"{f.name}: {'missing' if not f.exists() else 'older than the report'}; the report's {part} toys kept")
+                continue
             d = json.loads(f.read_text())
             doc[key] = {"summary": d["summary"], "toys": d["toys"]}
             doc.setdefault("timings", {})[f"{part} toys (rerun)"] = d.get("seconds")
@@ -160,6 +171,10 @@ def main() -> None:
         _recompute(path)
         return
     t_all = time.perf_counter()
+    started = time.time()
+    part_file = RESULTS / f"{args.name}_signal_toys.json"
+    if args.part == "signal":  # a stale file of an earlier run must not satisfy the 'rest' process waiting for this one
+        part_file.unlink(missing_ok=True)
     timings: dict[str, float] = {}
     bench = ResonantBenchmark()
     w = bench.windows
@@ -215,14 +230,14 @@ def main() -> None:
         p.set_value(0.0)
     n_b = base.values[model.n_bkg.name]
 
-    part_file = RESULTS / f"{args.name}_signal_toys.json"
     if args.part in ("all", "signal"):  # ('null' skips these)
         t = time.perf_counter()
         signal = toy_study(model, n_signal=N_SIG, n_background=n_b, n_toys=args.toys, seed=args.seed, limit=True)
         timings["signal toys"] = time.perf_counter() - t
         print(signal, flush=True)
         if args.part == "signal":
-            part_file.write_text(json.dumps({**signal.to_dict(), "seconds": timings["signal toys"]}, default=float))
+            settings = {"toys": args.toys, "seed": args.seed, "epochs": args.epochs}
+            part_file.write_text(json.dumps({**signal.to_dict(), "seconds": timings["signal toys"], "settings": settings}, default=float))
             print(f"wrote {part_file}")
             return
     t = time.perf_counter()
@@ -276,13 +291,21 @@ def main() -> None:
             print("waiting for the signal toys ...", flush=True)
             time.sleep(60)
         doc = json.loads(part_file.read_text())
+        settings = {"toys": args.toys, "seed": args.seed, "epochs": args.epochs}
+        if doc.get("settings") != settings:
+            raise SystemExit(f"{part_file}: signal toys of other settings ({doc.get('settings')}, this run {settings}): "
+                             "rerun --part signal with this run's settings")
+        if part_file.stat().st_mtime < started:
+            print(f"note: {part_file.name} was written before this process started "
+                  f"({time.strftime('%Y-%m-%d %H:%M', time.localtime(part_file.stat().st_mtime))}): its toys are used", flush=True)
         signal = ToyStudy.from_dict(doc)
         timings["signal toys"] = doc["seconds"]
         print(signal, flush=True)
     avt = RESULTS / "asymptotic_vs_toys.json"
     avt_doc = json.loads(avt.read_text()) if avt.exists() else {}
 
-    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc_value, auc_err, sp["eigen+spurious"]["added"], ideal)
+    checks = _checks(signal.summary(), null.summary(), spread, spread_err, added, auc_value, auc_err, sp["eigen+spurious"]["added"], ideal,
+                     n_members=len(ens.members))
     timings["total"] = time.perf_counter() - t_all
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()} for c in checks]
     report(args.name, rows, {
@@ -385,7 +408,8 @@ def _recompute(path) -> None:
     signal, null = ToyStudy.from_dict(doc["signal_toys"]), ToyStudy.from_dict(doc["background_only_toys"])
     r, c = doc["retraining"], doc["closure"]
     checks = _checks(signal.summary(), null.summary(), r["spread"], r["spread_error"], r["eigen_added"], c["auc"], c["auc_error_null"],
-                     r.get("spurious_added"), c.get("idealized"))
+                     r.get("spurious_added"), c.get("idealized"),
+                     n_members=int(doc.get("settings", {}).get("ensemble", 3)))
     doc["rows"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in ch.items()} for ch in checks]
     doc["signal_toys"], doc["background_only_toys"] = signal.to_dict(), null.to_dict()
     path.write_text(json.dumps(doc, indent=2, default=float))

@@ -163,3 +163,67 @@ def test_same_binned_model_in_zfit_and_pyhf():
         lim = upper_limit(zm.loss, zm.poi)
         assert lim.observed == pytest.approx(ref.observed, rel=0.01)
         assert list(lim.expected) == pytest.approx(list(ref.expected), rel=0.01)
+
+
+def test_binning_index_with_variation_split():
+    """Flat index (i_mass * n_score + i_score) * n_split + i_split, each score bin with its own
+    edges in each variation direction; the split needs the directions."""
+    b = Binning(np.array([0.0, 1.0, 2.0]), np.array([0.0]), np.array([[[-1.0], [1.0]], [[0.0], [0.0]]]))
+    assert (b.n_score, b.n_var, b.n_split, b.per_mass, b.n_bins) == (2, 2, 4, 8, 16)
+    m = np.array([0.5, 0.5, 1.5, 1.5, 3.0])
+    score = np.array([-1.0, 1.0, -1.0, 1.0, 0.0])
+    u = np.array([[0.0, -1.0], [0.0, 1.0], [-2.0, 1.0], [2.0, -1.0], [0.0, 0.0]])
+    # event 0: score bin 0 (edge -1: u0 = 0 above -> 1), u1 below 0 -> 0: split 1
+    # event 1: score bin 1 (edge 1: u0 = 0 below -> 0), u1 above -> 1: split 2
+    assert b.index(m, score, u).tolist() == [1, 4 + 2, 8 + 2, 12 + 1, -1]
+    with pytest.raises(ValueError, match="directions"):
+        b.index(m, score)
+    h = b.to_hist(np.arange(16.0))
+    assert h.values().shape == (2, 2, 4)
+    assert h.values()[1, 0, 2] == 10.0
+
+
+def test_variation_split_refines_the_score_bins(bench, sideband_flow, cond_flow):
+    """Split by the variation's direction, every template (data, signal, background, up/down)
+    sums back to the unsplit one over the split bins; the generated background fills the
+    split bins of a score bin equally (quantile edges); the up/down templates differ most
+    between the split bins (the split follows the variation)."""
+    import zfit
+
+    from zfit_gbi.nuisances import UpDownVariation
+    from zfit_gbi.shapes import mass_shape
+
+    ev = bench.sample(8000, 100, seed=23)
+    sim = bench.signal_simulation(4000, seed=24)
+    w = bench.windows
+    fit_ev = ev.select(w.in_fit(ev["mjj"]))
+    pdf, _ = mass_shape("dijet", zfit.Space("mjj", limits=w.fit), prefix="split_bkg")
+    sr_m = fit_ev["mjj"][w.in_signal_region(fit_ev["mjj"])]
+    # up: another generator, down: the nominal itself, so the direction is u = log(p_up / p_nominal) / 2
+    updown = UpDownVariation.from_generators(sideband_flow, cond_flow, sideband_flow, sr_m, n_mc=5000, prefix="split_gen",
+                                             mass_range=w.signal_region)
+    kw = {"resonant": "mjj", "features": bench.features, "windows": w, "mass_pdf": pdf, "background_generator": sideband_flow,
+          "signal_generator": cond_flow, "data": fit_ev, "sidebands": fit_ev.select(w.in_sidebands(fit_ev["mjj"])),
+          "simulation": sim.select(w.in_fit(sim["mjj"])), "variation": updown, "mass_bins": 2, "score_bins": 3, "n_generated": 12_000,
+          "min_bkg_per_bin": 1, "seed": 3}
+    plain = make_templates(**kw)
+    split = make_templates(**kw, variation_bins=3)
+    b = split.binning
+    assert (b.n_split, b.n_bins) == (3, 3 * plain.binning.n_bins)
+    assert np.array_equal(b.score_edges, plain.binning.score_edges)
+
+    def merged(a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1, b.n_split).sum(axis=1)
+
+    for name in ("data", "signal", "background"):
+        assert merged(getattr(split, name)) == pytest.approx(getattr(plain, name), rel=1e-9, abs=1e-12), name
+    (up, down), (up0, down0) = split.variations["split_gen_0"], plain.variations["split_gen_0"]
+    assert merged(up) == pytest.approx(up0, rel=1e-9)
+    assert merged(down) == pytest.approx(down0, rel=1e-9)
+    # quantile edges: a third of each score bin's generated events in each split bin
+    per_score = split.background.reshape(b.n_mass, b.n_score, b.n_split).sum(axis=0)
+    assert per_score / per_score.sum(axis=1, keepdims=True) == pytest.approx(np.full_like(per_score, 1 / 3), abs=0.01)
+    # the variation moves events from the low-u to the high-u split bin of every score bin
+    ratio = (up / split.background).reshape(b.n_mass, b.n_score, b.n_split)
+    assert np.all(ratio[..., 2] > ratio[..., 0])
+    assert "x 3 variation bins" in repr(split)

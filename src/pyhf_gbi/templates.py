@@ -11,6 +11,14 @@ one-dimensional projection of the features for a signal-vs-background test):
 * **generator errors**: the same generated events reweighted by the variation at theta_j = +-1
   (for the eigen-variations exp(+-v_j(x)) / Z, exactly the unbinned route's density at
   theta_j = +-1), i.e. shape-only up/down templates;
+* **bins of the variations** (``variation_bins`` > 1): every (m, score) bin split further by
+  each variation's per-event direction u_j(x, m) = [log f_j(+1) - log f_j(-1)] / 2 (for an
+  eigen-variation u_j = v_j), at its quantiles among the generated background of that score
+  bin. Binned in the score alone, a variation that lives *within* the score bins (members
+  disagreeing at x that are not especially signal-like) is seen only through the bins'
+  averages: the bulk bins hardly constrain it, and at POI = 0 it moves to fill the top score
+  bins with what is signal. The unbinned fit sees every event's own u_j; these bins give the
+  binned fit most of that information back (``benchmarks/binned_vs_unbinned.py``);
 * **signal**: the signal-simulation events (moved to a hypothesised mass as in the unbinned
   route), weighted so that one POI unit is ``signal_scale`` signal events in the fit window;
 * **data**: the SR events.
@@ -32,14 +40,19 @@ __all__ = ["BinnedTemplates", "Binning", "SidebandFit", "make_templates", "sideb
 
 @dataclass(frozen=True)
 class Binning:
-    """Bins in m across the signal region, optionally times bins of the learned score.
+    """Bins in m across the signal region, optionally times bins of the learned score, and
+    optionally each (m, score) bin split by the generator variations' directions.
 
     ``score_edges`` are the inner edges (``n_score - 1`` values); the outer score bins are open,
-    so every SR event has a bin. The flat bin index is ``i_mass * n_score + i_score``.
+    so every SR event has a bin. ``variation_edges`` (shape ``(J, n_score, n_var - 1)``) are
+    the inner edges of variation j's direction u_j within each score bin (open outer bins);
+    the ``n_var ** J`` combinations make the split. The flat bin index is
+    ``(i_mass * n_score + i_score) * n_split + i_split``, ``i_split = sum_j i_j n_var^j``.
     """
 
     mass_edges: np.ndarray  # (n_mass + 1,)
     score_edges: np.ndarray = field(default_factory=lambda: np.empty(0))  # (n_score - 1,)
+    variation_edges: np.ndarray = field(default_factory=lambda: np.empty((0, 1, 0)))  # (J, n_score, n_var - 1)
 
     @property
     def n_mass(self) -> int:
@@ -50,17 +63,49 @@ class Binning:
         return len(self.score_edges) + 1
 
     @property
-    def n_bins(self) -> int:
-        return self.n_mass * self.n_score
+    def n_var(self) -> int:
+        """Bins per variation direction (1: no split)."""
+        return self.variation_edges.shape[2] + 1 if self.variation_edges.shape[0] else 1
 
-    def index(self, m: np.ndarray, score: np.ndarray | None = None) -> np.ndarray:
-        """Flat bin index per event, shape ``(n,)``; ``-1`` outside the mass range."""
+    @property
+    def n_split(self) -> int:
+        """Bins each (m, score) bin is split into: ``n_var ** J``."""
+        return self.n_var ** self.variation_edges.shape[0]
+
+    @property
+    def per_mass(self) -> int:
+        """Bins per mass bin: ``n_score * n_split``."""
+        return self.n_score * self.n_split
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_mass * self.per_mass
+
+    def index(self, m: np.ndarray, score: np.ndarray | None = None, directions: np.ndarray | None = None) -> np.ndarray:
+        """Flat bin index per event, shape ``(n,)``; ``-1`` outside the mass range.
+
+        ``directions`` (shape ``(n, J)``) are the events' u_j; required when the binning splits.
+        """
         m = np.asarray(m, dtype=float)
         im = np.searchsorted(self.mass_edges, m, side="right") - 1
         im = np.where(m == self.mass_edges[-1], self.n_mass - 1, im)
         inside = (im >= 0) & (im < self.n_mass)
         js = np.zeros_like(im) if score is None or self.n_score == 1 else np.searchsorted(self.score_edges, score, side="right")
-        return np.where(inside, im * self.n_score + js, -1)
+        flat = im * self.n_score + js
+        if self.n_split > 1:
+            if directions is None:
+                msg = "this binning splits by the generator variations: pass the events' directions"
+                raise ValueError(msg)
+            u = np.asarray(directions, dtype=float).reshape(len(m), -1)
+            split = np.zeros_like(im)
+            for j, edges in enumerate(self.variation_edges):
+                ij = np.zeros_like(im)
+                for k in range(self.n_score):  # each score bin has its own edges
+                    sel = js == k
+                    ij[sel] = np.searchsorted(edges[k], u[sel, j], side="right")
+                split += ij * self.n_var**j
+            flat = flat * self.n_split + split
+        return np.where(inside, flat, -1)
 
     def histogram(self, idx: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sum of weights and of squared weights per flat bin, shapes ``(n_bins,)``."""
@@ -74,8 +119,10 @@ class Binning:
         axes = [hist.axis.Variable(self.mass_edges, name=resonant, label=resonant)]
         if self.n_score > 1:
             axes.append(hist.axis.Integer(0, self.n_score, name="score_bin", label="score bin (increasing log p_S/p_B)"))
+        if self.n_split > 1:
+            axes.append(hist.axis.Integer(0, self.n_split, name="variation_bin", label="bin of the generator variations' directions"))
         h = hist.Hist(*axes, storage=hist.storage.Weight())
-        shape = (self.n_mass, self.n_score) if self.n_score > 1 else (self.n_mass,)
+        shape = (self.n_mass, *(n for n in (self.n_score, self.n_split) if n > 1))
         h.view().value = np.asarray(values, float).reshape(shape)
         h.view().variance = (np.zeros(len(values)) if variances is None else np.asarray(variances, float)).reshape(shape)
         return h
@@ -203,7 +250,8 @@ class BinnedTemplates:
         return out
 
     def __repr__(self) -> str:
-        return (f"BinnedTemplates({self.binning.n_mass} mass x {self.binning.n_score} score bins; data {self.data.sum():.0f}, "
+        split = f" x {self.binning.n_split} variation" if self.binning.n_split > 1 else ""
+        return (f"BinnedTemplates({self.binning.n_mass} mass x {self.binning.n_score} score{split} bins; data {self.data.sum():.0f}, "
                 f"background {self.background.sum():.1f} (+-{self.sideband.rel_error:.1%}, {self.n_generated} generated), "
                 f"signal {self.signal.sum():.3g} per POI unit, variations {list(self.variations)})")
 
@@ -254,6 +302,7 @@ def make_templates(
     signal_mass_hypothesis: float | None = None,
     poi_name: str = "n_sig",
     min_bkg_per_bin: int = 50,
+    variation_bins: int = 1,
     seed: int = 0,
 ) -> BinnedTemplates:
     """The signal-region templates of the binned route (see the module docstring).
@@ -277,9 +326,16 @@ def make_templates(
             ``reference_yield`` for mu).
         signal_mass_hypothesis: Move the simulation to this mass (m -> m * m_hyp / median),
             as the unbinned route moves its signal shape.
+        variation_bins: Split every (m, score) bin into this many bins of each variation's
+            direction u_j (at its quantiles among the generated background of the score
+            bin): ``variation_bins ** J`` bins for J variation parameters (1: no split; see
+            the module docstring). Score bins are then merged until each split bin can hold
+            ``min_bkg_per_bin`` generated events.
         seed: Seed for the generated events.
     """
     features = list(features)
+    if variation_bins < 1:
+        raise ValueError(f"variation_bins must be >= 1, got {variation_bins}")
     lo, hi = windows.signal_region
     sr = data.select(windows.in_signal_region(data[resonant]))
     if len(sr) == 0:
@@ -312,6 +368,8 @@ def make_templates(
     sel = windows.in_signal_region(sm)
     xs, ms, ws = simulation.array(features)[sel], sm[sel], sw[sel]
 
+    n_par = 0 if variation is None else len(variation.params)
+    n_split = int(variation_bins) ** n_par if variation_bins > 1 else 1
     score_b = score_s = score_d = None
     if score_bins > 1:
         def score(x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -319,32 +377,53 @@ def make_templates(
 
         score_b, score_s = score(xb, mb), score(xs, ms)
         score_d = score(sr.array(features), sr[resonant])
-        edges = _score_edges(score_s, ws, score_b, score_bins, min_bkg_per_bin)
+        # a score bin is split n_split ways below: it needs min_bkg_per_bin per split bin
+        edges = _score_edges(score_s, ws, score_b, score_bins, min_bkg_per_bin * n_split)
     else:
         edges = np.empty(0)
-    binning = Binning(np.linspace(lo, hi, mass_bins + 1), edges)
 
-    ib = binning.index(mb, score_b)
+    log_f: list[tuple[np.ndarray, np.ndarray]] = []  # the generated events' log f_j(+1), log f_j(-1)
+    if variation is not None:
+        from zfit_gbi._tf import tf
+
+        def factors(x: np.ndarray, m: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+            cols = tf.constant(variation.columns(x, m))
+            out = []
+            for j in range(n_par):
+                pair = [np.asarray(variation.log_factor(cols, [tf.constant(sign if k == j else 0.0, tf.float64) for k in range(n_par)]))
+                        for sign in (1.0, -1.0)]
+                out.append((pair[0], pair[1]))
+            return out
+
+        log_f = factors(xb, mb)
+
+    u_b = u_s = u_d = None
+    var_edges = np.empty((0, 1, 0))
+    if n_split > 1:
+        def directions(lf: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+            return np.column_stack([0.5 * (up - down) for up, down in lf])
+
+        u_b, u_s = directions(log_f), directions(factors(xs, ms))
+        u_d = directions(factors(sr.array(features), np.asarray(sr[resonant], dtype=float)))
+        js = np.searchsorted(edges, score_b, side="right") if edges.size else np.zeros(len(mb), dtype=int)
+        q = np.arange(1, variation_bins) / variation_bins
+        var_edges = np.array([[np.quantile(u_b[js == k, j], q) for k in range(len(edges) + 1)] for j in range(n_par)])
+    binning = Binning(np.linspace(lo, hi, mass_bins + 1), edges, var_edges)
+
+    ib = binning.index(mb, score_b, u_b)
     bkg, bkg_var = binning.histogram(ib, wb)
-    sig, sig_var = binning.histogram(binning.index(ms, score_s), ws)
-    obs, _ = binning.histogram(binning.index(sr[resonant], score_d), sr.weights)
+    sig, sig_var = binning.histogram(binning.index(ms, score_s, u_s), ws)
+    obs, _ = binning.histogram(binning.index(sr[resonant], score_d, u_d), sr.weights)
     if np.any(bkg <= 0):
         raise DataError(f"the background template is empty in bins {np.flatnonzero(bkg <= 0).tolist()}: use fewer bins or more generated events")
 
     variations: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if variation is not None:
-        from zfit_gbi._tf import tf
-
-        cols = tf.constant(variation.columns(xb, mb))
-        n_par = len(variation.params)
-        for j, p in enumerate(variation.params):
-            pair = []
-            for sign in (1.0, -1.0):
-                theta = [tf.constant(sign if k == j else 0.0, tf.float64) for k in range(n_par)]
-                lf = np.asarray(variation.log_factor(cols, theta))
-                r = np.exp(lf - lf.max())
-                pair.append(binning.histogram(ib, wb * r / r.mean())[0])
-            variations[p.name.split("/")[-1]] = (pair[0], pair[1])
+    for p, pair in zip(variation.params if variation is not None else [], log_f, strict=True):
+        hists = []
+        for lf in pair:
+            r = np.exp(lf - lf.max())
+            hists.append(binning.histogram(ib, wb * r / r.mean())[0])
+        variations[p.name.split("/")[-1]] = (hists[0], hists[1])
 
     return BinnedTemplates(binning=binning, resonant=resonant, data=obs, signal=sig, signal_var=sig_var, background=bkg,
                            background_var=bkg_var, sideband=side, variations=variations, signal_scale=float(signal_scale),

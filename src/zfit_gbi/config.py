@@ -809,6 +809,11 @@ class BinnedConfig(_Section):
         mass_bins: Equal-width bins of the resonant variable across the signal region.
         score_bins: Bins of the learned score log p_S(x|m) - log p_B(x|m) (0: mass bins only);
             edges at quantiles of the signal's score.
+        variation_bins: Split every (m, score) bin into this many bins of each generator
+            variation's per-event direction (``variation_bins ** J`` for J variation
+            parameters; 1: no split), so that the data constrain the variations inside the
+            score bins as the unbinned fit's per-event densities do (without it the
+            variations absorb the top score bins' excess: ``pyhf_gbi.templates``).
         n_generated: Generated background events for the templates (their MC error enters as
             ``staterror``).
         modifier: How generator variations enter: ``custom`` (the ``gbi_expshape`` modifier,
@@ -818,6 +823,7 @@ class BinnedConfig(_Section):
 
     mass_bins: Annotated[StrictInt, Field(ge=1, le=200)] = 4
     score_bins: Annotated[StrictInt, Field(ge=0, le=200)] = 10
+    variation_bins: Annotated[StrictInt, Field(ge=1, le=10)] = 1
     n_generated: Annotated[StrictInt, Field(ge=1000)] = 200_000
     modifier: Literal["custom", "histosys"] = "custom"
 

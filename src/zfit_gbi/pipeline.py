@@ -599,6 +599,7 @@ def _templates(cfg: Any, model: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str
         resonant=cfg.data.resonant, features=cfg.data.features, windows=Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region)),
         mass_pdf=model.background.mass_pdf, background_generator=bkg_gen, signal_generator=sig_gen, data=parts["fit"],
         sidebands=parts["sidebands"], simulation=sim, variation=model.variation, mass_bins=b.mass_bins, score_bins=b.score_bins,
+        variation_bins=b.variation_bins,
         n_generated=b.n_generated, signal_scale=float(cfg.inference.reference_yield) if mu else 1.0,
         signal_mass_hypothesis=cfg.signal.mass, poi_name="mu" if mu else "n_sig", seed=seed,
     )
@@ -655,8 +656,8 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
         "variations": sorted(t.variations) + ([t.spurious_name] if t.spurious_width > 0 else []),
         "background_yield": {"value": float(t.background.sum()), "error": float(t.background.sum() * t.sideband.rel_error),
                              "region": "signal_region", "from": "sideband fit"},
-        "bins": {"mass": t.binning.n_mass, "score": t.binning.n_score, "mass_edges": t.binning.mass_edges.tolist(),
-                 "score_edges": t.binning.score_edges.tolist()},
+        "bins": {"mass": t.binning.n_mass, "score": t.binning.n_score, "variation": t.binning.n_split,
+                 "mass_edges": t.binning.mass_edges.tolist(), "score_edges": t.binning.score_edges.tolist()},
         "workspace": files,
         "discovery": None,
         "upper_limit": None,
@@ -679,8 +680,9 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
             by = B.expected_by_sample(spec, f.pars)
             fig, axes = P.mass_axes()
             sig = by["signal"] + by.get(SPURIOUS_SAMPLE, 0.0)  # n_S + width * theta
-            P.plot_binned_fit(t.data, {"background": by["background"], "signal": sig}, t.binning.mass_edges, t.binning.n_score,
-                              axes=axes, experiment=exp, text=pc.label, resonant=cfg.data.resonant, unit=pc.unit)
+            P.plot_binned_fit(t.data, {"background": by["background"], "signal": sig}, t.binning.mass_edges, t.binning.per_mass,
+                              axes=axes, experiment=exp, text=pc.label, resonant=cfg.data.resonant, unit=pc.unit,
+                              split=t.binning.n_split)
             written += P.save(fig, out / "postfit_binned", pc.formats)
             if lim is not None:
                 fig, ax = P.plt.subplots(figsize=(8, 6))

@@ -220,6 +220,7 @@ def plot_binned_fit(
     text: str = "Simulation",
     resonant: str = "m",
     unit: str = "TeV",
+    split: int = 1,
 ) -> tuple[Any, Any]:
     """A binned (pyhf) signal-region fit: data, stacked post-fit samples per flat bin (mass
     bins x score bins, score increasing within each mass bin), and a pull panel.
@@ -229,7 +230,10 @@ def plot_binned_fit(
         samples: Post-fit expected counts per sample (drawn bottom-up in the given order), each
             shape ``(n_mass * n_score,)``.
         mass_edges: The mass-bin edges (``n_mass + 1``), for the labels.
-        n_score: Score bins per mass bin.
+        n_score: Bins per mass bin (the score bins, times the split by the generator
+            variations' directions where the templates have one: ``Binning.per_mass``).
+        split: Bins of the variations' directions per score bin (``Binning.n_split``), for
+            the axis label.
     """
     if axes is None:
         _, axes = mass_axes()
@@ -261,7 +265,8 @@ def plot_binned_fit(
         for i in range(len(me) - 1):
             pax.text((i + 0.5) * n_score - 0.5, 0.95, f"{me[i]:.3g}-{me[i + 1]:.3g}", transform=pax.get_xaxis_transform(),
                      ha="center", va="top", fontsize="x-small", color="0.2", bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
-        pax.set_xlabel(f"Bin (${resonant}$ [{unit}] bins x learned-score bins, score increasing)")
+        inner = "learned-score bins" + (f" x {split} variation bins" if split > 1 else "")
+        pax.set_xlabel(f"Bin (${resonant}$ [{unit}] bins x {inner}, score increasing)")
     else:
         pax.set_xticks(np.arange(n))
         pax.set_xticklabels([f"{me[i]:.3g}" for i in range(n)], fontsize="x-small")
