@@ -149,7 +149,8 @@ def main() -> None:
                          "(same generators, data fits only, the stored retrainings); 'null' runs the background-only toys alone "
                          "and 'merge' puts the toys of 'signal' and 'null' into the finished report (toys rerun, the rest kept; "
                          "a part file older than the report is skipped); "
-                         "'closure' reruns the closure test alone (same seeded generators, about 2 minutes) into the finished report")
+                         "'closure' reruns the closure test alone (same seeded generators, about 4 minutes) into the finished report "
+                         "and redraws validation.png from it (after a 'merge')")
     args = ap.parse_args()
     if args.quick:
         args.toys, args.retrainings, args.epochs = 30, 5, 12
@@ -217,6 +218,12 @@ def main() -> None:
         doc.setdefault("timings", {})["closure (rerun)"] = time.perf_counter() - t
         path.write_text(json.dumps(doc, indent=2, default=float))
         _recompute(path)
+        if cfg is GEN:  # the report's figure again: every panel from the report, the closure's from this rerun
+            doc = json.loads(path.read_text())
+            r = doc["retraining"]
+            _plot(ToyStudy.from_dict(doc["signal_toys"]), ToyStudy.from_dict(doc["background_only_toys"]),
+                  np.column_stack([r["n_hat"], r["error"]]), doc["data_fit"]["eigen"]["value"], r["interval_none"], r["eigen_added"],
+                  sc, a, a_err, r.get("spurious_added"))
         return
 
     # the truth: the model's shapes fitted to the data, nuisances at 0, N_SIG signal events
