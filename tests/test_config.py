@@ -478,11 +478,18 @@ def test_backend_plots_and_profile_keys(folder: Path) -> None:
     cfg["background"]["generator"]["ensemble"] = 3
     assert "nuisances.generator: 'envelope' (profiling over models) has no binned equivalent" in error(folder, cfg)
     cfg = raw()
+    cfg["binned"] = {"variation_bins": 2}
+    cfg["nuisances"] = {"generator": "none"}
+    assert "binned.variation_bins: splits the bins by the generator variations: needs nuisances.generator 'eigen' or 'updown'" in error(folder, cfg)
+    cfg["nuisances"] = {"generator": "eigen", "n_eigen": 2}
+    cfg["background"]["generator"]["ensemble"] = 3
+    assert load_config(write(folder, cfg)).binned.variation_bins == 2
+    cfg = raw()
     cfg["plots"] = {"style": "ATLAS", "label": "Open Data", "enabled": False}
     run = load_config(write(folder, cfg))
     assert (run.plots.style, run.plots.label, run.plots.enabled, run.plots.formats) == ("ATLAS", "Open Data", False, ["png", "pdf"])
     assert run.inference.profile_points == 15
-    assert (run.binned.mass_bins, run.binned.score_bins, run.binned.modifier) == (4, 10, "custom")
+    assert (run.binned.mass_bins, run.binned.score_bins, run.binned.variation_bins, run.binned.modifier) == (4, 10, 1, "custom")
 
 
 def test_compute_executor_validated(tmp_path):

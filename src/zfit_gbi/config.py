@@ -33,6 +33,7 @@ A config is a YAML mapping::
     binned:                        # the pyhf route (inference.backend: pyhf | both)
       mass_bins: 4
       score_bins: 10
+      variation_bins: 1            # 2: every score bin split by the variations' directions
     inference:
       discovery: true
       upper_limit: {cl: 0.95, calculator: asymptotic}   # asymptotic | toys
@@ -947,6 +948,8 @@ class RunConfig(_Section):
                               ConfigWarning, stacklevel=2)
         if kind == "envelope" and self.inference.backend != "zfit":
             p.append(("nuisances.generator", f"'envelope' (profiling over models) has no binned equivalent for inference.backend {self.inference.backend!r}; use 'eigen' or 'updown'"))
+        if self.binned.variation_bins > 1 and kind not in ("eigen", "updown"):
+            p.append(("binned.variation_bins", f"splits the bins by the generator variations: needs nuisances.generator 'eigen' or 'updown' (it is {kind!r})"))
         ss = self.nuisances.spurious_signal
         if ss is True and not gen.is_saved and gen.ensemble < 2:
             p.append(("nuisances.spurious_signal", f"true measures the width with the background ensemble's members: set background.generator.ensemble >= 2 (it is {gen.ensemble}), or give the width in events"))
