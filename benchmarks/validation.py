@@ -189,7 +189,7 @@ def main() -> None:
         _recompute(path)
         return
     t_all = time.perf_counter()
-    started = time.time()
+    started = _now()
     part_file = RESULTS / f"{args.name}_signal_toys.json"
     if args.part == "signal":  # a stale file of an earlier run must not satisfy the 'rest' process waiting for this one
         part_file.unlink(missing_ok=True)
@@ -320,9 +320,9 @@ def main() -> None:
         if doc.get("settings") != settings:
             raise SystemExit(f"{part_file}: signal toys of other settings ({doc.get('settings')}, this run {settings}): "
                              "rerun --part signal with this run's settings")
-        if part_file.stat().st_mtime < started:
-            print(f"note: {part_file.name} was written before this process started "
-                  f"({time.strftime('%Y-%m-%d %H:%M', time.localtime(part_file.stat().st_mtime))}): its toys are used", flush=True)
+        if doc.get("date", "") < started:
+            print(f"note: {part_file.name} was written before this process started ({doc.get('date', 'undated')}): its toys are used",
+                  flush=True)
         signal = ToyStudy.from_dict(doc)
         timings["signal toys"] = doc["seconds"]
         print(signal, flush=True)
