@@ -69,4 +69,19 @@ import tf_keras
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["tf", "tf_keras", "tfb", "tfd", "tfp"]
+
+def forget_bijector_calls() -> None:
+    """Empty TFP's bijector cache, the one dictionary all bijectors share (``tfb.Bijector._cache``).
+
+    It holds each call's input strongly and its output weakly. For a call made while tracing a
+    ``tf.function`` both are symbolic tensors of the same graph, so the output never dies and the
+    whole graph stays in memory for the life of the process. Our flows clear it after each traced
+    call (``generators.flows``); zfit's ``GaussianConstraint`` is a TFP multivariate normal, so every
+    likelihood with generator-error constraints leaves its traced graphs here too (about 30 MB per
+    toy of a 3000-event model; ``benchmarks/toy_memory.py``). The cache only saves work *within* one
+    call, so clearing it between calls changes no number.
+    """
+    tfb.Bijector.__dict__["_cache"].clear()
+
+
+__all__ = ["forget_bijector_calls", "tf", "tf_keras", "tfb", "tfd", "tfp"]

@@ -33,7 +33,7 @@ from hepstats.hypotests.calculators import AsymptoticCalculator, FrequentistCalc
 from hepstats.hypotests.parameters import POI, POIarray
 from scipy.stats import norm
 
-from ._tf import tf  # noqa: F401  (TensorFlow first, quietly)
+from ._tf import forget_bijector_calls, tf  # noqa: F401  (TensorFlow first, quietly)
 
 __all__ = [
     "DiscoveryResult",
@@ -192,6 +192,7 @@ def fit(loss, poi: zfit.Parameter, *, minos: bool = True, retries: int = 3) -> F
     """
     from zfit.minimizers.strategy import FailMinimizeNaN
 
+    forget_bijector_calls()  # else every earlier likelihood with constraints stays in memory (see there)
     params = _params(loss)
     if len(params) > 1 and any(p is poi for p in params):
         before = float(poi.value())

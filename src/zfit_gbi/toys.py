@@ -34,6 +34,7 @@ import numpy as np
 import zfit
 from scipy.stats import kstest, kstwo
 
+from ._tf import forget_bijector_calls
 from .data import Events
 from .inference import FitError, _conditional_nll, _shifted_constraints, cls_values, discovery, fit
 
@@ -358,9 +359,12 @@ def toy_study(
             p0_t = discovery(loss, model.poi, n_asimov=n_asimov, seed=s).p0 if p0 else math.nan
             err = res.errors[model.poi.name]
             study.toys.append(Toy(i, s, ns, nb, True, res.poi_value, err, q_t, cls_t, p0_t, time.perf_counter() - t0))
-            # every toy's losses and calculators compile their own graphs, which zfit keeps:
-            # without this a study grows by ~40 MB per toy (14 GB after 150 toys of the validation)
+            # every toy's losses and calculators compile their own graphs, which zfit keeps, and
+            # with generator-error constraints TFP's bijector cache keeps them too: without these
+            # a study grows by ~40 MB per toy, and by ~30 MB more with nuisances
+            # (benchmarks/toy_memory.py; 11 GB after the validation's 200 toys)
             zfit.run.clear_graph_cache()
+            forget_bijector_calls()
             if progress:
                 pulls = study.pulls
                 bar.set_postfix(pull=f"{pulls.mean():+.2f}+-{pulls.std():.2f}" if len(pulls) > 1 else "")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._tf import tf, tf_keras, tfb, tfd
+from .._tf import forget_bijector_calls, tf, tf_keras, tfb, tfd
 
 __all__ = ["Flow", "FlowConfig", "TrainConfig", "TrainingHistory"]
 
@@ -368,7 +368,7 @@ def _forget_traced_bijector_calls() -> None:
     so it is cleared after the call, and only while tracing: eager entries expire by themselves.
     """
     if not tf.executing_eagerly():
-        tfb.Bijector.__dict__["_cache"].clear()
+        forget_bijector_calls()
 
 
 def _affine_fn(made, layout: int):
