@@ -183,7 +183,7 @@ def test_binning_index_with_variation_split():
     assert h.values()[1, 0, 2] == 10.0
 
 
-def test_variation_split_refines_the_score_bins(bench, sideband_flow, cond_flow):
+def test_variation_split_refines_the_score_bins(bench, sideband_flow, cond_flow, monkeypatch):
     """Split by the variation's direction, every template (data, signal, background, up/down)
     sums back to the unsplit one over the split bins; the generated background fills the
     split bins of a score bin equally (quantile edges); the up/down templates differ most
@@ -207,7 +207,13 @@ def test_variation_split_refines_the_score_bins(bench, sideband_flow, cond_flow)
           "simulation": sim.select(w.in_fit(sim["mjj"])), "variation": updown, "mass_bins": 2, "score_bins": 3, "n_generated": 12_000,
           "min_bkg_per_bin": 1, "seed": 3}
     plain = make_templates(**kw)
+    sizes: list[int] = []
+    log_prob = sideband_flow.log_prob
+    monkeypatch.setattr(sideband_flow, "log_prob", lambda x, *a, **k: sizes.append(len(x)) or log_prob(x, *a, **k))
     split = make_templates(**kw, variation_bins=3)
+    # the variation's nominal is the background generator: the score reuses the variation's
+    # column 0, so the generated events pass through it twice (nominal, down), not three times
+    assert sizes.count(12_000) == 2
     b = split.binning
     assert (b.n_split, b.n_bins) == (3, 3 * plain.binning.n_bins)
     assert np.array_equal(b.score_edges, plain.binning.score_edges)

@@ -69,6 +69,11 @@ class Variation:
     def n_columns(self) -> int:
         return self.mc_columns.shape[1]
 
+    @property
+    def nominal_generator(self) -> Flow | FlowEnsemble | None:
+        """The generator whose log-density is column 0 of :meth:`columns` (None: unknown)."""
+        return None
+
     def columns(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """``(n, n_columns)``: column 0 is log p_nominal(x | m), the rest feed :meth:`log_factor`."""
         raise NotImplementedError
@@ -124,6 +129,10 @@ class EigenVariation(Variation):
     ensemble: FlowEnsemble
     directions: np.ndarray  # (K, J): v_j = sum_k directions[k, j] * d_k
     explained: np.ndarray
+
+    @property
+    def nominal_generator(self) -> FlowEnsemble:
+        return self.ensemble
 
     @classmethod
     def from_ensemble(
@@ -192,6 +201,10 @@ class UpDownVariation(Variation):
     nominal: Flow | FlowEnsemble
     up: Flow | FlowEnsemble
     down: Flow | FlowEnsemble
+
+    @property
+    def nominal_generator(self) -> Flow | FlowEnsemble:
+        return self.nominal
 
     @classmethod
     def from_generators(
