@@ -77,7 +77,7 @@ def forget_bijector_calls() -> None:
     ``tf.function`` both are symbolic tensors of the same graph, so the output never dies and the
     whole graph stays in memory for the life of the process. Our flows clear it after each traced
     call (``generators.flows``); zfit's ``GaussianConstraint`` is a TFP multivariate normal, so every
-    likelihood with generator-error constraints leaves its traced graphs here too (about 30 MB per
+    likelihood with generator-error constraints leaves its traced graphs here too (30 to 50 MB per
     toy of a 3000-event model; ``benchmarks/toy_memory.py``). The cache only saves work *within* one
     call, so clearing it between calls changes no number.
     """
