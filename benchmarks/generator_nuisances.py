@@ -27,7 +27,8 @@ nuisances shows how strongly the data constrain them (1 = prior only). A referen
 (``--train-events 60000``) shows the nuisance-free fit covering when the generator is good.
 
 Run: ``python benchmarks/generator_nuisances.py --members 5`` for the README's numbers (10
-retrainings x 5 members x 4 toys: 52 minutes on 2 busy CPU cores, growing to 14 GB of memory);
+retrainings x 5 members x 4 toys: 47 minutes on 2 busy CPU cores, 2.2 GB of memory; 14 GB before
+the constraint graphs were freed, 2026-11-28);
 ``--quick`` (3 retrainings x 3 members x 2 toys) for a 5-minute smoke version; ``--report``
 recomputes the rows from the stored fits.
 """
