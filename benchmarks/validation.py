@@ -27,7 +27,8 @@ Sections (each seeded; the numbers and pass/fail against the targets go to
    ``benchmarks/asymptotic_vs_toys.py``; its date is copied here).
 
 Run: ``python benchmarks/validation.py`` (about 70 minutes on 2 CPU cores; ``--part signal`` and
-``--part rest`` in two processes at once: 45 minutes; each process grows to about 8 GB); ``--quick`` (30 toys,
+``--part rest`` in two processes at once: 45 minutes; the signal toys' process stays at 1.6 GB since the
+constraint graphs are freed, 2026-11-28; before, it grew to 11 GB); ``--quick`` (30 toys,
 5 retrainings, about 8 minutes) for a smoke run; tolerances are reported with the statistical
 error of the toy count, so a quick run is judged by the same rule.
 """
