@@ -158,7 +158,9 @@ def main() -> None:
     ap.add_argument("--closure-generator", choices=("affine", "rqs"), default="affine",
                     help="with --part closure: 'rqs' measures the closure of the package's default generator (maf-rqs 5 x 64) "
                          "instead, into closure_default_generator of the report (the toys' model keeps the affine one)")
-    ap.add_argument("--part", choices=("all", "signal", "null", "rest", "merge", "report", "generator", "closure"), default="all",
+    ap.add_argument("--with", dest="replicas", nargs="+", default=[], metavar="NAME",
+                    help="with --part pool: the --name of each replica whose results/NAME_signal_toys.json (another --seed) is pooled")
+    ap.add_argument("--part", choices=("all", "signal", "null", "rest", "merge", "report", "generator", "closure", "pool"), default="all",
                     help="run the signal toys ('signal') and everything else ('rest') in two processes at once "
                          "(both train the same seeded generators; 'signal' first deletes an earlier run's signal-toy file, "
                          "'rest' waits for the new one, of the same --toys/--seed/--epochs, and writes the report); "
@@ -168,12 +170,16 @@ def main() -> None:
                          "and 'merge' puts the toys of 'signal' and 'null' into the finished report (toys rerun, the rest kept; "
                          "a part file older than the report is skipped); "
                          "'closure' reruns the closure test alone (same seeded generators, about 4 minutes) into the finished report "
-                         "and redraws validation.png from it (after a 'merge')")
+                         "and redraws validation.png from it (after a 'merge'); "
+                         "'pool' puts the signal toys of replicas (--with) beside the report's and pooled, under 'replicas'")
     args = ap.parse_args()
     if args.quick:
         args.toys, args.retrainings, args.epochs = 30, 5, 12
     if args.part == "report":
         _recompute(RESULTS / f"{args.name}.json")
+        return
+    if args.part == "pool":
+        _pool(RESULTS / f"{args.name}.json", args.replicas)
         return
     if args.part == "merge":
         path = RESULTS / f"{args.name}.json"
@@ -426,6 +432,32 @@ def _generator_part(path, ens, var, common, data, plain) -> None:
         a.set_ylim(0, a.get_ylim()[1] * 1.5)
 
     _figure("validation_generator", draw, figsize=(9, 7))
+
+
+def _pool(path, replicas: list[str]) -> None:
+    """The report's signal toys, each replica's (``results/<replica>_signal_toys.json``: the same
+    study with another ``--seed``, so another data set, ensemble and truth model) and all of them
+    pooled (the same injected n_S; the pulls and coverages are per toy, so they pool), printed and
+    stored under ``replicas`` in the report."""
+    doc = json.loads(path.read_text())
+    studies = {f"{path.stem} (seed {doc.get('settings', {}).get('seed', 1)})": ToyStudy.from_dict(doc["signal_toys"])}
+    for name in replicas:
+        d = json.loads((RESULTS / f"{name}_signal_toys.json").read_text())
+        studies[f"{name} (seed {d['settings']['seed']})"] = ToyStudy.from_dict(d)
+    truths = {st.truth for st in studies.values()}
+    if len(truths) > 1:
+        raise SystemExit(f"the studies have different true yields {sorted(truths)}: their toys do not pool")
+    first = next(iter(studies.values()))
+    pooled = ToyStudy(truth=first.truth, n_signal=first.n_signal, n_background=first.n_background, cl=first.cl,
+                      toys=[t for st in studies.values() for t in st.toys])
+    rows = {**{k: st.summary() for k, st in studies.items()}, "pooled": pooled.summary()}
+    keys = ("n_valid", "likelihood_pull_mean", "likelihood_pull_width", "pull_mean", "pull_width", "coverage_68", "limit_coverage")
+    print(f"{'study':>32s} " + " ".join(f"{k:>24s}" for k in keys))
+    for k, sm in rows.items():
+        cells = [f"{sm[q]:d}" if q == "n_valid" else f"{sm[q]:.3f} +- {sm[q + '_error']:.3f}" for q in keys]
+        print(f"{k:>32s} " + " ".join(f"{c:>24s}" for c in cells))
+    doc["replicas"] = {"signal_toys": rows, "pooled_from": [path.stem, *replicas], "date": _now()}
+    path.write_text(json.dumps(doc, indent=2, default=float))
 
 
 def _recompute(path) -> None:
