@@ -156,8 +156,14 @@ def _rows(records: list[dict]) -> list[dict]:
     """One row per treatment from the fits: pulls (n_hat - n_true) / Hesse error (mean, width,
     RMS), coverage of the Minos interval, mean interval, mean bias, and the spread between
     retrainings of the per-retraining mean bias (the generator's own error, plus data noise /
-    sqrt(toys))."""
+    sqrt(toys)); ``generator_error`` is that spread with the data noise (``data_noise``)
+    taken out in quadrature."""
     rows = []
+    # the data's share of the per-retraining spread: the statistical error (the nuisance-free
+    # fit's, which holds no generator error) over sqrt(data sets per retraining)
+    plain = [x for x in records if x["treatment"] == "none"]
+    per_retraining = len(plain) / len({x["retraining"] for x in plain}) if plain else math.nan
+    data_noise = math.sqrt(np.mean([x["error"] ** 2 for x in plain]) / per_retraining) if plain else math.nan
     for kind in ("none", "eigen", "spurious", "eigen+spurious", "envelope"):
         rec = [x for x in records if x["treatment"] == kind]
         if not rec:
@@ -175,7 +181,8 @@ def _rows(records: list[dict]) -> list[dict]:
             "pull_width_mad": float(1.4826 * np.median(np.abs(pull - np.median(pull)))), "pull_rms": float(np.sqrt(np.mean(pull**2))),
             "coverage_68": float(np.mean((tru >= v - lo) & (tru <= v + hi))), "coverage_err": float(math.sqrt(0.68 * 0.32 / n)),
             "mean_interval": float(np.mean(lo + hi)), "mean_bias": float(np.mean(v - tru)),
-            "retraining_spread": float(np.std(by_retraining, ddof=1)),
+            "retraining_spread": float(np.std(by_retraining, ddof=1)), "data_noise": data_noise,
+            "generator_error": math.sqrt(max(float(np.var(by_retraining, ddof=1)) - data_noise**2, 0.0)),
             "nuisance_postfit_error": float(np.median(nuis_err)) if nuis_err else math.nan,
             "spurious_width": float(np.median(widths)) if widths else math.nan,
         })
