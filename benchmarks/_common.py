@@ -63,8 +63,11 @@ def _write(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None) 
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
     doc = {"benchmark": name, "device": device(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-           "package_versions": versions(), "machine": machine(), "rows": rows, **(extra or {})}
+           "package_versions": versions(), "machine": machine(), "peak_rss_mb": round(peak, 1), "rows": rows, **(extra or {})}
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=float))
     tmp.replace(out)  # atomic: an interrupted write leaves the previous file
