@@ -369,14 +369,16 @@ def make_templates(
     xs, ms, ws = simulation.array(features)[sel], sm[sel], sw[sel]
 
     n_par = 0 if variation is None else len(variation.params)
-    n_split = int(variation_bins) ** n_par if variation_bins > 1 else 1
+    n_split = int(variation_bins) ** n_par
     data_x, data_m = sr.array(features), np.asarray(sr[resonant], dtype=float)
-    # the variation's per-event columns of each event set, computed once: column 0 is the
-    # nominal log-density, so where that is the background generator the score reuses it
-    # (one network pass less per set; for an ensemble, one pass of every member)
+    # the variation's per-event columns of each event set (b: generated, s: simulation, d: data),
+    # computed once: column 0 is the nominal log-density, so where that is the background
+    # generator the score reuses it for the sets whose columns are needed anyway (the generated
+    # events' with any variation, the others for the split): one pass of every member less
     cols: dict[str, np.ndarray] = {}
-    needs_cols = {"b": variation is not None, "s": n_split > 1, "d": n_split > 1}
-    reuse = variation is not None and variation.nominal_generator is background_generator
+    reuse = {"b": variation is not None, "s": n_split > 1, "d": n_split > 1}
+    if variation is None or variation.nominal_generator is not background_generator:
+        reuse = dict.fromkeys(reuse, False)
 
     def columns(which: str, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         if which not in cols:
@@ -386,7 +388,7 @@ def make_templates(
     score_b = score_s = score_d = None
     if score_bins > 1:
         def score(which: str, x: np.ndarray, m: np.ndarray) -> np.ndarray:
-            log_pb = columns(which, x, m)[:, 0] if reuse and needs_cols[which] else background_generator.log_prob(x, m[:, None])
+            log_pb = columns(which, x, m)[:, 0] if reuse[which] else background_generator.log_prob(x, m[:, None])
             return signal_generator.log_prob(x, m[:, None]) - log_pb
 
         score_b, score_s, score_d = score("b", xb, mb), score("s", xs, ms), score("d", data_x, data_m)
@@ -401,12 +403,11 @@ def make_templates(
 
         def factors(which: str, x: np.ndarray, m: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
             c = tf.constant(columns(which, x, m))
-            out = []
-            for j in range(n_par):
-                pair = [np.asarray(variation.log_factor(c, [tf.constant(sign if k == j else 0.0, tf.float64) for k in range(n_par)]))
-                        for sign in (1.0, -1.0)]
-                out.append((pair[0], pair[1]))
-            return out
+
+            def at(j: int, sign: float) -> np.ndarray:  # log f at theta_j = sign, the others 0
+                return np.asarray(variation.log_factor(c, [tf.constant(sign if k == j else 0.0, tf.float64) for k in range(n_par)]))
+
+            return [(at(j, 1.0), at(j, -1.0)) for j in range(n_par)]
 
         log_f = factors("b", xb, mb)
 
