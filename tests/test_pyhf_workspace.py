@@ -108,6 +108,27 @@ def test_limits_and_discovery_match_pyhf():
     assert f.poi_error_high == pytest.approx(f.poi_error, rel=0.2)
 
 
+@pytest.mark.parametrize("case", ["gbi", "deficit"])
+def test_scan_hypotest_is_pyhf_hypotest(case):
+    """QtildeCLs (three fits once, two per POI value, warm starts) gives pyhf.infer.hypotest's
+    observed and expected CLs at POI values below, at and above the fitted one, in any order;
+    "deficit": fewer events than background, the fitted POI at its bound 0."""
+    with B.numpy_backend():
+        if case == "gbi":
+            model, data = B.model_and_data(build_spec(tiny_templates()))
+        else:
+            model = pyhf.simplemodels.uncorrelated_background(signal=[5.0, 10.0, 3.0], bkg=[50.0, 60.0, 40.0], bkg_uncertainty=[5.0, 6.0, 4.0])
+            data = np.array([44.0, 52.0, 37.0, *model.config.auxdata])
+        bounds = B._bounds(model)
+        scan = B.QtildeCLs(model, data, bounds)
+        mus = [3.0, 0.5 * max(scan.poi_hat, 0.1), 1.0, 6.0, 2.0]
+        for mu in mus:
+            obs, exp = scan(mu)
+            ref_obs, ref_exp = pyhf.infer.hypotest(mu, data, model, par_bounds=bounds, test_stat="qtilde", return_expected_set=True)
+            assert obs == pytest.approx(float(ref_obs), rel=1e-4, abs=1e-7), mu
+            assert exp == pytest.approx([float(v) for v in ref_exp], rel=1e-4, abs=1e-7), mu
+
+
 def test_custom_modifier_zero_variation_is_the_plain_workspace():
     t = tiny_templates(variation=0.0)
     plain, custom = build_spec(t), build_spec(t, variations="custom")

@@ -1,0 +1,89 @@
+"""Seconds of the binned CLs limit (and fit, discovery) on GBI workspaces, three ways.
+
+* ``package``: :func:`pyhf_gbi.infer.upper_limit` (the scan of :class:`~pyhf_gbi.infer.QtildeCLs`:
+  the three POI-independent fits once, two warm-started Minuit strategy-0 fits per POI value);
+* ``hypotest_scan``: the same scan points with ``pyhf.infer.hypotest`` at each (five fits per
+  point: the package before 2026-11-28);
+* ``pyhf_toms748``: what a pyhf user runs, ``pyhf.infer.intervals.upper_limits.upper_limit(data,
+  model, scan=None, level=0.05)`` (TOMS748 root finding on the observed and expected curves,
+  ``rtol`` 1e-3 here so that it is not held to more digits than the others).
+
+Each row: the workspace, its bins and parameters, the method, seconds, observed and expected
+median limit; the package's fit (with its profile-likelihood crossings) and discovery are timed
+too (``fit_seconds``, ``discovery_seconds``).
+
+Run: ``python benchmarks/binned_limit.py --workspace DIR/result/workspace.json [more.json]``
+(``gbi demo --out DIR`` writes one; with ``binned.variation_bins: 1`` and 2 for both kinds).
+About 25 minutes on 2 CPU cores for the demo's two workspaces, most of it the two pyhf ways on
+the 132-parameter split workspace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyhf
+from _common import report  # type: ignore[import-not-found]
+
+from pyhf_gbi import infer as B
+
+
+class _HypotestScan:
+    """``QtildeCLs``'s interface with ``pyhf.infer.hypotest`` behind it (the former scan)."""
+
+    def __init__(self, model, data, bounds):
+        self.model, self.data, self.bounds = model, data, bounds
+
+    def __call__(self, mu):
+        r = pyhf.infer.hypotest(mu, self.data, self.model, par_bounds=self.bounds, test_stat="qtilde", return_expected_set=True)
+        return float(np.ravel(r[0])[0]), [float(np.ravel(v)[0]) for v in r[1]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", type=Path, nargs="+", required=True)
+    ap.add_argument("--methods", nargs="+", default=["package", "hypotest_scan", "pyhf_toms748"])
+    ap.add_argument("--name", default="binned_limit")
+    args = ap.parse_args()
+    rows = []
+    for path in args.workspace:
+        spec = json.loads(path.read_text())
+        model, data = B.model_and_data(spec)
+        info = {"workspace": str(path), "bins": int(model.config.nmaindata), "parameters": int(model.config.npars)}
+        t = time.perf_counter()
+        fitted = B.fit(spec)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        z = B.discovery(spec).significance
+        disc_s = time.perf_counter() - t
+        for method in args.methods:
+            t = time.perf_counter()
+            n_points = None
+            if method == "pyhf_toms748":
+                with B.numpy_backend():
+                    obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data, model, scan=None, level=0.05, rtol=1e-3)
+                observed, expected = float(obs), sorted(float(e) for e in exp)[2]
+            else:
+                keep = B.QtildeCLs
+                if method == "hypotest_scan":
+                    B.QtildeCLs = _HypotestScan  # type: ignore[misc, assignment]
+                try:
+                    lim = B.upper_limit(spec, fitted=fitted)
+                finally:
+                    B.QtildeCLs = keep  # type: ignore[misc]
+                observed, expected, n_points = lim.observed, lim.expected[2], len(lim.scan["poi"]) - 1
+            row = {**info, "method": method, "seconds": round(time.perf_counter() - t, 2), "observed": observed,
+                   "expected": expected, "scan_points": n_points}
+            if method == "package":
+                row.update(fit_seconds=round(fit_s, 2), discovery_seconds=round(disc_s, 2), significance=z)
+            rows.append(row)
+            print(row, flush=True)
+    report(args.name, rows)
+
+
+if __name__ == "__main__":
+    main()
