@@ -489,7 +489,11 @@ def test_backend_plots_and_profile_keys(folder: Path) -> None:
     run = load_config(write(folder, cfg))
     assert (run.plots.style, run.plots.label, run.plots.enabled, run.plots.formats) == ("ATLAS", "Open Data", False, ["png", "pdf"])
     assert run.inference.profile_points == 15
-    assert (run.binned.mass_bins, run.binned.score_bins, run.binned.variation_bins, run.binned.modifier) == (4, 10, 1, "custom")
+    assert (run.binned.mass_bins, run.binned.score_bins, run.binned.variation_bins, run.binned.modifier) == (4, 10, None, "custom")
+    # the default split: 2 with one or two variation parameters, none without or with more
+    assert [run.binned.split_for(j) for j in range(5)] == [1, 2, 2, 1, 1]
+    cfg["binned"] = {"variation_bins": 3}
+    assert [load_config(write(folder, cfg)).binned.split_for(j) for j in (0, 1, 4)] == [3, 3, 3]
 
 
 def test_compute_executor_validated(tmp_path):

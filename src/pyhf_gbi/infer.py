@@ -63,6 +63,18 @@ def _robust(fn: Callable[[], T]) -> T:
         mixins_log.disabled = disabled
 
 
+def _quick(fit: Callable[..., T]) -> T:
+    """``fit(**options)`` with Minuit's strategy 0 (no Hessian: for fits whose minimum only is
+    used), again with pyhf's default strategy where that minimum is invalid; other optimizers
+    as set."""
+    if not isinstance(pyhf.get_backend()[1], pyhf.optimize.minuit_optimizer):
+        return fit()
+    try:
+        return fit(strategy=0)
+    except pyhf.exceptions.FailedMinimization:
+        return fit()
+
+
 def model_and_data(spec: dict[str, Any], measurement: str | None = None) -> tuple[pyhf.pdf.Model, np.ndarray]:
     """The pyhf model of a workspace spec (custom ``gbi_expshape`` modifiers supported) and
     its observed data (main bins in channel order, then the auxiliary data)."""
@@ -120,13 +132,12 @@ def _fit(spec: dict[str, Any]) -> BinnedFit:
     if not (np.isfinite(err) and err > 0):  # scipy gives no errors: the profile curvature
         err = max(abs(hat), 1.0) * 0.1
 
-    kw = {"strategy": 0} if isinstance(pyhf.get_backend()[1], pyhf.optimize.minuit_optimizer) else {}  # minima only
     starts = {hat: best.tolist()}
 
     def excess(mu: float) -> float:  # each fixed fit starts from the nearest one done
         init = list(starts[min(starts, key=lambda m: abs(m - mu))])
         init[i] = mu
-        pars, t = pyhf.infer.mle.fixed_poi_fit(mu, data, model, init_pars=init, par_bounds=bounds, return_fitted_val=True, **kw)
+        pars, t = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(mu, data, model, init_pars=init, par_bounds=bounds, return_fitted_val=True, **kw))
         starts[mu] = np.asarray(pars).tolist()
         return float(np.ravel(t)[0]) - twice_nll0 - 1.0
 
@@ -175,10 +186,9 @@ def discovery(spec: dict[str, Any]) -> DiscoveryResult:
     def q0() -> float:
         model, data = model_and_data(spec)
         bounds = _bounds(model)
-        kw = {"strategy": 0} if isinstance(pyhf.get_backend()[1], pyhf.optimize.minuit_optimizer) else {}
-        free, t_free = pyhf.infer.mle.fit(data, model, par_bounds=bounds, return_fitted_val=True, **kw)
-        _, t0 = pyhf.infer.mle.fixed_poi_fit(0.0, data, model, init_pars=np.asarray(free).tolist(), par_bounds=bounds,
-                                             return_fitted_val=True, **kw)
+        free, t_free = _quick(lambda **kw: pyhf.infer.mle.fit(data, model, par_bounds=bounds, return_fitted_val=True, **kw))
+        _, t0 = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(0.0, data, model, init_pars=np.asarray(free).tolist(), par_bounds=bounds,
+                                                                 return_fitted_val=True, **kw))
         return max(float(np.ravel(t0)[0]) - float(np.ravel(t_free)[0]), 0.0)
 
     z = math.sqrt(_robust(q0))
@@ -212,7 +222,7 @@ class QtildeCLs:
     data). Here they run once, and each POI value's two fixed-POI fits start from the fit of
     the nearest value already tested (the data's fixed fit is skipped where the fitted POI
     lies above the tested one: q~ is 0 there). With Minuit the fits use its strategy 0 (no
-    Hessian: only minima enter CLs). Same numbers to 1e-4 (``tests/test_pyhf_workspace.py``);
+    Hessian: only minima enter CLs; strategy 1 where a minimum is invalid). Same numbers to 1e-4 (``tests/test_pyhf_workspace.py``);
     on the demo's workspaces 12 to 6 times faster (``benchmarks/binned_limit.py``).
 
     Call it with a POI value: ``(CLs observed, [CLs expected at -2, -1, 0, +1, +2 sigma])``
@@ -222,21 +232,20 @@ class QtildeCLs:
     def __init__(self, model: pyhf.pdf.Model, data: np.ndarray, bounds: list[tuple[float, float]]) -> None:
         self.model, self.data, self.bounds = model, data, bounds
         self._i = model.config.poi_index
-        self._kw = {"strategy": 0} if isinstance(pyhf.get_backend()[1], pyhf.optimize.minuit_optimizer) else {}
         init = model.config.suggested_init()
-        free, self._free_data = pyhf.infer.mle.fit(data, model, init_pars=init, par_bounds=bounds, return_fitted_val=True, **self._kw)
+        free, self._free_data = _quick(lambda **kw: pyhf.infer.mle.fit(data, model, init_pars=init, par_bounds=bounds, return_fitted_val=True, **kw))
         self.poi_hat = float(np.asarray(free)[self._i])
         asimov_pars, _ = self._fixed(0.0, data, init)  # the Asimov data: expected at the POI = 0 fit to the data
         self._asimov = np.asarray(model.expected_data(np.asarray(asimov_pars)))
-        free_a, self._free_asimov = pyhf.infer.mle.fit(self._asimov, model, init_pars=asimov_pars, par_bounds=bounds,
-                                                       return_fitted_val=True, **self._kw)
+        free_a, self._free_asimov = _quick(lambda **kw: pyhf.infer.mle.fit(self._asimov, model, init_pars=asimov_pars, par_bounds=bounds,
+                                                                           return_fitted_val=True, **kw))
         self._starts: dict[float, tuple[list[float], list[float]]] = {0.0: (np.asarray(free).tolist(), np.asarray(free_a).tolist())}
 
     def _fixed(self, mu: float, data: np.ndarray, start: list[float]) -> tuple[list[float], float]:
         init = list(start)
         init[self._i] = mu
-        pars, twice_nll = pyhf.infer.mle.fixed_poi_fit(mu, data, self.model, init_pars=init, par_bounds=self.bounds,
-                                                      return_fitted_val=True, **self._kw)
+        pars, twice_nll = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(mu, data, self.model, init_pars=init, par_bounds=self.bounds,
+                                                                          return_fitted_val=True, **kw))
         return np.asarray(pars).tolist(), float(np.ravel(twice_nll)[0])
 
     def __call__(self, mu: float) -> tuple[float, list[float]]:

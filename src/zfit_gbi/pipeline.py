@@ -599,7 +599,7 @@ def _templates(cfg: Any, model: Any, bkg_gen: Any, sig_gen: Any, parts: dict[str
         resonant=cfg.data.resonant, features=cfg.data.features, windows=Windows(tuple(cfg.windows.fit), tuple(cfg.windows.signal_region)),
         mass_pdf=model.background.mass_pdf, background_generator=bkg_gen, signal_generator=sig_gen, data=parts["fit"],
         sidebands=parts["sidebands"], simulation=sim, variation=model.variation, mass_bins=b.mass_bins, score_bins=b.score_bins,
-        variation_bins=b.variation_bins,
+        variation_bins=b.split_for(0 if model.variation is None else len(model.variation.params)),
         n_generated=b.n_generated, signal_scale=float(cfg.inference.reference_yield) if mu else 1.0,
         signal_mass_hypothesis=cfg.signal.mass, poi_name="mu" if mu else "n_sig", seed=seed,
     )
