@@ -172,7 +172,8 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
     if b is not None and s.get("backend") == "both":  # the binned route next to the unbinned one
         y = b["signal_yield"]
         rows.append(["binned (pyhf) yield", f"{y['value']:.1f} -{y['error_low']:.1f} +{y['error_high']:.1f}",
-                     f"{b['bins']['mass']} mass x {b['bins']['score']} score bins"])
+                     f"{b['bins']['mass']} mass x {b['bins']['score']} score"
+                     + (f" x {b['bins']['variation']} variation" if b["bins"].get("variation", 1) > 1 else "") + " bins"])
         if b.get("discovery"):
             rows.append(["binned (pyhf) Z", f"{b['discovery']['significance']:.2f}", ""])
         if b.get("upper_limit"):

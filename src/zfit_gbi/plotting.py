@@ -265,8 +265,8 @@ def plot_binned_fit(
         for i in range(len(me) - 1):
             pax.text((i + 0.5) * n_score - 0.5, 0.95, f"{me[i]:.3g}-{me[i + 1]:.3g}", transform=pax.get_xaxis_transform(),
                      ha="center", va="top", fontsize="x-small", color="0.2", bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
-        inner = "learned-score bins" + (f" x {split} variation bins" if split > 1 else "")
-        pax.set_xlabel(f"Bin (${resonant}$ [{unit}] bins x {inner}, score increasing)")
+        inner = "score" + (f" x {split} variation" if split > 1 else "")  # short: it must fit the axis' width
+        pax.set_xlabel(f"Bin (${resonant}$ [{unit}] x {inner}; score increasing)")
     else:
         pax.set_xticks(np.arange(n))
         pax.set_xticklabels([f"{me[i]:.3g}" for i in range(n)], fontsize="x-small")
