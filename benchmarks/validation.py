@@ -159,7 +159,8 @@ def main() -> None:
                     help="with --part closure: 'rqs' measures the closure of the package's default generator (maf-rqs 5 x 64) "
                          "instead, into closure_default_generator of the report (the toys' model keeps the affine one)")
     ap.add_argument("--with", dest="replicas", nargs="+", default=[], metavar="NAME",
-                    help="with --part pool: the --name of each replica whose results/NAME_signal_toys.json (another --seed) is pooled")
+                    help="with --part pool: the --name of each replica whose results/NAME_signal_toys.json and NAME_null_toys.json "
+                         "(another --seed) are pooled")
     ap.add_argument("--part", choices=("all", "signal", "null", "rest", "merge", "report", "generator", "closure", "pool"), default="all",
                     help="run the signal toys ('signal') and everything else ('rest') in two processes at once "
                          "(both train the same seeded generators; 'signal' first deletes an earlier run's signal-toy file, "
@@ -171,7 +172,8 @@ def main() -> None:
                          "a part file older than the report is skipped); "
                          "'closure' reruns the closure test alone (same seeded generators, about 4 minutes) into the finished report "
                          "and redraws validation.png from it (after a 'merge'); "
-                         "'pool' puts the signal toys of replicas (--with) beside the report's and pooled, under 'replicas'")
+                         "'pool' puts the signal and background-only toys of replicas (--with) beside the report's and pooled, "
+                         "under 'replicas'")
     args = ap.parse_args()
     if args.quick:
         args.toys, args.retrainings, args.epochs = 30, 5, 12
@@ -434,29 +436,44 @@ def _generator_part(path, ens, var, common, data, plain) -> None:
     _figure("validation_generator", draw, figsize=(9, 7))
 
 
+_POOL_KEYS = {
+    "signal": ("n_valid", "likelihood_pull_mean", "likelihood_pull_width", "pull_mean", "pull_width", "coverage_68", "limit_coverage"),
+    "null": ("n_valid", "poi_mean", "fraction_positive", "p0_below_0.05", "ks_pvalue_2p0_uniform", "ks_pvalue_asymptotic_null"),
+}
+
+
 def _pool(path, replicas: list[str]) -> None:
-    """The report's signal toys, each replica's (``results/<replica>_signal_toys.json``: the same
-    study with another ``--seed``, so another data set, ensemble and truth model) and all of them
-    pooled (the same injected n_S; the pulls and coverages are per toy, so they pool), printed and
-    stored under ``replicas`` in the report."""
+    """The report's toys (signal and background-only), each replica's
+    (``results/<replica>_signal_toys.json`` and ``_null_toys.json`` where it exists: the same
+    study with another ``--seed``, so another data set, ensemble and truth model) and all of
+    them pooled (the same injected n_S; pulls, coverages and p0 are per toy, each against its
+    own model, so they pool), printed and stored under ``replicas`` in the report."""
     doc = json.loads(path.read_text())
-    studies = {f"{path.stem} (seed {doc.get('settings', {}).get('seed', 1)})": ToyStudy.from_dict(doc["signal_toys"])}
-    for name in replicas:
-        d = json.loads((RESULTS / f"{name}_signal_toys.json").read_text())
-        studies[f"{name} (seed {d['settings']['seed']})"] = ToyStudy.from_dict(d)
-    truths = {st.truth for st in studies.values()}
-    if len(truths) > 1:
-        raise SystemExit(f"the studies have different true yields {sorted(truths)}: their toys do not pool")
-    first = next(iter(studies.values()))
-    pooled = ToyStudy(truth=first.truth, n_signal=first.n_signal, n_background=first.n_background, cl=first.cl,
-                      toys=[t for st in studies.values() for t in st.toys])
-    rows = {**{k: st.summary() for k, st in studies.items()}, "pooled": pooled.summary()}
-    keys = ("n_valid", "likelihood_pull_mean", "likelihood_pull_width", "pull_mean", "pull_width", "coverage_68", "limit_coverage")
-    print(f"{'study':>32s} " + " ".join(f"{k:>24s}" for k in keys))
-    for k, sm in rows.items():
-        cells = [f"{sm[q]:d}" if q == "n_valid" else f"{sm[q]:.3f} +- {sm[q + '_error']:.3f}" for q in keys]
-        print(f"{k:>32s} " + " ".join(f"{c:>24s}" for c in cells))
-    doc["replicas"] = {"signal_toys": rows, "pooled_from": [path.stem, *replicas], "date": _now()}
+    out = {"pooled_from": [path.stem, *replicas], "date": _now()}
+    for part, key in (("signal", "signal_toys"), ("null", "background_only_toys")):
+        studies = {f"{path.stem} (seed {doc.get('settings', {}).get('seed', 1)})": ToyStudy.from_dict(doc[key])}
+        for name in replicas:
+            f = RESULTS / f"{name}_{part}_toys.json"
+            if not f.exists():
+                print(f"{f.name}: missing, {part} toys pooled without {name}")
+                continue
+            d = json.loads(f.read_text())
+            studies[f"{name} (seed {d['settings']['seed']})"] = ToyStudy.from_dict(d)
+        truths = {st.truth for st in studies.values()}
+        if len(truths) > 1:
+            raise SystemExit(f"the {part} studies have different true yields {sorted(truths)}: their toys do not pool")
+        first = next(iter(studies.values()))
+        pooled = ToyStudy(truth=first.truth, n_signal=first.n_signal, n_background=first.n_background, cl=first.cl,
+                          toys=[t for st in studies.values() for t in st.toys])
+        rows = {**{k: st.summary() for k, st in studies.items()}, "pooled": pooled.summary()}
+        keys = _POOL_KEYS[part]
+        print(f"{part} toys\n{'study':>32s} " + " ".join(f"{k:>24s}" for k in keys))
+        for k, sm in rows.items():
+            cells = [f"{sm[q]:d}" if q == "n_valid" else f"{sm[q]:.3f} +- {sm[q + '_error']:.3f}" if f"{q}_error" in sm else f"{sm[q]:.3g}"
+                     for q in keys]
+            print(f"{k:>32s} " + " ".join(f"{c:>24s}" for c in cells))
+        out[key] = rows
+    doc["replicas"] = out
     path.write_text(json.dumps(doc, indent=2, default=float))
 
 
