@@ -14,7 +14,10 @@ median limit; the package's fit (with its profile-likelihood crossings) and disc
 too (``fit_seconds``, ``discovery_seconds``).
 
 Run: ``python benchmarks/binned_limit.py --workspace DIR/result/workspace.json [more.json]``
-(``gbi demo --out DIR`` writes one; with ``binned.variation_bins: 1`` and 2 for both kinds).
+(``gbi demo --out DIR`` writes one, with the default split of ``binned.variation_bins``; ``gbi run``
+of the demo's config with ``--set binned.variation_bins=1`` the unsplit one). Without
+``--workspace``: the workspace of ``gbi-demo-binned`` (the demo run there first if it is not;
+``binned_vs_unbinned.py`` shares it).
 About 25 minutes on 2 CPU cores for the demo's two workspaces, most of it the two pyhf ways on
 the 132-parameter split workspace.
 """
@@ -46,10 +49,17 @@ class _HypotestScan:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", type=Path, nargs="+", required=True)
+    ap.add_argument("--workspace", type=Path, nargs="+", default=None)
     ap.add_argument("--methods", nargs="+", default=["package", "hypotest_scan", "pyhf_toms748"])
     ap.add_argument("--name", default="binned_limit")
     args = ap.parse_args()
+    if args.workspace is None:
+        from zfit_gbi.cli import main as gbi
+
+        demo = Path("gbi-demo-binned")
+        if not (demo / "result" / "workspace.json").exists():
+            gbi(["demo", "--out", str(demo), "--quiet"])
+        args.workspace = [demo / "result" / "workspace.json"]
     rows = []
     for path in args.workspace:
         spec = json.loads(path.read_text())

@@ -51,6 +51,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "sideband_signal_truth": (["--flow", "rqs", "--seeds", "1", "--rounds", "0", "--no-spurious", "--sideband-truth", "--s-over-sqrt-b", "0", "1", "2.5",
                                "5", "--name", "sideband_signal_truth"], None),  # interpolation vs retraining; 20 minutes
     "binned_vs_unbinned": ([], None),  # needs a full demo and 10 minutes of limits: full runs only
+    "binned_limit": ([], None),  # the demo's split workspace three ways (pyhf's own TOMS748 the slow one): full runs only
     "validation": ([], None),  # 400 toys + 20 retrainings (about an hour); its --quick alone takes 9 minutes
 }
 SCRIPT = {"memory_growth_rqs": "memory_growth", "sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal", "sideband_signal_truth": "sideband_signal"}  # entries that run another entry's script with other arguments
