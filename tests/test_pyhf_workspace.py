@@ -129,6 +129,30 @@ def test_scan_hypotest_is_pyhf_hypotest(case):
             assert exp == pytest.approx([float(v) for v in ref_exp], rel=1e-4, abs=1e-7), mu
 
 
+def test_scan_fit_with_invalid_quick_minimum_is_repeated(monkeypatch):
+    """A Minuit strategy-0 fit whose minimum is invalid is repeated with the default strategy
+    (not the whole scan with scipy): the same CLs as pyhf's hypotest."""
+    spec = build_spec(tiny_templates())
+    real, calls = pyhf.infer.mle.fixed_poi_fit, []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs.get("strategy"))
+        if kwargs.get("strategy") == 0:
+            raise pyhf.exceptions.FailedMinimization(type("R", (), {"message": "invalid minimum", "success": False})())
+        return real(*args, **kwargs)
+
+    with B.numpy_backend():
+        model, data = B.model_and_data(spec)
+        bounds = B._bounds(model)
+        ref_obs, ref_exp = pyhf.infer.hypotest(2.0, data, model, par_bounds=bounds, test_stat="qtilde", return_expected_set=True)
+        monkeypatch.setattr(pyhf.infer.mle, "fixed_poi_fit", flaky)
+        obs, exp = B.QtildeCLs(model, data, bounds)(2.0)
+    assert calls[0] == 0  # tried quick first
+    assert None in calls  # then repeated with the default strategy
+    assert obs == pytest.approx(float(ref_obs), rel=1e-4)
+    assert exp == pytest.approx([float(v) for v in ref_exp], rel=1e-4)
+
+
 def test_custom_modifier_zero_variation_is_the_plain_workspace():
     t = tiny_templates(variation=0.0)
     plain, custom = build_spec(t), build_spec(t, variations="custom")
