@@ -280,7 +280,9 @@ def main() -> None:
     print(null, flush=True)
     if args.part == "null":
         f = RESULTS / f"{args.name}_null_toys.json"
-        f.write_text(json.dumps({**null.to_dict(), "seconds": timings["background-only toys"], "date": _now()}, default=float))
+        settings = {"toys": args.toys, "seed": args.seed, "epochs": args.epochs}
+        f.write_text(json.dumps({**null.to_dict(), "seconds": timings["background-only toys"], "settings": settings, "date": _now()},
+                                default=float))
         print(f"wrote {f}")
         return
 
@@ -458,7 +460,7 @@ def _pool(path, replicas: list[str]) -> None:
                 print(f"{f.name}: missing, {part} toys pooled without {name}")
                 continue
             d = json.loads(f.read_text())
-            studies[f"{name} (seed {d['settings']['seed']})"] = ToyStudy.from_dict(d)
+            studies[f"{name} (seed {d.get('settings', {}).get('seed', '?')})"] = ToyStudy.from_dict(d)
         truths = {st.truth for st in studies.values()}
         if len(truths) > 1:
             raise SystemExit(f"the {part} studies have different true yields {sorted(truths)}: their toys do not pool")
