@@ -93,6 +93,7 @@ def main() -> None:
                 row.update(fit_seconds=round(fit_s, 2), discovery_seconds=round(disc_s, 2), significance=z)
             rows.append(row)
             print(row, flush=True)
+            report(args.name, rows, quiet=True)  # after every row: an interrupted run keeps what it measured
     report(args.name, rows)
 
 
