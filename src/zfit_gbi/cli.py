@@ -18,7 +18,7 @@ __all__ = ["main"]
 log = logging.getLogger("zfit_gbi")
 
 EXAMPLES = {
-    "demo": "gbi demo --out gbi-demo                 # the embedded benchmark, about 3-4 minutes on 2 CPU cores",
+    "demo": "gbi demo --out gbi-demo                 # the embedded benchmark, about 4-5 minutes on 2 CPU cores",
     "run": "gbi run analysis.yaml --out results      # or --models trained/models; --set signal.model=data-driven",
     "train": "gbi train analysis.yaml --out trained  # generators only: trained/models/{background,signal}",
     "fit": "gbi fit analysis.yaml --out fit --models trained/models",
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 3-4 minutes)")
+    demo = _command(sub, common, "demo", "run the full analysis on the embedded benchmark (about 4-5 minutes)")
     demo.add_argument("--out", default="gbi-demo", help="output folder (default: gbi-demo)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the benchmark events (default: 1)")
     demo.add_argument("--n-background", type=int, default=100_000, help="background events in the fit window (default: 100000)")
