@@ -123,7 +123,8 @@ def _failed(name: str, err: Exception) -> dict:
     return {"method": name, "signal_yield": math.nan, "significance": math.nan, "upper_limit": math.nan, "error": str(err)}
 
 
-def data_driven(data: Events, *, features, windows: Windows, bkg_gen, sim: Events, box, seed: int, background_mass: str) -> dict:
+def data_driven(data: Events, *, features, windows: Windows, bkg_gen, sim: Events, box, seed: int, background_mass: str,
+                flow: tuple[int, int, int] = (3, 32, 25)) -> dict:
     """``gbi run`` in ``signal.model: data-driven`` on ``data`` with ``bkg_gen`` (saved, loaded by
     path): the row of ``gbi_data_driven``."""
     import tempfile
@@ -144,7 +145,7 @@ def data_driven(data: Events, *, features, windows: Windows, bkg_gen, sim: Event
             "background": {"mass_shape": background_mass, "generator": {"path": str(tmp / "background")}},
             "signal": {"model": "data-driven", "simulation": {"path": str(tmp / "sim.npy"), "columns": list(sim.columns)},
                        "mass_shape": "gauss",
-                       "generator": {"type": "maf-affine", "layers": 3, "hidden": 32, "epochs": 25, "batch_size": 512,
+                       "generator": {"type": "maf-affine", "layers": flow[0], "hidden": flow[1], "epochs": flow[2], "batch_size": 512,
                                      "learning_rate": 0.002, "patience": 6, "seed": 2 + seed},
                        "data_driven": {"null_toys": 0}},
             "inference": {"discovery": True, "upper_limit": {"cl": 0.95}, "seed": seed},
@@ -199,7 +200,7 @@ def methods(data, *, features, windows, bkg_gen, ideal_gen, sig_gen, sim, seed, 
     if "gbi_data_driven" in args.methods:
         try:
             found.append(data_driven(data, features=features, windows=windows, bkg_gen=bkg_gen, sim=sim, box=box, seed=seed,
-                                     background_mass=background_mass))
+                                     background_mass=background_mass, flow=tuple(args.dd_flow)))
         except (FitError, ValueError) as err:
             found.append(_failed("gbi_data_driven", err))
 
@@ -338,6 +339,8 @@ def main() -> None:
     ap.add_argument("--clf-epochs", type=int, default=20, help="CATHODE classifier epochs")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                     help="the methods to run (default all; --quick: all but gbi_data_driven; gbi_binned and cathode_cut need gbi_unbinned)")
+    ap.add_argument("--dd-flow", type=int, nargs=3, default=[3, 32, 25], metavar=("LAYERS", "HIDDEN", "EPOCHS"),
+                    help="gbi_data_driven's signal flow (maf-affine; default the demo's 3 x 32, 25 epochs)")
     ap.add_argument("--no-limits", dest="limits", action="store_false", help="significances only (the CLs limits take most of the time)")
     ap.add_argument("--quick", action="store_true", help="1 seed, 3 injections, 30k background events (LHCO: half a file), 8 epochs, no limits")
     ap.add_argument("--name", default=None, help="results/<name>.json (default sensitivity, sensitivity_lhco)")
