@@ -223,7 +223,8 @@ class QtildeCLs:
     the nearest value already tested (the data's fixed fit is skipped where the fitted POI
     lies above the tested one: q~ is 0 there). With Minuit the fits use its strategy 0 (no
     Hessian: only minima enter CLs; strategy 1 where a minimum is invalid). Same numbers to 1e-4 (``tests/test_pyhf_workspace.py``);
-    on the demo's workspaces 12 to 6 times faster (``benchmarks/binned_limit.py``).
+    on the demo's workspaces about 10 times faster than a hypotest per point
+    (``benchmarks/binned_limit.py``).
 
     Call it with a POI value: ``(CLs observed, [CLs expected at -2, -1, 0, +1, +2 sigma])``
     in pyhf's order (the first expected value is the +2 sigma limit's lowest CLs).
