@@ -67,6 +67,14 @@ def test_mixture_scan_estimates():
     rising = MixtureScan(w, np.linspace(1, 50, 9), np.zeros((9, 1)), 1000)
     assert rising.interval() == (0.0, 1.0)
     assert np.isnan(rising.errors()[0])
+    # such an interval is said to be unconstrained in the run's notes, with the reason
+    from zfit_gbi.data_driven import unconstrained_note
+
+    assert unconstrained_note(s) is None
+    assert "widen signal.data_driven.w_range" in unconstrained_note(rising)
+    flat = MixtureScan(w, -np.linspace(1, 50, 9), np.zeros((9, 1)), 1000)  # LL < 0 everywhere: no signal
+    assert flat.interval() == (0.0, 1.0)
+    assert "no maximum inside the w scan" in unconstrained_note(flat)
     # a background error (from scans with each ensemble member) adds in quadrature
     bg = MixtureScan(w, ll, ll[:, None], 1000, background_error=2 * stat)
     assert bg.w_hat == s.w_hat

@@ -89,6 +89,18 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     return {"t": scan.t, "w_hat": scan.w_hat, "w_interval": list(scan.interval()), "upper_limit": scan.upper_limit(task["cl"])}
 
 
+def unconstrained_note(scan: MixtureScan) -> str | None:
+    """What to tell the user when the scan has no parabolic maximum (its interval is then
+    [0, 1] by construction: every signal-region event could be signal); None otherwise."""
+    if math.isfinite(scan.errors()[0]):
+        return None
+    if int(np.argmax(scan.log_likelihood)) == len(scan.w) - 1 and scan.log_likelihood.max() > 0:
+        why = "the held-out likelihood still rises at the largest scanned w: widen signal.data_driven.w_range"
+    else:
+        why = "the held-out likelihood has no maximum inside the w scan (no signal it can resolve)"
+    return f"the signal yield's interval is unconstrained ([0, all signal-region events]): {why}; quote the upper limit"
+
+
 def _jackknife(scan: MixtureScan, rows: list[dict[str, Any]], to_yield: float) -> tuple[MixtureScan, dict[str, Any], list[str]]:
     """The data's scan with the background error from a jackknife over the ensemble's members.
 
@@ -220,6 +232,9 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         scan, member_report, notes = _jackknife(scan, rows, to_fit)
         for note in notes:
             log.warning(note)
+    if (note := unconstrained_note(scan)) is not None:
+        notes.append(note)
+        log.warning(note)
     write_json_atomic(out / "ranode_scan.json", scan.to_dict())  # kept if the calibration is interrupted
 
     null, toys = None, []
