@@ -182,7 +182,7 @@ def methods(data, *, features, windows, bkg_gen, ideal_gen, sig_gen, sim, seed, 
                            simulation=sim, mass_bins=4, score_bins=10, n_generated=100_000, seed=seed)
         spec = build_spec(t)
         f = B.fit(spec)
-        found.append({"method": "gbi_binned", "signal_yield": f.poi_value, "significance": B.discovery(spec).significance,
+        found.append({"method": "gbi_binned", "signal_yield": f.poi_value, "significance": B.discovery(spec, fitted=f).significance,
                       "upper_limit": B.upper_limit(spec, cl=0.95, fitted=f).observed if args.limits else math.nan})
 
     if "mass_only" in args.methods:

@@ -98,6 +98,7 @@ def test_limits_and_discovery_match_pyhf():
     assert cls_at == pytest.approx(0.05, abs=1e-3)
     d = B.discovery(spec)
     assert d.p0 == pytest.approx(p0, rel=1e-3)
+    assert B.discovery(spec, fitted=B.fit(spec)).p0 == pytest.approx(p0, rel=1e-3)  # the fit's minimum reused as the free fit
     # the limit scan for the plot: monotone expected band around the median
     sc = lim.scan
     assert np.all(np.asarray(sc["cls_expected_m2"]) <= np.asarray(sc["cls_expected"]) + 1e-12)
@@ -121,12 +122,16 @@ def test_scan_hypotest_is_pyhf_hypotest(case):
             data = np.array([44.0, 52.0, 37.0, *model.config.auxdata])
         bounds = B._bounds(model)
         scan = B.QtildeCLs(model, data, bounds)
+        # a fit() with a negative POI (it allows them) says nothing about the POI >= 0 fit: not used
+        unused = B.BinnedFit("mu", -1.0, 1.0, 1.0, 1.0, {}, {}, 0.0, tuple(np.full(model.config.npars, 0.5)))
+        refit = B.QtildeCLs(model, data, bounds, fitted=unused)
         mus = [3.0, 0.5 * max(scan.poi_hat, 0.1), 1.0, 6.0, 2.0]
         for mu in mus:
-            obs, exp = scan(mu)
             ref_obs, ref_exp = pyhf.infer.hypotest(mu, data, model, par_bounds=bounds, test_stat="qtilde", return_expected_set=True)
-            assert obs == pytest.approx(float(ref_obs), rel=1e-4, abs=1e-7), mu
-            assert exp == pytest.approx([float(v) for v in ref_exp], rel=1e-4, abs=1e-7), mu
+            for s in (scan, refit):
+                obs, exp = s(mu)
+                assert obs == pytest.approx(float(ref_obs), rel=1e-4, abs=1e-7), mu
+                assert exp == pytest.approx([float(v) for v in ref_exp], rel=1e-4, abs=1e-7), mu
 
 
 def test_scan_fit_with_invalid_quick_minimum_is_repeated(monkeypatch):

@@ -75,6 +75,17 @@ def _quick(fit: Callable[..., T]) -> T:
         return fit()
 
 
+def _fixed_fit(mu: float, data: np.ndarray, model: pyhf.pdf.Model, bounds: list[tuple[float, float]],
+               starts: dict[float, list[float]]) -> tuple[list[float], float]:
+    """The fit at POI = ``mu`` (:func:`_quick`), started from ``starts``' entry of the nearest
+    POI value (pyhf sets the POI itself) and recorded there: ``(parameters, twice NLL)``."""
+    init = starts[min(starts, key=lambda m: abs(m - mu))]
+    pars, twice_nll = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(mu, data, model, init_pars=init, par_bounds=bounds,
+                                                                      return_fitted_val=True, **kw))
+    starts[mu] = np.asarray(pars).tolist()
+    return starts[mu], float(np.ravel(twice_nll)[0])
+
+
 def model_and_data(spec: dict[str, Any], measurement: str | None = None) -> tuple[pyhf.pdf.Model, np.ndarray]:
     """The pyhf model of a workspace spec (custom ``gbi_expshape`` modifiers supported) and
     its observed data (main bins in channel order, then the auxiliary data)."""
@@ -135,11 +146,7 @@ def _fit(spec: dict[str, Any]) -> BinnedFit:
     starts = {hat: best.tolist()}
 
     def excess(mu: float) -> float:  # each fixed fit starts from the nearest one done
-        init = list(starts[min(starts, key=lambda m: abs(m - mu))])
-        init[i] = mu
-        pars, t = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(mu, data, model, init_pars=init, par_bounds=bounds, return_fitted_val=True, **kw))
-        starts[mu] = np.asarray(pars).tolist()
-        return float(np.ravel(t)[0]) - twice_nll0 - 1.0
+        return _fixed_fit(mu, data, model, bounds, starts)[1] - twice_nll0 - 1.0
 
     def crossing(direction: int) -> float:
         lim = bounds[i][0] if direction < 0 else bounds[i][1]
@@ -178,18 +185,27 @@ def _unpack(a: np.ndarray) -> float | list[float]:
     return float(a[0]) if a.size == 1 else [float(v) for v in a]
 
 
-def discovery(spec: dict[str, Any]) -> DiscoveryResult:
+def _free_fit(model: pyhf.pdf.Model, data: np.ndarray, bounds: list[tuple[float, float]], fitted: BinnedFit | None) -> tuple[list[float], float]:
+    """The fit with the POI >= 0 (``bounds``): ``fitted``'s minimum where its POI is >= 0 (the
+    bound then inactive: the same minimum), else a new fit. ``(parameters, twice NLL)``."""
+    if fitted is not None and fitted.pars and fitted.poi_value >= 0:
+        return list(fitted.pars), fitted.twice_nll
+    free, twice_nll = _quick(lambda **kw: pyhf.infer.mle.fit(data, model, init_pars=model.config.suggested_init(), par_bounds=bounds,
+                                                             return_fitted_val=True, **kw))
+    return np.asarray(free).tolist(), float(np.ravel(twice_nll)[0])
+
+
+def discovery(spec: dict[str, Any], *, fitted: BinnedFit | None = None) -> DiscoveryResult:
     """Discovery test of POI = 0 (q0, asymptotic): p0 = 1 - Phi(sqrt(q0)) with q0 from the free
     fit (POI >= 0) and the POI = 0 fit, what ``pyhf.infer.hypotest(0, ..., test_stat="q0")``
     returns (its Asimov fits do not enter the observed p0: two fits instead of four); then
-    Z = Phi^-1(1 - p0)."""
+    Z = Phi^-1(1 - p0). ``fitted``: a :func:`fit` of this spec, if one exists (its minimum is
+    the free fit where its POI is >= 0)."""
     def q0() -> float:
         model, data = model_and_data(spec)
         bounds = _bounds(model)
-        free, t_free = _quick(lambda **kw: pyhf.infer.mle.fit(data, model, par_bounds=bounds, return_fitted_val=True, **kw))
-        _, t0 = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(0.0, data, model, init_pars=np.asarray(free).tolist(), par_bounds=bounds,
-                                                                 return_fitted_val=True, **kw))
-        return max(float(np.ravel(t0)[0]) - float(np.ravel(t_free)[0]), 0.0)
+        free, t_free = _free_fit(model, data, bounds, fitted)
+        return max(_fixed_fit(0.0, data, model, bounds, {0.0: free})[1] - t_free, 0.0)
 
     z = math.sqrt(_robust(q0))
     return DiscoveryResult(q0=z * z, p0=float(norm.sf(z)), significance=z, calculator="asymptotic (pyhf)")
@@ -230,39 +246,27 @@ class QtildeCLs:
     in pyhf's order (the first expected value is the +2 sigma limit's lowest CLs).
     """
 
-    def __init__(self, model: pyhf.pdf.Model, data: np.ndarray, bounds: list[tuple[float, float]]) -> None:
+    def __init__(self, model: pyhf.pdf.Model, data: np.ndarray, bounds: list[tuple[float, float]], *,
+                 fitted: BinnedFit | None = None) -> None:
         self.model, self.data, self.bounds = model, data, bounds
-        self._i = model.config.poi_index
-        init = model.config.suggested_init()
-        free, self._free_data = _quick(lambda **kw: pyhf.infer.mle.fit(data, model, init_pars=init, par_bounds=bounds, return_fitted_val=True, **kw))
-        self.poi_hat = float(np.asarray(free)[self._i])
-        asimov_pars, _ = self._fixed(0.0, data, init)  # the Asimov data: expected at the POI = 0 fit to the data
+        free, self._free_data = _free_fit(model, data, bounds, fitted)  # ``fitted``: a fit() of these, if one exists
+        self.poi_hat = free[model.config.poi_index]
+        self._starts_data = {self.poi_hat: free}  # fixed-POI fits, by POI value: the next one's start
+        asimov_pars, _ = _fixed_fit(0.0, data, model, bounds, self._starts_data)  # the Asimov data: expected at the POI = 0 fit
         self._asimov = np.asarray(model.expected_data(np.asarray(asimov_pars)))
         free_a, self._free_asimov = _quick(lambda **kw: pyhf.infer.mle.fit(self._asimov, model, init_pars=asimov_pars, par_bounds=bounds,
                                                                            return_fitted_val=True, **kw))
-        self._starts: dict[float, tuple[list[float], list[float]]] = {0.0: (np.asarray(free).tolist(), np.asarray(free_a).tolist())}
-
-    def _fixed(self, mu: float, data: np.ndarray, start: list[float]) -> tuple[list[float], float]:
-        init = list(start)
-        init[self._i] = mu
-        pars, twice_nll = _quick(lambda **kw: pyhf.infer.mle.fixed_poi_fit(mu, data, self.model, init_pars=init, par_bounds=self.bounds,
-                                                                          return_fitted_val=True, **kw))
-        return np.asarray(pars).tolist(), float(np.ravel(twice_nll)[0])
+        self._free_asimov = float(np.ravel(self._free_asimov)[0])
+        self._starts_asimov = {0.0: np.asarray(free_a).tolist()}
 
     def __call__(self, mu: float) -> tuple[float, list[float]]:
         from pyhf.infer.calculators import AsymptoticTestStatDistribution
 
         mu = float(mu)
-        near = min(self._starts, key=lambda m: abs(m - mu))
-        start_d, start_a = self._starts[near]
-        if self.poi_hat > mu:  # q~_mu = 0 by definition; pyhf fits and discards
-            q, pars_d = 0.0, start_d
-        else:
-            pars_d, t = self._fixed(mu, self.data, start_d)
-            q = max(t - float(np.ravel(self._free_data)[0]), 0.0)
-        pars_a, t_a = self._fixed(mu, self._asimov, start_a)
-        q_a = max(t_a - float(np.ravel(self._free_asimov)[0]), 0.0)
-        self._starts[mu] = (pars_d, pars_a)
+        q = 0.0  # q~_mu = 0 where the fitted POI lies above mu, by definition; pyhf fits and discards
+        if self.poi_hat <= mu:
+            q = max(_fixed_fit(mu, self.data, self.model, self.bounds, self._starts_data)[1] - self._free_data, 0.0)
+        q_a = max(_fixed_fit(mu, self._asimov, self.model, self.bounds, self._starts_asimov)[1] - self._free_asimov, 0.0)
         sq, sq_a = math.sqrt(q), math.sqrt(q_a)
         stat = sq - sq_a if sq <= sq_a else (q - q_a) / (2 * sq_a)
         sb, b = AsymptoticTestStatDistribution(-sq_a), AsymptoticTestStatDistribution(0.0)
@@ -281,7 +285,7 @@ def _upper_limit(spec: dict[str, Any], fitted: BinnedFit, cl: float, level: floa
     i = model.config.poi_index
     err, hat = max(fitted.poi_error, 1e-9), max(fitted.poi_value, 0.0)
     rows: dict[float, tuple[float, list[float]]] = {0.0: (1.0, [1.0] * 5)}  # q~_0 = 0: CLs = 1 by construction
-    hypotest = QtildeCLs(model, data, bounds)
+    hypotest = QtildeCLs(model, data, bounds, fitted=fitted)
 
     def test(values: np.ndarray) -> None:
         for mu in values:

@@ -664,7 +664,7 @@ def _binned(cfg: Any, out: Path, model: Any, bkg_gen: Any, sig_gen: Any, parts: 
     }
     if cfg.inference.discovery:
         with _stage(timings, "binned discovery", quiet):
-            res["discovery"] = B.discovery(spec).to_dict()
+            res["discovery"] = B.discovery(spec, fitted=f).to_dict()
     lim = None
     if cfg.inference.upper_limit is not None:
         with _stage(timings, "binned upper limit", quiet):
