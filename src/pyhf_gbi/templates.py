@@ -376,9 +376,8 @@ def make_templates(
     # generator the score reuses it for the sets whose columns are needed anyway (the generated
     # events' with any variation, the others for the split): one pass of every member less
     cols: dict[str, np.ndarray] = {}
-    reuse = {"b": variation is not None, "s": n_split > 1, "d": n_split > 1}
-    if variation is None or variation.nominal_generator is not background_generator:
-        reuse = dict.fromkeys(reuse, False)
+    nominal_is_background = variation is not None and variation.nominal_generator is background_generator
+    reuse = {"b": nominal_is_background, "s": nominal_is_background and n_split > 1, "d": nominal_is_background and n_split > 1}
 
     def columns(which: str, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         if which not in cols:
