@@ -7,7 +7,8 @@
 * ``pyhf_toms748``: what a pyhf user runs, ``pyhf.infer.intervals.upper_limits.upper_limit(data,
   model, scan=None, level=0.05)`` (TOMS748 root finding on the observed and expected curves,
   ``rtol`` 1e-3 here so that it is not held to more digits than the others) with pyhf's default
-  optimizer (scipy; with Minuit one of its fits fails on the demo's workspace).
+  optimizer (scipy; ``--pyhf-optimizer minuit``: one of its fits fails on the demo's workspace,
+  the row then says so).
 
 Each row: the workspace, its bins and parameters, the method, seconds, observed and expected
 median limit; the package's fit (with its profile-likelihood crossings) and discovery are timed
@@ -51,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, nargs="+", default=None)
     ap.add_argument("--methods", nargs="+", default=["package", "hypotest_scan", "pyhf_toms748"])
+    ap.add_argument("--pyhf-optimizer", choices=("scipy", "minuit"), default="scipy", help="pyhf_toms748's optimizer")
     ap.add_argument("--name", default="binned_limit")
     args = ap.parse_args()
     if args.workspace is None:
@@ -69,15 +71,19 @@ def main() -> None:
         fitted = B.fit(spec)
         fit_s = time.perf_counter() - t
         t = time.perf_counter()
-        z = B.discovery(spec).significance
+        z = B.discovery(spec, fitted=fitted).significance
         disc_s = time.perf_counter() - t
         for method in args.methods:
             t = time.perf_counter()
-            n_points = None
+            n_points, error = None, None
             if method == "pyhf_toms748":
-                with B.numpy_backend("scipy"):
-                    obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data, model, scan=None, level=0.05, rtol=1e-3)
-                observed, expected = float(obs), sorted(float(e) for e in exp)[2]
+                observed = expected = float("nan")
+                try:
+                    with B.numpy_backend(args.pyhf_optimizer):
+                        obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data, model, scan=None, level=0.05, rtol=1e-3)
+                    observed, expected = float(obs), sorted(float(e) for e in exp)[2]
+                except pyhf.exceptions.FailedMinimization as err:
+                    error = f"FailedMinimization with {args.pyhf_optimizer}: {str(err).splitlines()[0]}"
             else:
                 keep = B.QtildeCLs
                 if method == "hypotest_scan":
@@ -88,7 +94,7 @@ def main() -> None:
                     B.QtildeCLs = keep  # type: ignore[misc]
                 observed, expected, n_points = lim.observed, lim.expected[2], len(lim.scan["poi"]) - 1
             row = {**info, "method": method, "seconds": round(time.perf_counter() - t, 2), "observed": observed,
-                   "expected": expected, "scan_points": n_points}
+                   "expected": expected, "scan_points": n_points, **({"error": error} if error else {})}
             if method == "package":
                 row.update(fit_seconds=round(fit_s, 2), discovery_seconds=round(disc_s, 2), significance=z)
             rows.append(row)
