@@ -25,8 +25,8 @@ default grid's points (no training noise: what the scan's vertex does alone); th
 learned backgrounds measure what the background generator and the mass shapes do; the scan rows
 with exact backgrounds measure what learning q inside the mixture does.
 
-Run: ``python benchmarks/ranode_bias.py`` (2 seeds x S / sqrt(B) 2 and 5, about 15 minutes on
-2 idle CPU cores); writes ``results/ranode_bias.json``.
+Run: ``python benchmarks/ranode_bias.py`` (2 seeds x S / sqrt(B) 2 and 5, about 23 minutes on
+2 CPU cores); writes ``results/ranode_bias.json``.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def test_mixture_scan_plot(tmp_path):
     from zfit_gbi.ranode import MixtureScan
 
     w = np.geomspace(0.02, 0.5, 9)
-    ll = 100 - 50 * np.log(w / 0.1) ** 2
+    ll = 100 - 2000 * (np.sqrt(w) - np.sqrt(0.1)) ** 2
     ax = P.plot_mixture_scan(MixtureScan(w, ll, ll[:, None], 1000))
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("= 100 [" in t for t in texts)  # N_S = w_hat * 1000 = 100
@@ -134,7 +134,7 @@ def test_null_calibration_and_small_signal_scan_plots(tmp_path):
     assert any("p < 0.0909" in t and "Z > 1.34" in t for t in (t.get_text() for t in ax.get_legend().get_texts()))
     P.save(ax.figure, tmp_path / "calibration", ("png",))
     w = np.array([0.001, 0.0025, 0.0063, 0.0117, 0.0158, 0.0215, 0.0398, 0.1])
-    ll = np.array([1.0896, 1.4451, 2.2792, 3.537, 5.7419, -0.6149, 5.5372, -1.2163])
+    ll = np.array([1.0896, 1.4451, 2.2792, 3.537, 5.7419, -0.6149, 6.5372, -1.2163])  # no maximum in sqrt(w): test_ranode
     ax = P.plot_mixture_scan(MixtureScan(w, ll, ll[:, None], 18335))
     assert any("through LL(0) = 0" in t.get_text() for t in ax.get_legend().get_texts())
     P.save(ax.figure, tmp_path / "scan_linear", ("png",))
