@@ -450,7 +450,7 @@ def plot_mixture_scan(scan: Any, *, ax=None, experiment: str | None = "CMS", tex
         if fit.kind == "linear":  # through LL(0) = 0
             ww = np.linspace(0.0, min(max(3 * hi, 2 * w_hat), scan.w[-1]), 200)
         yy = 2 * (ref - fit.at(ww))
-        shape = "in w through LL(0) = 0" if fit.kind == "linear" else r"in $\sqrt{w}$"
+        shape = "in w through LL(0) = 0" if fit.kind == "linear" else "in sqrt(w)"  # mathtext sqrt warns with the mplhep fonts
         ax.plot(ww * n, yy, "-", color="#3f90da", lw=1.5,
                 label=f"parabola {shape}, point scatter {fit.scatter:.1f} in ln L")
     bg = float(getattr(scan, "background_error", 0.0))
