@@ -5,7 +5,7 @@ Data: ``ResonantBenchmark(fit_window=(2.6, 4.4))``, 130,000 background events an
 events at 3.5 TeV (seed 7), a signal simulation of 20,000 events (seed 8) for p_S(m); the demo
 config with ``signal.model: data-driven``, ``null_toys: 0`` (asymptotic Z only: not calibrated),
 no nuisances, discovery and the 95 % limit; windows at ``--masses`` (default 3.2, 3.5, 3.8 TeV).
-Run: ``python benchmarks/sliding_scan.py`` (about 6.5 minutes on 2 CPU cores; the scan's folders
+Run: ``python benchmarks/sliding_scan.py`` (about 12 minutes on 2 CPU cores since the member jackknife; the scan's folders
 in a temporary directory, the rows in ``results/sliding_scan.json``).
 """
 
