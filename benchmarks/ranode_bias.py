@@ -21,36 +21,42 @@ The same events as ``sensitivity.py`` (its seeds and injections), yields in the 
 ``truth`` counts the injected events there; each row is w_hat N_SR with its statistical error.
 Rows ``exact/exact/exact`` check the estimator (unbiased, error = spread); ``exact, scan
 estimator`` is :class:`zfit_gbi.ranode.MixtureScan`'s parabola through the exact LL(w) at the
-default grid's points (no training noise: what the scan's vertex does alone); the exact-q rows with
+default grid's points (no training noise: what the scan's vertex does alone) and ``exact, log-w
+estimator`` the parabola in log w it replaced on 2026-11-28; ``mixture q at the true w`` trains
+q inside the mixture at the true fraction on two of three folds, with the exact or the learned
+background, and gives its KL(p_S, q) in nats (``kl_nats``, on 3000 fresh signal events) and the
+yield of a fit with that q fixed on the third fold (w there times N_SR); the exact-q rows with
 learned backgrounds measure what the background generator and the mass shapes do; the scan rows
 with exact backgrounds measure what learning q inside the mixture does.
 
 Run: ``python benchmarks/ranode_bias.py`` (2 seeds x S / sqrt(B) 2 and 5, about 23 minutes on
-2 CPU cores); writes ``results/ranode_bias.json``.
+2 CPU cores); writes ``results/ranode_bias.json``. ``--no-scan``: every row but the scans', a few
+minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
-from dataclasses import replace
 
 import numpy as np
 from _common import report
 from scipy.optimize import minimize_scalar
+from sensitivity import FLOW, benchmark_events
 
 from zfit_gbi._tf import tf  # noqa: F401
 from zfit_gbi.benchmark import ResonantBenchmark
 from zfit_gbi.config import DataDrivenConfig, GeneratorConfig
 from zfit_gbi.data import Events
-from zfit_gbi.generators import Flow, FlowConfig, FlowEnsemble, TrainConfig
+from zfit_gbi.data_driven import _signal_flow
+from zfit_gbi.generators import FlowEnsemble, TrainConfig
 from zfit_gbi.generators.training import train_flow
 from zfit_gbi.inference import fit
 from zfit_gbi.model import build_mass_model
-from zfit_gbi.ranode import MixtureScan, mixture_scan
+from zfit_gbi.ranode import MixtureScan, mixture_scan, refine_points, train_in_mixture
 
-BKG_FLOW = FlowConfig(n_layers=4, hidden_units=(48, 48))  # sensitivity.py's FLOW
 SIGNAL = GeneratorConfig(type="maf-affine", layers=3, hidden=32, epochs=25, batch_size=512, learning_rate=0.002, patience=6, seed=2)
 SCAN = DataDrivenConfig()
 # the supervised q's training: on a few hundred events the scan's 25 epochs of batch 512 are 25-50
@@ -71,11 +77,28 @@ def mle(ls: np.ndarray, lb: np.ndarray) -> tuple[float, float]:
     return w, 1 / math.sqrt(info)
 
 
+def log_w_vertex(w: np.ndarray, ll: np.ndarray) -> tuple[float, float]:
+    """The scan's estimator until 2026-11-28: the vertex of a parabola in log w through the five
+    best points and its curvature's error, ``(w_hat, error)``."""
+    o = np.argsort(ll)[::-1][:5]
+    a, b, _ = np.polyfit(np.log(w[o]), ll[o], 2)
+    w_hat = math.exp(-b / (2 * a))
+    return w_hat, w_hat * math.sqrt(0.5 / -a)
+
+
 def sr_normalized(logp, region, n: int = 20_001):
     """``logp`` renormalized on ``region`` (trapezoid on a fine grid)."""
     g = np.linspace(*region, n)
     log_norm = math.log(np.trapezoid(np.exp(logp(g)), g))
     return lambda m: logp(m) - log_norm
+
+
+def _row(rows: list[dict], base: dict, q: str, bx: str, ms: str, w: float, err: float, **extra) -> None:
+    """Append and print one row: w_hat and its error as yields in the signal region."""
+    n, truth = base["n_sr"], base["truth"]
+    rows.append({**base, "q": q, "p_B(x|m)": bx, "masses": ms, "signal_yield": w * n, "error": err * n,
+                 "pull": (w * n - truth) / (err * n) if err > 0 else math.nan, **extra})
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
 
 
 def main() -> None:
@@ -96,17 +119,15 @@ def main() -> None:
     exact_sm = sr_normalized(bench.log_prob_signal_mass, sr)
     sim = bench.signal_simulation(20_000, seed=2)
     sim = sim.select(windows.in_fit(sim["mjj"]))
-    eff_sr = float(np.mean(windows.in_signal_region(bench.sample(0, 100_000, seed=3)["mjj"])))
+    make_flow = functools.partial(_signal_flow, features, bench.bounds, SIGNAL.flow_kwargs())  # gbi run's q
+    fresh_signal = bench.sample(0, 3000, seed=901).array(features)  # for KL(p_S, q)
     rows, t0 = [], time.perf_counter()
     for seed in args.seeds:  # the events of sensitivity.py's seed
-        bkg = bench.sample(args.n_background, 0, seed=100 + seed)
-        b_sr = float(np.sum(windows.in_signal_region(bkg["mjj"])))
-        injections = [round(k * math.sqrt(b_sr) / eff_sr) for k in args.s_over_sqrt_b]
-        pool = bench.sample(0, max(injections), seed=200 + seed)
+        bkg, injections, pool = benchmark_events(bench, seed, args.n_background, args.s_over_sqrt_b)
         side = bkg.select(windows.in_sidebands(bkg["mjj"]))
         t = time.perf_counter()
         bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
-                                     k=3, config=BKG_FLOW, train=train)
+                                     k=3, config=FLOW, train=train)
         print(f"seed {seed}: background ensemble {time.perf_counter() - t:.0f} s", flush=True)
         for k, n_inj in zip(args.s_over_sqrt_b, injections, strict=True):
             data = Events(np.concatenate([bkg.values, pool.values[:n_inj]]), bkg.columns)
@@ -123,12 +144,7 @@ def main() -> None:
             parts = {"p_B(x|m)": {"exact": bench.log_prob_background_features(x, m), "ensemble": bkg_gen.log_prob(x, m[:, None])},
                      "masses": {"exact": (exact_sm(m), exact_bm(m)), "fit": (fit_sm, fit_bm)}}
             lq_exact = bench.log_prob_signal_features(x)
-            base = {"s_over_sqrt_b": k, "seed": seed, "n_sr": n, "truth": truth}
-
-            def row(q, bx, ms, w, err, **extra):
-                rows.append({**base, "q": q, "p_B(x|m)": bx, "masses": ms, "signal_yield": w * n, "error": err * n,  # noqa: B023
-                             "pull": (w * n - truth) / (err * n) if err > 0 else math.nan, **extra})  # noqa: B023
-                print({k_: (round(v, 3) if isinstance(v, float) else v) for k_, v in rows[-1].items()}, flush=True)
+            row = functools.partial(_row, rows, {"s_over_sqrt_b": k, "seed": seed, "n_sr": n, "truth": truth})
 
             for bx, lbx in parts["p_B(x|m)"].items():
                 for ms, (lsm, lbm) in parts["masses"].items():
@@ -136,15 +152,25 @@ def main() -> None:
             # the scan's estimator on the exact LL(w) at the default grid's points (no training noise)
             d = np.expm1(exact_sm(m) + lq_exact - exact_bm(m) - parts["p_B(x|m)"]["exact"])
             w = np.geomspace(*SCAN.w_range, SCAN.n_w)
-            i = int(np.argmax([np.sum(np.log1p(wi * d)) for wi in w]))
-            w = np.union1d(w, np.exp(np.linspace(math.log(w[max(i - 1, 0)]), math.log(w[min(i + 1, len(w) - 1)]), SCAN.refine + 2)[1:-1]))
-            ll = np.array([np.sum(np.log1p(wi * d)) for wi in w])
+            w = np.union1d(w, refine_points(w, np.sum(np.log1p(w[:, None] * d), axis=1), SCAN.refine))
+            ll = np.sum(np.log1p(w[:, None] * d), axis=1)
             exact_scan = MixtureScan(w, ll, ll[:, None], n)
             row("exact, scan estimator", "exact", "exact", exact_scan.w_hat, exact_scan.errors()[0])
+            row("exact, log-w estimator", "exact", "exact", *log_w_vertex(w, ll))
+            # q trained inside the mixture at the true w on two folds, scored on the third: its
+            # distance from the true signal density and the yield it gives there (fixed q)
+            test = np.random.default_rng(seed).permutation(n) % SCAN.folds == 0
+            for bx, ms in (("exact", "exact"), ("ensemble", "fit")):
+                lsm, lbm = parts["masses"][ms]
+                lb = lbm + parts["p_B(x|m)"][bx]
+                q = train_in_mixture(make_flow(SIGNAL.seed), x[~test], m[~test], w=truth / n, log_signal_mass=lsm[~test],
+                                     log_background=lb[~test], train=sig_train)
+                kl = float(np.mean(bench.log_prob_signal_features(fresh_signal) - q.log_prob(fresh_signal, None)))
+                row("mixture q at the true w", bx, ms, *mle(lsm[test] + q.log_prob(x[test], None), lb[test]), kl_nats=kl)
             # q from an independent pure-signal sample as large as the data's signal-region signal
             sig = bench.sample(0, 3 * truth, seed=900 + seed)
             sig = sig.select(windows.in_signal_region(sig["mjj"]))
-            flow = Flow(features, bench.bounds, (), FlowConfig(**SIGNAL.flow_kwargs()), seed=SIGNAL.seed)
+            flow = make_flow(SIGNAL.seed)
             train_flow(flow, sig.array(features)[:truth], None, None, SUPERVISED)
             lq_sup = flow.log_prob(x, None)
             for bx in ("exact", "ensemble"):
@@ -157,9 +183,9 @@ def main() -> None:
                     lsm, lbm = parts["masses"][ms]
                     t = time.perf_counter()
                     scan = mixture_scan(x, m, log_signal_mass=lsm, log_background=lbm + parts["p_B(x|m)"][bx],
-                                        make_flow=lambda s: Flow(features, bench.bounds, (), FlowConfig(**SIGNAL.flow_kwargs()), seed=s),
+                                        make_flow=make_flow,
                                         w_grid=np.geomspace(*SCAN.w_range, SCAN.n_w), n_folds=SCAN.folds, seeds=[SIGNAL.seed + i for i in range(n_seeds)],
-                                        train=replace(sig_train), seed=seed, refine=SCAN.refine, progress=False)
+                                        train=sig_train, seed=seed, refine=SCAN.refine, progress=False)
                     stat, noise = scan.errors()
                     best = int(np.argmax(scan.log_likelihood))
                     row("R-ANODE scan" + (f", {n_seeds} seeds" if n_seeds > 1 else ""), bx, ms, scan.w_hat,

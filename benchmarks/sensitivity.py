@@ -221,6 +221,18 @@ def methods(data, *, features, windows, bkg_gen, ideal_gen, sig_gen, sim, seed, 
     return found
 
 
+def benchmark_events(bench: ResonantBenchmark, seed: int, n_background: int, s_over_sqrt_b) -> tuple[Events, list[int], Events]:
+    """Seed ``seed``'s events on the embedded benchmark: ``(background, injections, signal
+    pool)``; injection ``k`` is ``pool[:n]`` with S / sqrt(B) = k in the signal region
+    (``benchmarks/ranode_bias.py`` uses the same events)."""
+    windows = bench.windows
+    eff_sr = float(np.mean(windows.in_signal_region(bench.sample(0, 100_000, seed=3)["mjj"])))
+    bkg = bench.sample(n_background, 0, seed=100 + seed)
+    b_sr = float(np.sum(windows.in_signal_region(bkg["mjj"])))
+    injections = [round(k * math.sqrt(b_sr) / eff_sr) for k in s_over_sqrt_b]
+    return bkg, injections, bench.sample(0, max(injections), seed=200 + seed)
+
+
 def benchmark(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict]:
     """The embedded benchmark's rows (the oracle included)."""
     bench = ResonantBenchmark()
@@ -230,18 +242,15 @@ def benchmark(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict]:
     sim = sim.select(windows.in_fit(sim["mjj"]))
     sig_gen = FlowEnsemble.train(sim.array(features), sim["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
                                  k=1, config=SIG_FLOW, train=train, bootstrap=False)
-    eff_sr = float(np.mean(windows.in_signal_region(bench.sample(0, 100_000, seed=3)["mjj"])))
     rows = []
     t0 = time.perf_counter()
     for seed in range(args.seeds):
-        bkg = bench.sample(args.n_background, 0, seed=100 + seed)
-        b_sr = float(np.sum(windows.in_signal_region(bkg["mjj"])))
-        injections = [round(k * math.sqrt(b_sr) / eff_sr) for k in args.s_over_sqrt_b]
-        pool = bench.sample(0, max(injections), seed=200 + seed)
+        bkg, injections, pool = benchmark_events(bench, seed, args.n_background, args.s_over_sqrt_b)
         side = bkg.select(windows.in_sidebands(bkg["mjj"]))
         bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
                                      k=3, config=FLOW, train=train)
         # as many true signal-region background events as the sidebands hold: equal training statistics
+        b_sr = float(np.sum(windows.in_signal_region(bkg["mjj"])))
         true_sr = bench.sample(int(args.n_background * len(side) / b_sr) + 1000, 0, seed=300 + seed)
         true_sr = true_sr.select(windows.in_signal_region(true_sr["mjj"]))
         true_sr = true_sr.select(np.arange(len(true_sr)) < len(side))

@@ -90,11 +90,11 @@ def test_scan_estimator_on_the_exact_likelihood():
     signal fractions of 0.5-4 %. The error is conservative on this coarse grid (measured 17, 9
     and 1 % above the maximum-likelihood error, which equals the 2 delta LL = 1 half-width
     here). A parabola in log w, the estimator before 2026-11-28, fails this test: its vertex
-    was 17-18 % high here (and 8-19 % low on the embedded benchmark: the sign depends on where
+    was 17-18 % high here (and 11-14 % low on the embedded benchmark: the sign depends on where
     the grid points fall)."""
     from scipy.optimize import minimize_scalar
 
-    from zfit_gbi.ranode import MixtureScan
+    from zfit_gbi.ranode import MixtureScan, refine_points
 
     rng = np.random.default_rng(3)
     for n_b, n_s in ((20_000, 100), (20_000, 300), (20_000, 800)):
@@ -108,8 +108,7 @@ def test_scan_estimator_on_the_exact_likelihood():
         w_mle = minimize_scalar(lambda w, ll=ll: -ll(w)[0], bounds=(0, 0.5), method="bounded", options={"xatol": 1e-8}).x
         err_mle = 1 / np.sqrt(np.sum((d / (1 + w_mle * d)) ** 2))
         w = np.geomspace(1e-3, 0.1, 6)
-        i = int(np.argmax(ll(w)))
-        w = np.union1d(w, np.geomspace(w[max(i - 1, 0)], w[min(i + 1, 5)], 4)[1:-1])
+        w = np.union1d(w, refine_points(w, ll(w), 2))
         s = MixtureScan(w, ll(w), ll(w)[:, None], len(d))
         assert s.w_hat == pytest.approx(w_mle, rel=0.03), n_s
         assert abs(s.w_hat - w_mle) < 0.3 * err_mle, n_s
@@ -120,8 +119,9 @@ def test_training_noise_error_pooled_over_folds():
     """The training-noise error of w_hat from its points' scatter, on 2000 made-up scans: an
     exact parabola in sqrt(w) split over 3 folds, each fold's points with their own Gaussian
     noise (as each fold's flows are their own). Pooled over the folds the error matches the
-    spread of w_hat (within 10 %) and is more than 3 times too small in 3 % of the scans; from
-    the total's five points alone (2 degrees of freedom) in 16 % (measured)."""
+    spread of w_hat (within 10 %) and is more than 3 times too small in 3.2 % of the scans; from
+    the total's five points alone (2 degrees of freedom) in 16.3 % (measured; the bounds below
+    are those fractions -+ 3 binomial errors over 2000 scans, 0.4 and 0.8 %)."""
     from zfit_gbi.ranode import MixtureScan
 
     rng = np.random.default_rng(7)
@@ -136,8 +136,8 @@ def test_training_noise_error_pooled_over_folds():
         total.append(MixtureScan(w, folds.sum(axis=1), folds.sum(axis=1)[:, None], 1000).errors()[1])
     spread = np.std(w_hat)
     assert np.sqrt(np.mean(np.square(pooled))) == pytest.approx(spread, rel=0.1)
-    assert np.mean(np.array(pooled) < spread / 3) < 0.06
-    assert np.mean(np.array(total) < spread / 3) > 0.1
+    assert np.mean(np.array(pooled) < spread / 3) < 0.045
+    assert np.mean(np.array(total) < spread / 3) > 0.14
 
 
 def test_mixture_scan_errors():

@@ -254,9 +254,9 @@ class QtildeCLs:
         self._starts_data = {self.poi_hat: free}  # fixed-POI fits, by POI value: the next one's start
         asimov_pars, _ = _fixed_fit(0.0, data, model, bounds, self._starts_data)  # the Asimov data: expected at the POI = 0 fit
         self._asimov = np.asarray(model.expected_data(np.asarray(asimov_pars)))
-        free_a, self._free_asimov = _quick(lambda **kw: pyhf.infer.mle.fit(self._asimov, model, init_pars=asimov_pars, par_bounds=bounds,
-                                                                           return_fitted_val=True, **kw))
-        self._free_asimov = float(np.ravel(self._free_asimov)[0])
+        free_a, twice_nll_a = _quick(lambda **kw: pyhf.infer.mle.fit(self._asimov, model, init_pars=asimov_pars, par_bounds=bounds,
+                                                                     return_fitted_val=True, **kw))
+        self._free_asimov = float(np.ravel(twice_nll_a)[0])
         self._starts_asimov = {0.0: np.asarray(free_a).tolist()}
 
     def __call__(self, mu: float) -> tuple[float, list[float]]:

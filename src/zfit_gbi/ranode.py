@@ -37,7 +37,7 @@ from scipy.special import logsumexp
 from .data import DataError
 from .generators import Flow, TrainConfig
 
-__all__ = ["MixtureScan", "NullCalibration", "Parabola", "calibrated_p_value", "mixture_scan", "train_in_mixture"]
+__all__ = ["MixtureScan", "NullCalibration", "Parabola", "calibrated_p_value", "mixture_scan", "refine_points", "train_in_mixture"]
 
 
 def train_in_mixture(
@@ -128,8 +128,8 @@ class MixtureScan:
         the variance-stabilizing variable of a Poisson yield, it is close to one. Measured on
         the embedded benchmark's signal region with the exact densities (no training noise;
         ``benchmarks/ranode_bias.py``): with the default grid (6 points and 2 refined) the
-        vertex in log w fell 8-19 % below the exact maximum-likelihood w (in w: 10-17 % above);
-        in sqrt(w) it is within 2 %.
+        vertex in log w fell 11-14 % below the exact maximum-likelihood w; in sqrt(w) it is
+        within 1 % (``--no-scan``, rows ``exact, log-w estimator`` and ``exact, scan estimator``).
 
         The scatter (so the training-noise error) is estimated fold by fold where the scan has
         several folds: each fold's LL(w) is its own held-out events' curve plus the noise of its
@@ -145,7 +145,7 @@ class MixtureScan:
         if len(v) < 4:
             return none
         folds = self.fold_log_likelihood
-        by_fold = folds.ndim == 2 and folds.shape[0] == len(self.w) and folds.shape[1] >= 2 and np.allclose(folds.sum(axis=1), self.log_likelihood)
+        by_fold = folds.shape == (len(self.w), folds.shape[-1]) and np.allclose(folds.sum(axis=1), self.log_likelihood)
         sqrt_fit = self._vertex(np.stack([v**2, v, np.ones_like(v)], axis=1), ll, v, folds=folds[order] if by_fold else None)
         if sqrt_fit is not None:
             a, b, c, v_hat, noise, rms = sqrt_fit
@@ -169,9 +169,8 @@ class MixtureScan:
         lo = u.min() if lower is None else lower
         if a >= 0 or not lo <= -b / (2 * a) <= u.max():
             return None
-        resid = ll - X @ coef
-        if folds is not None:  # the same linear fit per fold: its residuals sum to the total's
-            resid = folds - X @ np.linalg.lstsq(X, folds, rcond=None)[0]
+        # with folds, the same linear fit per fold: its residuals sum to the total's
+        resid = ll - X @ coef if folds is None else folds - X @ np.linalg.lstsq(X, folds, rcond=None)[0]
         rms = float(np.sqrt(np.sum(resid**2) / max(len(u) - X.shape[1], 1)))
         cov = rms**2 * np.linalg.pinv(X.T @ X)[:2, :2]
         grad = np.array([b / (2 * a * a), -1 / (2 * a)])  # d(-b / 2a) / d(a, b)
@@ -266,6 +265,15 @@ class MixtureScan:
                 f"of {self.n_events} events, q0={self.q0:.2f}, Z={self.significance:.2f} asymptotic)")
 
 
+def refine_points(w: np.ndarray, log_likelihood: np.ndarray, n: int) -> np.ndarray:
+    """``n`` more w values, log-spaced between the neighbours of the best grid point (not
+    already in ``w``): what :func:`mixture_scan`'s ``refine`` adds. ``w`` sorted, shape
+    ``(n_w,)``, with its ``log_likelihood``."""
+    i = int(np.argmax(log_likelihood))
+    a, b = np.log(w[max(i - 1, 0)]), np.log(w[min(i + 1, len(w) - 1)])
+    return np.setdiff1d(np.exp(np.linspace(a, b, n + 2)[1:-1]), w)
+
+
 def mixture_scan(
     x: np.ndarray,
     m: np.ndarray,
@@ -337,9 +345,7 @@ def mixture_scan(
     try:
         ll = held_out(w)
         if refine > 0:
-            i = int(np.argmax(ll.sum(axis=1)))
-            a, b = np.log(w[max(i - 1, 0)]), np.log(w[min(i + 1, len(w) - 1)])
-            extra = np.setdiff1d(np.exp(np.linspace(a, b, refine + 2)[1:-1]), w)
+            extra = refine_points(w, ll.sum(axis=1), refine)
             ll = np.concatenate([ll, held_out(extra)])
             w = np.concatenate([w, extra])
             order = np.argsort(w)
