@@ -66,7 +66,7 @@ def _write(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None) 
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
-    doc = {"benchmark": name, "device": device(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    doc = {"benchmark": Path(name).name, "device": device(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "package_versions": versions(), "machine": machine(), "peak_rss_mb": round(peak, 1), "rows": rows, **(extra or {})}
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=float))

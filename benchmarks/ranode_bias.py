@@ -15,7 +15,8 @@ exact or learned as ``gbi run`` learns it:
   signal-region signal (``supervised``: a q that is as good as this flow gets from that many
   events, no mixture; trained to convergence, 100 epochs of batch 128), or the R-ANODE scan itself (:func:`zfit_gbi.ranode.mixture_scan`, the
   package's default scan and signal flow: ``signal.data_driven`` and ``gbi demo``'s 3 x 32,
-  25 epochs; ``--scan-seeds``: also with 2 flows per fold and w, their probabilities averaged).
+  25 epochs; ``--scan-seeds``: also with 2 flows per fold and w, their probabilities averaged;
+  ``--members K``: a background ensemble of K members instead of the demo's 3).
 
 The same events as ``sensitivity.py`` (its seeds and injections), yields in the signal region:
 ``truth`` counts the injected events there; each row is w_hat N_SR with its statistical error.
@@ -109,6 +110,9 @@ def main() -> None:
     ap.add_argument("--no-scan", dest="scan", action="store_false", help="the exact-q and supervised rows only (minutes)")
     ap.add_argument("--scan-seeds", type=int, nargs="+", default=[1, 2],
                     help="signal.data_driven.seeds of the scans (flows per fold and w; the default is 1)")
+    ap.add_argument("--members", type=int, default=3, help="members of the sideband-trained background ensemble (the demo's and sensitivity.py's 3)")
+    ap.add_argument("--scan-backgrounds", nargs="+", choices=("exact", "ensemble"), default=["exact", "ensemble"],
+                    help="the scans' p_B(x | m): the exact density and/or the ensemble (with the fitted masses)")
     ap.add_argument("--name", default="ranode_bias")
     args = ap.parse_args()
     bench = ResonantBenchmark()
@@ -127,8 +131,8 @@ def main() -> None:
         side = bkg.select(windows.in_sidebands(bkg["mjj"]))
         t = time.perf_counter()
         bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
-                                     k=3, config=FLOW, train=train)
-        print(f"seed {seed}: background ensemble {time.perf_counter() - t:.0f} s", flush=True)
+                                     k=args.members, config=FLOW, train=train)
+        print(f"seed {seed}: background ensemble of {args.members} members, {time.perf_counter() - t:.0f} s", flush=True)
         for k, n_inj in zip(args.s_over_sqrt_b, injections, strict=True):
             data = Events(np.concatenate([bkg.values, pool.values[:n_inj]]), bkg.columns)
             is_sig = np.arange(len(data)) >= len(bkg)
@@ -180,6 +184,8 @@ def main() -> None:
                 continue
             for n_seeds in args.scan_seeds:
                 for bx, ms in (("exact", "exact"), ("ensemble", "fit")):
+                    if bx not in args.scan_backgrounds:
+                        continue
                     lsm, lbm = parts["masses"][ms]
                     t = time.perf_counter()
                     scan = mixture_scan(x, m, log_signal_mass=lsm, log_background=lbm + parts["p_B(x|m)"][bx],

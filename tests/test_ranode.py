@@ -82,6 +82,32 @@ def test_mixture_scan_estimates():
     assert bg.upper_limit(0.95) - bg.w_hat == pytest.approx(np.sqrt(5) * (s.upper_limit(0.95) - s.w_hat), rel=1e-9)
 
 
+def test_background_jackknife_note():
+    """The member jackknife (``gbi run``'s scans with each background member left out) sets the
+    background error about the full ensemble's w and notes when it exceeds the statistical
+    error; a scan without a maximum gets that note only if the left-out scans disagree (all
+    at the grid's end, as on LHCO at the largest injection, is no evidence either way)."""
+    from zfit_gbi.data_driven import _jackknife
+    from zfit_gbi.ranode import MixtureScan
+
+    w = np.geomspace(0.02, 0.5, 9)
+    s = MixtureScan(w, 100 - 2000 * (np.sqrt(w) - np.sqrt(0.1)) ** 2, np.zeros((9, 1)), 1000)
+    stat = s.errors()[0]
+    rows = [{"w_hat": 0.1 + d, "w_interval": [0.0, 1.0]} for d in (-3 * stat, 0.0, 3 * stat)]
+    scan, report, notes = _jackknife(s, rows, 1000.0)
+    assert scan.background_error == pytest.approx(np.sqrt(2 / 3 * 18) * stat, rel=1e-9)
+    assert report["error"] == pytest.approx(1000 * scan.background_error)
+    assert len(notes) == 1
+    assert "statistical error" in notes[0]
+    assert "100 events with all 3 members" in notes[0]
+    assert _jackknife(s, [{"w_hat": 0.1 + d, "w_interval": [0.0, 1.0]} for d in (-stat / 3, 0.0, stat / 3)], 1000.0)[2] == []
+    rising = MixtureScan(w, np.linspace(1, 50, 9), np.zeros((9, 1)), 1000)
+    same = [{"w_hat": 0.5, "w_interval": [0.0, 1.0]}] * 3
+    assert _jackknife(rising, same, 1000.0)[2] == []  # every scan at the grid's end: nothing to say beyond the scan's own note
+    apart = [{"w_hat": v, "w_interval": [0.0, 1.0]} for v in (0.2, 0.5, 0.5)]
+    assert "no statistical error: the scan has no maximum" in _jackknife(rising, apart, 1000.0)[2][0]
+
+
 def test_scan_estimator_on_the_exact_likelihood():
     """The vertex of the scan's parabola is the maximum-likelihood w, and its curvature the
     maximum-likelihood error, on the exact held-out curve LL(w) = sum_i log(1 + w (r_i - 1))

@@ -260,15 +260,24 @@ with P.style("CMS", "LHC Olympics") as exp:  # public R&D events (Delphes), no e
     ax.set_xlabel("Injected signal events")
     ax.set_ylabel(r"Fitted signal yield $N_S$")
     ax.legend(loc="upper left", fontsize="small")
-    # R-ANODE on its own axis: on these events its yield is far above the injected one
-    hi = [min(r["ranode_high"], 1e6) for r in rows]
-    r_ax.errorbar(inj, [r["ranode_yield"] for r in rows], yerr=[[r["ranode_yield"] - r["ranode_low"] for r in rows],
-                 [h - r["ranode_yield"] for h, r in zip(hi, rows, strict=True)]], fmt="D", color="C2", label="R-ANODE (signal from data)")
+    # R-ANODE on its own axis: on these events its yield is far above the injected one; an
+    # interval that runs off the axis (no maximum resolved: up to all fit-window events) ends in
+    # an arrow with its upper end written beside it
+    ys = [r["ranode_yield"] for r in rows]
+    y_top = 1.8 * float(np.nanmax([*ys, inj.max(), 100]))
+    hi = [min(r["ranode_high"], y_top) for r in rows]
+    r_ax.errorbar(inj, ys, yerr=[[y - r["ranode_low"] for y, r in zip(ys, rows, strict=True)], [h - y for h, y in zip(hi, ys, strict=True)]],
+                  fmt="D", color="C2", label="R-ANODE (signal from data)")
+    for x, r in zip(inj, rows, strict=True):
+        if r["ranode_high"] > y_top:
+            r_ax.plot([x], [0.97 * y_top], marker="^", color="C2")
+            r_ax.annotate(f"interval to {r['ranode_high']:,.0f}", (x, 0.97 * y_top), xytext=(8, -4), textcoords="offset points",
+                          fontsize="x-small", va="top")
     r_ax.plot([0, inj.max()], [0, inj.max()], "k:", label="injected")
-    r_ax.set_ylim(-0.05 * max(max(hi), 100), 1.35 * max(max(hi), inj.max(), 100))
+    r_ax.set_ylim(-0.05 * y_top, y_top)
     r_ax.set_xlabel("Injected signal events")
     r_ax.set_ylabel(r"R-ANODE yield $N_S$")
-    r_ax.legend(loc="upper left", fontsize="small")
+    r_ax.legend(loc="center right", fontsize="small")
     P.save(fig, out / "yield_vs_injected", ["png"])
     fig, axes = P.mass_axes()
     P.plot_mass_fit(model, data, WINDOWS, axes=axes, experiment=exp, text="R&D", unit="TeV")
