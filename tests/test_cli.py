@@ -506,7 +506,7 @@ def test_run_interrupted_during_training(tmp_path, bench, capsys, monkeypatch, e
         assert len(kept.members) == members
 
 
-def test_run_data_driven(tmp_path, bench, capsys):
+def test_run_data_driven(tmp_path, bench, capsys, monkeypatch):
     """signal.model: data-driven on the tiny config, one line changed (the simulation then gives
     p_S(m) only): the R-ANODE scan, its background-only calibration, the summary fields every
     mode has, the scan and calibration plots; and the same without a simulation (a Gaussian
@@ -578,14 +578,27 @@ def test_run_data_driven(tmp_path, bench, capsys):
     del raw["signal"]["simulation"]  # no simulation at all: a Gaussian p_S(m)
     raw["signal"].update({"mass": 3.5, "width": 0.1, "data_driven": {**dd, "null_toys": 0}})
     cfg.write_text(yaml.safe_dump(raw))
+    # and a scan without a maximum (held-out LL < 0 at every w: its flows learned no signal), so
+    # that the limit is the mass-only fit's whatever the tiny flows do
+    import zfit_gbi.data_driven
+    from zfit_gbi.ranode import MixtureScan
+
+    def falling(settings, x, m, la, lb, seed, progress):
+        return MixtureScan(np.geomspace(0.005, 0.2, 3), -np.array([1.0, 5.0, 20.0]), np.zeros((3, 1)), len(x))
+
+    monkeypatch.setattr(zfit_gbi.data_driven, "_scan", falling)
     assert main(["run", str(cfg), "--out", str(tmp_path / "dd2"), "--quiet", "--models", str(out / "models")]) == 0  # background only
     s2 = json.loads((tmp_path / "dd2" / "summary.json").read_text())
     assert "background generator" in s2["timings"]
     assert s2["config"]["background"]["generator"] == {"path": str(out / "models" / "background")}
     assert s2["discovery"]["calibrated"] is None
     assert "asymptotic" in s2["discovery"]["calculator"]
-    if s2["upper_limit"]["calculator"].startswith("R-ANODE scan"):
-        assert s2["upper_limit"]["expected"] is None  # no toys, no band (the mass-only fallback has its own)
+    ul2 = s2["upper_limit"]
+    assert ul2["calculator"].startswith("mass-only fit's CLs limit")
+    assert 0 < ul2["observed"] < np.inf  # the scan's own would be ~ its first w (LL(0.005) = -1)
+    assert ul2["expected"][0] < ul2["expected"][2] < ul2["expected"][4]
+    assert any("is the mass-only fit's" in n for n in s2["signal_yield"]["notes"])
+    assert s2["signal_yield"]["error_high"] > 0  # [0, all signal-region events]
     assert s2["ranode"]["signal_fraction_in_signal_region"] == pytest.approx(0.9545, abs=1e-3)  # +-2 sigma of the Gaussian
 
 

@@ -347,12 +347,12 @@ def plot_feature_closure(
         hep.histplot(hb, ax=ax, histtype="step", color="#3f90da", lw=1.5, label="Generated background")
         hep.histplot(hb + hs, ax=ax, histtype="step", color="#e42536", lw=1.2, ls="--", label="Background + fitted signal")
         hep.histplot(hd, ax=ax, histtype="errorbar", label="Data (SR)", **_DATA)
-        ax.set_ylim(0, 1.35 * max(hd.values().max(), (hb + hs).values().max()))
+        ax.set_ylim(0, 1.9 * max(hd.values().max(), (hb + hs).values().max()))
         ax.set_ylabel(f"Events / {axis.widths[0]:.3g}", fontsize="small")
         ax.set_xlabel("")
         ax.tick_params(labelsize="small")
         if j == 0:
-            ax.legend(loc="upper right", fontsize="x-small")
+            ax.legend(loc="best", fontsize="x-small")  # 1.9x headroom: the three-line legend takes the top third
             _label(ax, experiment, text)
         tot = (hb + hs).values()
         ok = tot > 0
