@@ -125,14 +125,15 @@ def main() -> None:
     sim = sim.select(windows.in_fit(sim["mjj"]))
     make_flow = functools.partial(_signal_flow, features, bench.bounds, SIGNAL.flow_kwargs())  # gbi run's q
     fresh_signal = bench.sample(0, 3000, seed=901).array(features)  # for KL(p_S, q)
-    rows, t0 = [], time.perf_counter()
+    rows, t0, ensemble_seconds = [], time.perf_counter(), {}
     for seed in args.seeds:  # the events of sensitivity.py's seed
         bkg, injections, pool = benchmark_events(bench, seed, args.n_background, args.s_over_sqrt_b)
         side = bkg.select(windows.in_sidebands(bkg["mjj"]))
         t = time.perf_counter()
         bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
                                      k=args.members, config=FLOW, train=train)
-        print(f"seed {seed}: background ensemble of {args.members} members, {time.perf_counter() - t:.0f} s", flush=True)
+        ensemble_seconds[seed] = time.perf_counter() - t
+        print(f"seed {seed}: background ensemble of {args.members} members, {ensemble_seconds[seed]:.0f} s", flush=True)
         for k, n_inj in zip(args.s_over_sqrt_b, injections, strict=True):
             data = Events(np.concatenate([bkg.values, pool.values[:n_inj]]), bkg.columns)
             is_sig = np.arange(len(data)) >= len(bkg)
@@ -197,7 +198,7 @@ def main() -> None:
                     row("R-ANODE scan" + (f", {n_seeds} seeds" if n_seeds > 1 else ""), bx, ms, scan.w_hat,
                         math.hypot(stat, noise) if math.isfinite(stat) else math.nan, statistical=stat * n, training_noise=noise * n,
                         best_point=float(scan.w[best]) * n, seconds=time.perf_counter() - t)
-    report(args.name, rows, {"settings": vars(args), "seconds": time.perf_counter() - t0})
+    report(args.name, rows, {"settings": vars(args), "seconds": time.perf_counter() - t0, "ensemble_seconds": ensemble_seconds})
     print("\nmean pull (w_hat N_SR - truth) / error over seeds and injections, and mean yield / truth:")
     for key in dict.fromkeys((r["q"], r["p_B(x|m)"], r["masses"]) for r in rows):
         sel = [r for r in rows if (r["q"], r["p_B(x|m)"], r["masses"]) == key]

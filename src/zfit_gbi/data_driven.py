@@ -264,7 +264,8 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
                                               + (" (none reaches the observed t: p0 is an upper bound, Z a lower bound)" if calib["bound"] else "")
                                               if calib else "R-ANODE scan, asymptotic (no background-only toys: set signal.data_driven.null_toys)"),
                                "asymptotic": asym, "calibrated": calib}
-    if cfg.inference.upper_limit is not None and math.isfinite(scan.errors()[0]):
+    has_maximum = math.isfinite(scan.errors()[0])
+    if cfg.inference.upper_limit is not None and has_maximum:
         limits = np.array([t["upper_limit"] for t in toys], dtype=float)
         limits = limits[np.isfinite(limits)]
         expected = (np.quantile(limits, norm.cdf([-2, -1, 0, 1, 2])) * to_fit).tolist() if limits.size >= 5 else None
@@ -305,7 +306,7 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         "mass_only": {"value": mres.poi_value, "error_low": mres.poi_error_low, "error_high": mres.poi_error_high,
                       "error_method": mres.poi_error_method, "signal_shape": "fixed"},
         "parameters": {k: {"value": v, "error": mres.errors.get(k)} for k, v in mres.values.items()},
-        "fit_valid": bool(math.isfinite(scan.errors()[0])),
+        "fit_valid": has_maximum,
         "correlation": {},
     }
     plots = _plots(cfg, out, scan, null, bkg_gen) if cfg.plots.enabled else []
