@@ -197,6 +197,29 @@ def test_default_limit_scan_reaches_every_expected_band():
     assert lim.expected[4] > 4 * s.errors[ns.name]  # the band lies beyond the original scan
 
 
+def test_wald_upper_limit_against_hepstats():
+    """The Wald form of the asymptotic CLs limit: 1.96 sigma at mu_hat = 0 (the median expected
+    limit), the expected band at mu_hat = n sigma, and on a fitted peak yield (a parabola near
+    enough) hepstats' scan to a few per cent."""
+    from scipy.stats import norm
+
+    from zfit_gbi.inference import wald_upper_limit
+
+    assert wald_upper_limit(0.0, 10.0) == pytest.approx(10 * norm.ppf(0.975))
+    assert wald_upper_limit(10.0, 10.0) == pytest.approx(10 + 10 * norm.ppf(1 - 0.05 * norm.cdf(1.0)))
+    assert 0 < wald_upper_limit(-30.0, 10.0) < wald_upper_limit(0.0, 10.0)  # CLs keeps a deficit's limit positive
+    assert np.isnan(wald_upper_limit(5.0, 0.0))
+    obs = zfit.Space("w", limits=(0.0, 1.0))
+    x = np.random.default_rng(2).random(3000)
+    ns = zfit.Parameter("ns_wald", 0.0, -1000, 3000)
+    nb = zfit.Parameter("nb_wald", 3000, 0.0, 9000)
+    model = zfit.pdf.SumPDF([zfit.pdf.Gauss(0.5, 0.05, obs=obs, extended=ns), zfit.pdf.Uniform(0.0, 1.0, obs=obs, extended=nb)])
+    loss = zfit.loss.ExtendedUnbinnedNLL(model, zfit.Data.from_numpy(obs=obs, array=x))
+    s = fit(loss, ns, minos=False)
+    lim = upper_limit(loss, ns, n_points=8)
+    assert wald_upper_limit(s.poi_value, s.errors[ns.name]) == pytest.approx(lim.observed, rel=0.05)
+
+
 def _spurious_peak_model(tag: str, n_sig: int):
     """The flat + narrow-peak model with a spurious-signal nuisance of 15 events on the yield,
     on 2000 background and ``n_sig`` peak events."""

@@ -108,6 +108,27 @@ def test_background_jackknife_note():
     assert "no statistical error: the scan has no maximum" in _jackknife(rising, apart, 1000.0)[2][0]
 
 
+def test_toy_limits_follow_the_datas_rule():
+    """A background-only toy whose scan has a maximum keeps the scan's limit, with the data's
+    background (jackknife) error joining its parabola's error as it joins the data's limit;
+    one whose maximum is not above LL = 0 keeps its scan's own limit (the mass-only branch,
+    for toys without a maximum, is run by ``test_run_data_driven``)."""
+    from types import SimpleNamespace
+
+    from zfit_gbi.data import Windows
+    from zfit_gbi.data_driven import toy_limits
+
+    toys = [{"has_maximum": True, "parabolic_limit": True, "w_hat": 0.01, "error": 0.003, "upper_limit": 0.01 + 1.645 * 0.003},
+            {"has_maximum": True, "parabolic_limit": False, "w_hat": 0.0, "error": 0.003, "upper_limit": 0.004}]
+    no_model = SimpleNamespace(model=SimpleNamespace(get_params=lambda floating=None: []))
+    windows = Windows((0.0, 3.0), (1.0, 2.0))
+    z = norm.ppf(0.95)
+    out = toy_limits(toys, [np.array([1.5])] * 2, no_model, np.array([0.5, 1.5, 2.5]), windows, 0.95, 1000.0, background_error=0.004)
+    assert out[0] == pytest.approx(1000 * (0.01 + z * 0.005))
+    assert out[1] == pytest.approx(4.0)
+    assert toy_limits(toys, [np.array([1.5])] * 2, no_model, np.array([1.5]), windows, 0.95, 1000.0)[0] == pytest.approx(1000 * (0.01 + z * 0.003))
+
+
 def test_scan_estimator_on_the_exact_likelihood():
     """The vertex of the scan's parabola is the maximum-likelihood w, and its curvature the
     maximum-likelihood error, on the exact held-out curve LL(w) = sum_i log(1 + w (r_i - 1))

@@ -15,8 +15,9 @@ The GBI paper's model-agnostic mode, on the same events and windows as the simul
    events as the data, masses from the fitted background mass shape and features drawn from
    the background ensemble's members in turn while the scan uses their average (as for the
    data), scanned exactly like the data (:class:`zfit_gbi.ranode.NullCalibration`): the
-   calibrated p-value next to the asymptotic one, and the expected limits (the toys' own
-   limits). The toys thus carry what training the signal flow on the data does to t
+   calibrated p-value next to the asymptotic one, and the expected limits (each toy's limit
+   by the rule the data's follows: its scan's limit where its scan has a maximum, else the
+   mass-only fit's on the fit window with the toy's signal-region masses, :func:`toy_limits`). The toys thus carry what training the signal flow on the data does to t
    (fluctuations it learns) and the generator's training noise (a member is not the average),
    but not an error all members share (the sideband-to-signal-region interpolation): a
    signal-like mismodelling of that kind raises the data's t and not the toys'. Measure it
@@ -54,7 +55,7 @@ from .data import Events, Windows
 from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, save
 from .ranode import MixtureScan, NullCalibration, mixture_scan
 
-__all__ = ["background_only_signal_region", "run_data_driven", "sliding_scan"]
+__all__ = ["background_only_signal_region", "run_data_driven", "sliding_scan", "toy_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,68 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     from ._tf import tf  # noqa: F401
 
     scan = _scan(task["settings"], task["x"], task["m"], task["la"], task["lb"], task["seed"], progress=False)
-    return {"t": scan.t, "w_hat": scan.w_hat, "w_interval": list(scan.interval()), "upper_limit": scan.upper_limit(task["cl"])}
+    has_maximum = math.isfinite(scan.errors()[0])
+    return {"t": scan.t, "w_hat": scan.w_hat, "w_interval": list(scan.interval()), "upper_limit": scan.upper_limit(task["cl"]),
+            "has_maximum": has_maximum, "error": math.hypot(*scan.errors()) if has_maximum else math.nan,
+            "parabolic_limit": has_maximum and float(scan.log_likelihood.max()) > 0}
+
+
+def toy_limits(toys: list[dict[str, Any]], toy_masses: list[np.ndarray], mass_model: Any, fit_masses: np.ndarray,
+               windows: Windows, cl: float, to_fit: float, background_error: float = 0.0, progress: bool = False) -> np.ndarray:
+    """Each background-only toy's upper limit by the rule the data's limit follows: the toy's
+    scan limit (w, times ``to_fit``) where its scan has a maximum, else the mass-only fit's limit
+    on the fit window with the signal-region masses replaced by the toy's (the observed sidebands
+    kept: the toys are conditional on them, as the background mass shape is).
+
+    A toy is scanned with the background ensemble's average only, so its scan has no member
+    jackknife; ``background_error`` (w units: the data's jackknife error, the measure of how w
+    moves with the background generator) joins its parabola's error in quadrature, as it joins
+    the data's limit.
+
+    The mass-only limit of a toy is :func:`zfit_gbi.inference.wald_upper_limit` of its fitted
+    yield and Hesse error, not hepstats' scan: one fit (about 2 s) instead of about 10 s per toy,
+    1-11 % lower than hepstats' on the tiny test setup's toys (it is the same asymptotic
+    formula with the profile likelihood taken as a parabola).
+
+    Args:
+        toys: The toys' scan rows (``upper_limit`` in w, ``has_maximum``).
+        toy_masses: Each toy's signal-region masses, shape ``(n_sr,)`` each.
+        mass_model: The mass-only model (:class:`zfit_gbi.model.MassModel`); its parameters are
+            restored afterwards.
+        fit_masses: The data's fit-window masses, shape ``(n_fit,)``.
+        to_fit: Signal events in the fit window per unit w.
+
+    Returns:
+        ``(n_toys,)`` limits, events in the fit window (NaN where a toy's rule gave none, or its
+        fit failed).
+    """
+    import zfit
+    from scipy.stats import norm
+    from tqdm.auto import tqdm
+
+    from .inference import FitError, fit, wald_upper_limit
+
+    outside = fit_masses[~windows.in_signal_region(fit_masses)]
+    params = list(mass_model.model.get_params(floating=None))
+    saved = [float(p.value()) for p in params]
+    out = np.full(len(toys), np.nan)
+    try:
+        for i, (toy, mt) in enumerate(tqdm(list(zip(toys, toy_masses, strict=True)), desc="toys' limits", disable=not progress)):
+            if toy["has_maximum"]:
+                if toy["parabolic_limit"]:  # w_hat + z sigma, with the background generator's error
+                    out[i] = min(toy["w_hat"] + float(norm.ppf(cl)) * math.hypot(toy["error"], background_error), 1.0) * to_fit
+                else:
+                    out[i] = toy["upper_limit"] * to_fit
+                continue
+            try:
+                res = fit(mass_model.loss(np.concatenate([outside, mt])), mass_model.poi, minos=False)
+                out[i] = wald_upper_limit(res.poi_value, res.errors[mass_model.poi.name], cl)
+            except FitError as err:
+                log.warning("background-only toy %d: the mass-only fit failed (%s); its limit is left out of the expected band", i, err)
+            zfit.param.set_values(params, saved)
+    finally:
+        zfit.param.set_values(params, saved)
+    return out
 
 
 def unconstrained_note(scan: MixtureScan) -> str | None:
@@ -244,11 +306,12 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
     null, toys = None, []
     if dd.null_toys and (cfg.inference.discovery or cfg.inference.upper_limit is not None):
         with _stage(timings, "null calibration", quiet):
-            tasks = []
+            tasks, toy_masses = [], []
             sample = _BackgroundSampler(mm, windows.signal_region)
             for i in range(dd.null_toys):  # drawn from each ensemble member in turn, scanned with their average
                 xt, mt = sample(len(sr), members[i % len(members)], seed=seed * 100_003 + i)
                 la, lb = densities(xt, mt)
+                toy_masses.append(mt)
                 tasks.append({"settings": settings, "x": xt, "m": mt, "la": la, "lb": lb, "seed": seed + 1 + i, "cl": cl})
             toys = run_tasks(_scan_task, tasks, executor=executor, progress=None if quiet else "background-only toys")
             null = NullCalibration(np.array([t["t"] for t in toys]))
@@ -265,23 +328,35 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
                                               if calib else "R-ANODE scan, asymptotic (no background-only toys: set signal.data_driven.null_toys)"),
                                "asymptotic": asym, "calibrated": calib}
     has_maximum = math.isfinite(scan.errors()[0])
+    null_limits = None
+    if cfg.inference.upper_limit is not None and toys:
+        # The expected band is that of the rule the observed limit follows (the scan's limit with a
+        # maximum, the mass-only fit's without), so each toy's limit follows it too: most
+        # background-only scans have no maximum, and their own "first scan point" limits bound
+        # only signals their flows learned (on the demo they put the median at 76 for an
+        # observed 644).
+        with _stage(timings, "toys' limits", quiet):
+            null_limits = toy_limits(toys, toy_masses, mm, parts["fit"][resonant], windows, cl, to_fit,
+                                     background_error=scan.background_error, progress=not quiet)
+    finite = null_limits[np.isfinite(null_limits)] if null_limits is not None else np.array([])
+    toy_band = np.quantile(finite, norm.cdf([-2, -1, 0, 1, 2])).tolist() if finite.size >= 5 else None
+    band_text = (f"expected band: quantiles of {finite.size} background-only toys' limits, each by the same rule "
+                 f"({sum(not t['has_maximum'] for t in toys)} without a maximum, so the mass-only fit's, Wald)")
     if cfg.inference.upper_limit is not None and has_maximum:
-        limits = np.array([t["upper_limit"] for t in toys], dtype=float)
-        limits = limits[np.isfinite(limits)]
-        expected = (np.quantile(limits, norm.cdf([-2, -1, 0, 1, 2])) * to_fit).tolist() if limits.size >= 5 else None
-        result["upper_limit"] = {"cl": cl, "observed": scan.upper_limit(cl) * to_fit, "expected": expected, "scan": None,
-                                 "calculator": "R-ANODE scan: one-sided limit of the held-out likelihood parabola (training noise and any background jackknife error included); "
-                                               "expected band: quantiles of the background-only toys' limits"}
+        result["upper_limit"] = {"cl": cl, "observed": scan.upper_limit(cl) * to_fit, "expected": toy_band, "scan": None,
+                                 "calculator": "R-ANODE scan: one-sided limit of the held-out likelihood parabola (training noise and any background jackknife error included)"
+                                               + (f"; {band_text}" if toy_band is not None else "; no expected band (fewer than 5 background-only toys)")}
     elif cfg.inference.upper_limit is not None:
         # No maximum: the scan's curve is that of a q that learned no signal (held-out LL < 0 at
         # every w) or that still rises at the grid's end. A limit read off it would bound only
         # signals like that q: on the benchmark it fell below the injected count (28 for 78,
         # 58 for 313 on LHCO). The mass-only fit assumes nothing about the features, so its CLs
-        # limit holds whatever the signal's x-density: quote it (observed and expected).
+        # limit holds whatever the signal's x-density: quote it.
         with _stage(timings, "mass-only limit", quiet):
             lim = upper_limit(mm.loss(parts["fit"][resonant]), mm.poi, cl=cl, n_points=8, n_asimov=20_000, seed=seed)
-        result["upper_limit"] = {**lim.to_dict(), "calculator": "mass-only fit's CLs limit (asymptotic): the R-ANODE scan has no maximum, "
-                                                                "so it bounds no signal its flows did not learn"}
+        calc = "mass-only fit's CLs limit (asymptotic): the R-ANODE scan has no maximum, so it bounds no signal its flows did not learn"
+        result["upper_limit"] = {**lim.to_dict(), "calculator": calc + (f"; {band_text}" if toy_band is not None else "; expected band: the mass-only fit's (asymptotic)"),
+                                 "expected": toy_band if toy_band is not None else list(lim.expected), "expected_mass_only": list(lim.expected)}
         own = scan.upper_limit(cl) * to_fit
         note = (f"the upper limit ({lim.observed:.0f}) is the mass-only fit's: the R-ANODE scan has no maximum, and "
                 + (f"its own limit ({own:.0f}) would bound only signals its flows learned" if math.isfinite(own) else "it sets no limit of its own"))
@@ -302,7 +377,8 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         "upper_limit": result.get("upper_limit"),
         "profile_scan": None, "nuisances": {}, "spurious_signal": None,
         "ranode": {**scan.to_dict(), "signal_fraction_in_signal_region": frac, "background_members": member_report, "null": null.to_dict() if null is not None else None,
-                   "null_w_hat": [t["w_hat"] for t in toys], "settings": {k: v for k, v in settings.items() if k not in ("box", "features")}},
+                   "null_w_hat": [t["w_hat"] for t in toys], "null_has_maximum": [t["has_maximum"] for t in toys],
+                   "null_upper_limit": null_limits.tolist() if null_limits is not None else None, "settings": {k: v for k, v in settings.items() if k not in ("box", "features")}},
         "mass_only": {"value": mres.poi_value, "error_low": mres.poi_error_low, "error_high": mres.poi_error_high,
                       "error_method": mres.poi_error_method, "signal_shape": "fixed"},
         "parameters": {k: {"value": v, "error": mres.errors.get(k)} for k, v in mres.values.items()},
