@@ -6,7 +6,7 @@ from 0.5 to 5 and several seeds, every method sees the same events:
 
 * ``oracle``: the extended fit with the true densities (no limit computed: the reference Z);
 * ``gbi_unbinned``: this package's zfit model, dijet mass shape x sideband-trained conditional
-  flow (ensemble of 3, no generator-error nuisance, so it compares with the others on equal
+  flow (ensemble of 3, ``--members K`` for K, no generator-error nuisance, so it compares with the others on equal
   footing), asymptotic discovery and CLs limit with hepstats;
 * ``gbi_binned``: the same generators as pyhf templates (4 mass x 10 score bins), pyhf
   discovery and CLs;
@@ -20,7 +20,7 @@ from 0.5 to 5 and several seeds, every method sees the same events:
   a counting CLs limit (pyhf, background error included);
 * ``gbi_data_driven``: ``gbi run`` with ``signal.model: data-driven`` (R-ANODE: no signal
   features from simulation, only p_S(m)) on the same events with the same background ensemble
-  (saved and loaded by path), the package's default scan and member jackknife, no
+  (saved and loaded by path), the package's default scan (``--dd-seeds``: flows per fold and w) and member jackknife, no
   background-only toys (``null_toys: 0``: its Z is the *asymptotic* one, which the README
   shows is not to be quoted for this mode; its yield interval, with the jackknife error, and its
   limit are what the row is for: ``error_low``, ``error_high``). About 2 minutes per data set.
@@ -124,7 +124,7 @@ def _failed(name: str, err: Exception) -> dict:
 
 
 def data_driven(data: Events, *, features, windows: Windows, bkg_gen, sim: Events, box, seed: int, background_mass: str,
-                flow: tuple[int, int, int] = (3, 32, 25)) -> dict:
+                flow: tuple[int, int, int] = (3, 32, 25), flows: int = 1, executor: str = "sequential") -> dict:
     """``gbi run`` in ``signal.model: data-driven`` on ``data`` with ``bkg_gen`` (saved, loaded by
     path): the row of ``gbi_data_driven``."""
     import tempfile
@@ -147,8 +147,9 @@ def data_driven(data: Events, *, features, windows: Windows, bkg_gen, sim: Event
                        "mass_shape": "gauss",
                        "generator": {"type": "maf-affine", "layers": flow[0], "hidden": flow[1], "epochs": flow[2], "batch_size": 512,
                                      "learning_rate": 0.002, "patience": 6, "seed": 2 + seed},
-                       "data_driven": {"null_toys": 0}},
+                       "data_driven": {"null_toys": 0, "seeds": flows}},
             "inference": {"discovery": True, "upper_limit": {"cl": 0.95}, "seed": seed},
+            "compute": {"executor": executor},
             "plots": {"enabled": False},
         }
         s = run(validate_config(raw, base_dir=tmp), tmp / "out", quiet=True)
@@ -200,7 +201,7 @@ def methods(data, *, features, windows, bkg_gen, ideal_gen, sig_gen, sim, seed, 
     if "gbi_data_driven" in args.methods:
         try:
             found.append(data_driven(data, features=features, windows=windows, bkg_gen=bkg_gen, sim=sim, box=box, seed=seed,
-                                     background_mass=background_mass, flow=tuple(args.dd_flow)))
+                                     background_mass=background_mass, flow=tuple(args.dd_flow), flows=args.dd_seeds, executor=args.dd_executor))
         except (FitError, ValueError) as err:
             found.append(_failed("gbi_data_driven", err))
 
@@ -248,14 +249,14 @@ def benchmark(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict]:
         bkg, injections, pool = benchmark_events(bench, seed, args.n_background, args.s_over_sqrt_b)
         side = bkg.select(windows.in_sidebands(bkg["mjj"]))
         bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=bench.bounds, context_names=("mjj",),
-                                     k=3, config=FLOW, train=train)
+                                     k=args.members, config=FLOW, train=train)
         # as many true signal-region background events as the sidebands hold: equal training statistics
         b_sr = float(np.sum(windows.in_signal_region(bkg["mjj"])))
         true_sr = bench.sample(int(args.n_background * len(side) / b_sr) + 1000, 0, seed=300 + seed)
         true_sr = true_sr.select(windows.in_signal_region(true_sr["mjj"]))
         true_sr = true_sr.select(np.arange(len(true_sr)) < len(side))
         ideal_gen = FlowEnsemble.train(true_sr.array(features), true_sr["mjj"], features=features, bounds=bench.bounds,
-                                       context_names=("mjj",), k=3, config=FLOW, train=train) if "idealized" in args.methods else None
+                                       context_names=("mjj",), k=args.members, config=FLOW, train=train) if "idealized" in args.methods else None
         for i, (k, n_inj) in enumerate(zip(args.s_over_sqrt_b, injections, strict=True)):
             data = Events(np.concatenate([bkg.values, pool.values[:n_inj]]), bkg.columns)
             data = data.select(windows.in_fit(data["mjj"]))
@@ -313,13 +314,13 @@ def lhco(args, train: TrainConfig, clf: ClassifierConfig) -> list[dict] | None:
         n_side = int(np.sum(windows.in_sidebands(bkg["mjj"])))
         ideal = other.select(rng.permutation(len(other)) < n_side)  # true background over the fit window, as many as the sidebands hold
         t_seed = replace(train, seed=train.seed + seed)
-        ideal_gen = FlowEnsemble.train(ideal.array(features), ideal["mjj"], features=features, bounds=box, context_names=("mjj",), k=3,
+        ideal_gen = FlowEnsemble.train(ideal.array(features), ideal["mjj"], features=features, bounds=box, context_names=("mjj",), k=args.members,
                                        config=FLOW, train=t_seed) if "idealized" in args.methods else None
         for i, (k, n_inj) in enumerate(zip(args.s_over_sqrt_b, injections, strict=True)):
             sig = pool.select(np.isin(np.arange(len(pool)), rng.choice(len(pool), n_inj, replace=False)))
             data = Events(np.concatenate([bkg.values, sig.values]), LHCO_COLUMNS)
             side = windows.split(data, "mjj")["sidebands"]  # signal included, as in a real search: retrained per injection
-            bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=box, context_names=("mjj",), k=3,
+            bkg_gen = FlowEnsemble.train(side.array(features), side["mjj"], features=features, bounds=box, context_names=("mjj",), k=args.members,
                                          config=FLOW, train=t_seed)
             found = methods(data, features=features, windows=windows, bkg_gen=bkg_gen, ideal_gen=ideal_gen, sig_gen=sig_gen, sim=sim,
                             seed=seed, tag=f"l{seed}i{i}_", args=args, clf=clf, background_mass="exppoly2", box=box)
@@ -350,6 +351,9 @@ def main() -> None:
                     help="the methods to run (default all; --quick: all but gbi_data_driven; gbi_binned and cathode_cut need gbi_unbinned)")
     ap.add_argument("--dd-flow", type=int, nargs=3, default=[3, 32, 25], metavar=("LAYERS", "HIDDEN", "EPOCHS"),
                     help="gbi_data_driven's signal flow (maf-affine; default the demo's 3 x 32, 25 epochs)")
+    ap.add_argument("--members", type=int, default=3, help="members of every background ensemble (sideband-trained and idealized; default 3)")
+    ap.add_argument("--dd-seeds", type=int, default=1, help="gbi_data_driven's signal.data_driven.seeds (flows per fold and w; default 1)")
+    ap.add_argument("--dd-executor", default="sequential", help="gbi_data_driven's compute.executor (its member jackknife; e.g. processes:2)")
     ap.add_argument("--no-limits", dest="limits", action="store_false", help="significances only (the CLs limits take most of the time)")
     ap.add_argument("--quick", action="store_true", help="1 seed, 3 injections, 30k background events (LHCO: half a file), 8 epochs, no limits")
     ap.add_argument("--name", default=None, help="results/<name>.json (default sensitivity, sensitivity_lhco)")
