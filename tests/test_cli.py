@@ -548,7 +548,7 @@ def test_run_data_driven(tmp_path, bench, capsys, monkeypatch):
     if r["w_interval"][0] > 0:
         total = np.sqrt(r["w_error_statistical"] ** 2 + r["w_error_training_noise"] ** 2 + r["w_error_background"] ** 2)
         assert r["w_interval"][1] - r["w_hat"] == pytest.approx(total)
-    assert isinstance(y["notes"], list)
+    assert any("2 members and signal.data_driven.seeds is 1" in n for n in y["notes"])  # fewer than measured to be needed
     d = s["discovery"]
     assert d["calibrated"]["p0"] >= 1 / 6  # 5 toys: the empirical p is at least 1 / 6
     assert d["significance"] == d["calibrated"]["significance"]

@@ -75,6 +75,15 @@ def test_mixture_scan_estimates():
     flat = MixtureScan(w, -np.linspace(1, 50, 9), np.zeros((9, 1)), 1000)  # LL < 0 everywhere: no signal
     assert flat.interval() == (0.0, 1.0)
     assert "no maximum inside the w scan" in unconstrained_note(flat)
+    # fewer background members or flows than the yield was measured to need: said so
+    from zfit_gbi.data_driven import settings_note
+
+    assert settings_note(8, 2) is None
+    for members, seeds in ((3, 1), (8, 1), (3, 2), (1, 1)):
+        note = settings_note(members, seeds)
+        assert f"{members} member" in note
+        assert "background.generator.ensemble: 8" in note
+        assert "signal.data_driven.seeds: 2" in note
     # a background error (from scans with each ensemble member) adds in quadrature
     bg = MixtureScan(w, ll, ll[:, None], 1000, background_error=2 * stat)
     assert bg.w_hat == s.w_hat
