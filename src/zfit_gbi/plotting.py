@@ -495,7 +495,7 @@ def plot_null_calibration(null: Any, t: float, *, ax=None, experiment: str | Non
     ax.set_xlabel(r"$t = 2\,\max_w \ln L(w)/L(0)$, held out")
     ax.set_ylabel("Pseudo-experiments")
     ax.set_ylim(0, max(float(h.values().max()), 1.0) * 2.2)  # the histogram sets the scale (the chi2_1 density diverges at 0)
-    ax.legend(loc="upper right", fontsize="x-small")
+    ax.legend(loc="upper right", fontsize="x-small", frameon=True, framealpha=0.9, edgecolor="none")  # over the observed line
     _label(ax, experiment, text)
     return ax
 
