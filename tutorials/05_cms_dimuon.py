@@ -56,6 +56,7 @@ ap = argparse.ArgumentParser(description="GBI with a data-driven signal on the C
 ap.add_argument("--data", default="../shared/data/cms_dimuon", help="folder with peakdata3.csv")
 ap.add_argument("--out", default="tutorial-05", help="folder for the plots and results.json")
 ap.add_argument("--smoke", action="store_true", help="tiny networks, few epochs: checks the chain")
+ap.add_argument("--members", type=int, default=3, help="background ensemble members (the data-driven mode recommends 8)")
 args = ap.parse_args()
 SMOKE = args.smoke
 path, out = Path(args.data) / "peakdata3.csv", Path(args.out)
@@ -66,7 +67,7 @@ out.mkdir(parents=True, exist_ok=True)
 
 FEATURES = ("log_pt", "y", "cos_theta", "pt_asym")
 WINDOWS = Windows(fit=(9.0, 9.7), signal_region=(9.30, 9.62))
-EPOCHS, K, FOLDS = (3, 2, 2) if SMOKE else (40, 3, 3)
+EPOCHS, K, FOLDS = (3, 2, 2) if SMOKE else (40, args.members, 3)
 FLOW = FlowConfig(n_layers=4, hidden_units=(48, 48))
 TRAIN = TrainConfig(epochs=EPOCHS, batch_size=256, learning_rate=2e-3, patience=6, progress=not SMOKE, seed=1)
 
