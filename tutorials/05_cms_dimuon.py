@@ -173,7 +173,9 @@ results = {
 (out / "results.json").write_text(json.dumps(results, indent=1))
 print(f"wrote {out}/results.json and plots")
 
-if not SMOKE:  # the claims the README quotes: the three yields agree within their errors
+if not SMOKE and K == 3:  # the claims the README quotes (at the default 3 members): the three yields agree within their errors
     err = max(mres.errors[mm.poi.name], 1.0)
     assert abs(res.poi_value - mres.poi_value) < 3 * math.hypot(err, res.poi_error_high), "multi-dimensional vs mass-only"
     assert lo * len(sr) - 3 * err * frac_sr < mres.poi_value * frac_sr < hi * len(sr) + 3 * err * frac_sr, "R-ANODE vs mass-only"
+elif not SMOKE:
+    print(f"the README's agreement checks are for the default 3 members, not run with {K}")

@@ -362,7 +362,7 @@ def plot_feature_closure(
         rax.errorbar(axis.centers[ok], r[ok], yerr=r_err[ok], fmt="o", color="black", ms=3)
         rax.step(axis.edges, np.r_[rb, rb[-1]], where="post", color="#3f90da", lw=1.2, label="background share of the model")
         if j == 0:
-            rax.legend(loc="lower left", fontsize="xx-small", frameon=False)
+            rax.legend(loc="best", fontsize="xx-small", frameon=False)  # off the points (lower left covered them on the CMS dimuons)
         rax.axhline(1, color="black", lw=0.8)
         rax.set_ylim(0.7, 1.3)
         rax.set_ylabel("Data / model", fontsize="x-small")
