@@ -697,10 +697,19 @@ def test_scan_prints_each_windows_yield_notes(tmp_path, capsys, monkeypatch):
     rows = [{"mass": 3.4, "fit_valid": True, "signal_yield": 446.5, "signal_yield_error": 170.5, "significance": 1.3,
              "signal_yield_notes": [note], "background_error": 166.0},
             {"mass": 3.6, "fit_valid": True, "signal_yield": 12.0, "signal_yield_error": 9.0, "significance": 0.4,
-             "signal_yield_notes": [], "background_error": 3.0}]
+             "signal_yield_notes": [], "background_error": 3.0},
+            # a scan without a maximum has a limit (the mass-only fit's) and a Z, but no interval
+            {"mass": 3.8, "fit_valid": False, "signal_yield": 40.0, "signal_yield_error": 900.0, "significance": 0.2,
+             "observed": 307.0, "expected": [80.0, 110.0, 150.0, 210.0, 280.0], "signal_yield_notes": []},
+            {"mass": 4.0, "fit_valid": False, "error": "only 12 events in the signal region"}]
     monkeypatch.setattr(zfit_gbi.pipeline, "scan", lambda *a, **k: {"rows": rows, "sliding_windows": True})
     cfg = _sliding_config(tmp_path)
     assert main(["scan", str(cfg), "--out", str(tmp_path / "s"), "--masses", "3.4", "3.6", "2", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert f"note on the signal yield at 3.4: {note}" in printed
     assert "at 3.6:" not in printed
+    line = next(ln for ln in printed.splitlines() if ln.strip().startswith("3.8"))
+    assert "40.0 (no maximum)" in line
+    assert "307.0" in line
+    assert "150.0" in line
+    assert "fit failed" in next(ln for ln in printed.splitlines() if ln.strip().startswith("4 "))

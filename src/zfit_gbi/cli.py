@@ -308,13 +308,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     res = scan(cfg, args.out, np.linspace(lo, hi, int(n)), quiet=args.quiet)
     rows = []
     for r in res["rows"]:
-        if not r.get("fit_valid"):
+        if "error" in r or r.get("signal_yield") is None:  # the window's run or fit raised
             rows.append([f"{r['mass']:.4g}", "fit failed", "", "", ""])
             continue
         lim = f"{r['observed']:.1f}" if r.get("observed") is not None else ""
         exp = f"{r['expected'][2]:.1f}" if r.get("expected") is not None else ""
         z = f"{r['significance']:.2f}" if r.get("significance") is not None else ""
-        rows.append([f"{r['mass']:.4g}", f"{r['signal_yield']:.1f} +- {r['signal_yield_error']:.1f}", z, lim, exp])
+        # a data-driven window whose R-ANODE scan has no maximum: no interval, but a limit (the mass-only fit's) and a Z
+        yld = f"{r['signal_yield']:.1f} +- {r['signal_yield_error']:.1f}" if r.get("fit_valid") else f"{r['signal_yield']:.1f} (no maximum)"
+        rows.append([f"{r['mass']:.4g}", yld, z, lim, exp])
     sliding = res.get("sliding_windows", False)  # data-driven: calibrated Z and the R-ANODE limit, windows slide with the mass
     print(_table(rows, ["mass", "signal yield", "Z" if sliding else "local Z", "limit obs" if sliding else "CLs obs",
                         "limit exp" if sliding else "CLs exp"]))
