@@ -17,8 +17,8 @@ The GBI paper's model-agnostic mode, on the same events and windows as the simul
    data), scanned exactly like the data (:class:`zfit_gbi.ranode.NullCalibration`): the
    calibrated p-value next to the asymptotic one, and the expected limits (each toy's limit
    by the rule the data's follows: its scan's limit where its scan has a maximum, else the
-   mass-only fit's on the fit window with the toy's signal-region masses, :func:`toy_limits`). The toys thus carry what training the signal flow on the data does to t
-   (fluctuations it learns) and the generator's training noise (a member is not the average),
+   mass-only fit's on the fit window with the toy's signal-region masses, :func:`toy_limits`).
+   The toys thus carry what training the signal flow on the data does to t (fluctuations it learns) and the generator's training noise (a member is not the average),
    but not an error all members share (the sideband-to-signal-region interpolation): a
    signal-like mismodelling of that kind raises the data's t and not the toys'. Measure it
    with background-only data (the LHCO table in the README has one).
