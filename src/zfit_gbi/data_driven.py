@@ -343,7 +343,7 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
     null_limits = None
     if cfg.inference.upper_limit is not None and toys:
         # The expected band is that of the rule the observed limit follows (the scan's limit with a
-        # maximum, the mass-only fit's without), so each toy's limit follows it too: most
+        # maximum, the mass-only fit's without), so each toy's limit follows it too: many
         # background-only scans have no maximum, and their own "first scan point" limits bound
         # only signals their flows learned (on the demo they put the median at 76 for an
         # observed 644).
