@@ -206,7 +206,9 @@ def test_wald_upper_limit_against_hepstats():
     from zfit_gbi.inference import wald_upper_limit
 
     assert wald_upper_limit(0.0, 10.0) == pytest.approx(10 * norm.ppf(0.975))
-    assert wald_upper_limit(10.0, 10.0) == pytest.approx(10 + 10 * norm.ppf(1 - 0.05 * norm.cdf(1.0)))
+    for mu_hat in (-15.0, -5.0, 0.0, 10.0, 30.0):  # the definition: CLs = CLs+b / CLb = 0.05 at the limit
+        mu = wald_upper_limit(mu_hat, 10.0)
+        assert norm.cdf((mu_hat - mu) / 10) / norm.cdf(mu_hat / 10) == pytest.approx(0.05, rel=1e-9)
     assert 0 < wald_upper_limit(-30.0, 10.0) < wald_upper_limit(0.0, 10.0)  # CLs keeps a deficit's limit positive
     assert np.isnan(wald_upper_limit(5.0, 0.0))
     obs = zfit.Space("w", limits=(0.0, 1.0))

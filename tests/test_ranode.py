@@ -117,25 +117,33 @@ def test_background_jackknife_note():
     assert "no statistical error: the scan has no maximum" in _jackknife(rising, apart, 1000.0)[2][0]
 
 
-def test_toy_limits_follow_the_datas_rule():
-    """A background-only toy whose scan has a maximum keeps the scan's limit, with the data's
-    background (jackknife) error joining its parabola's error as it joins the data's limit;
-    one whose maximum is not above LL = 0 keeps its scan's own limit (the mass-only branch,
-    for toys without a maximum, is run by ``test_run_data_driven``)."""
+def test_toy_limits_follow_the_datas_rule(monkeypatch):
+    """A background-only toy is scanned with the ensemble average only; its scan gets the data's
+    background (jackknife) error, so its limit holds that error as the data's does
+    (``MixtureScan.upper_limit``: w_hat + z sigma with the error in quadrature), and
+    ``toy_limits`` keeps the limit of a toy whose scan has a maximum (the mass-only branch, for
+    toys without one, is run by ``test_run_data_driven``)."""
     from types import SimpleNamespace
 
+    import zfit_gbi.data_driven as dd
     from zfit_gbi.data import Windows
-    from zfit_gbi.data_driven import toy_limits
+    from zfit_gbi.ranode import MixtureScan
 
-    toys = [{"has_maximum": True, "parabolic_limit": True, "w_hat": 0.01, "error": 0.003, "upper_limit": 0.01 + 1.645 * 0.003},
-            {"has_maximum": True, "parabolic_limit": False, "w_hat": 0.0, "error": 0.003, "upper_limit": 0.004}]
-    no_model = SimpleNamespace(model=SimpleNamespace(get_params=lambda floating=None: []))
-    windows = Windows((0.0, 3.0), (1.0, 2.0))
+    w = np.geomspace(0.02, 0.5, 9)
+    s = MixtureScan(w, 100 - 2000 * (np.sqrt(w) - np.sqrt(0.1)) ** 2, np.zeros((9, 1)), 1000)
+    stat = s.errors()[0]
+    monkeypatch.setattr(dd, "_scan", lambda *a, **k: s)
+    task = {"settings": None, "x": None, "m": None, "la": None, "lb": None, "seed": 0, "cl": 0.95}
     z = norm.ppf(0.95)
-    out = toy_limits(toys, [np.array([1.5])] * 2, no_model, np.array([0.5, 1.5, 2.5]), windows, 0.95, 1000.0, background_error=0.004)
-    assert out[0] == pytest.approx(1000 * (0.01 + z * 0.005))
-    assert out[1] == pytest.approx(4.0)
-    assert toy_limits(toys, [np.array([1.5])] * 2, no_model, np.array([1.5]), windows, 0.95, 1000.0)[0] == pytest.approx(1000 * (0.01 + z * 0.003))
+    alone = dd._scan_task(task)
+    assert alone["has_maximum"]
+    assert alone["upper_limit"] == pytest.approx(s.w_hat + z * stat, rel=1e-9)
+    toy = dd._scan_task({**task, "background_error": 2 * stat})
+    assert toy["upper_limit"] == pytest.approx(s.w_hat + z * np.sqrt(5) * stat, rel=1e-9)
+
+    no_model = SimpleNamespace(model=SimpleNamespace(get_params=lambda floating=None: []))
+    out = dd.toy_limits([toy, alone], [np.array([1.5])] * 2, no_model, np.array([0.5, 1.5, 2.5]), Windows((0.0, 3.0), (1.0, 2.0)), 0.95, 1000.0)
+    assert out == pytest.approx([1000 * toy["upper_limit"], 1000 * alone["upper_limit"]])
 
 
 def test_scan_estimator_on_the_exact_likelihood():
