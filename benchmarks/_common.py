@@ -8,6 +8,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
+#: the data-driven mode's signal flow q in these benchmarks (``signal.generator`` of ``gbi run``,
+#: its seed apart): ``sensitivity.py``'s ``gbi_data_driven`` rows and ``ranode_bias.py``'s scans
+DATA_DRIVEN_SIGNAL: dict[str, Any] = {"type": "maf-affine", "layers": 3, "hidden": 32, "epochs": 25, "batch_size": 512,
+                                      "learning_rate": 0.002, "patience": 6}
 # GBI_BENCH_RESULTS redirects the JSON (run_all.py --quick writes to results/quick, which is not committed)
 RESULTS = Path(os.environ.get("GBI_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 

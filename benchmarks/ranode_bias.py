@@ -43,7 +43,7 @@ import math
 import time
 
 import numpy as np
-from _common import report
+from _common import DATA_DRIVEN_SIGNAL, report
 from scipy.optimize import minimize_scalar
 from sensitivity import FLOW, benchmark_events
 
@@ -58,7 +58,7 @@ from zfit_gbi.inference import fit
 from zfit_gbi.model import build_mass_model
 from zfit_gbi.ranode import MixtureScan, mixture_scan, refine_points, train_in_mixture
 
-SIGNAL = GeneratorConfig(type="maf-affine", layers=3, hidden=32, epochs=25, batch_size=512, learning_rate=0.002, patience=6, seed=2)
+SIGNAL = GeneratorConfig(**DATA_DRIVEN_SIGNAL, seed=2)  # sensitivity.py's gbi_data_driven q
 SCAN = DataDrivenConfig()
 # the supervised q's training: on a few hundred events the scan's 25 epochs of batch 512 are 25-50
 # steps, which leave q far from converged (measured: yields 20 % low); 100 epochs of 128 converge

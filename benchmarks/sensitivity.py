@@ -71,7 +71,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _common import report
+from _common import DATA_DRIVEN_SIGNAL, report
 
 from pyhf_gbi import infer as B
 from pyhf_gbi.templates import make_templates, sideband_expectation
@@ -145,8 +145,7 @@ def data_driven(data: Events, *, features, windows: Windows, bkg_gen, sim: Event
             "background": {"mass_shape": background_mass, "generator": {"path": str(tmp / "background")}},
             "signal": {"model": "data-driven", "simulation": {"path": str(tmp / "sim.npy"), "columns": list(sim.columns)},
                        "mass_shape": "gauss",
-                       "generator": {"type": "maf-affine", "layers": flow[0], "hidden": flow[1], "epochs": flow[2], "batch_size": 512,
-                                     "learning_rate": 0.002, "patience": 6, "seed": 2 + seed},
+                       "generator": {**DATA_DRIVEN_SIGNAL, "layers": flow[0], "hidden": flow[1], "epochs": flow[2], "seed": 2 + seed},
                        "data_driven": {"null_toys": 0, "seeds": flows}},
             "inference": {"discovery": True, "upper_limit": {"cl": 0.95}, "seed": seed},
             "compute": {"executor": executor},

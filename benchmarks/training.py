@@ -31,6 +31,10 @@ frameworks) and adds a summary over them (``summary`` in the JSON): the mean bes
 spread and standard error, the median times, and the loss difference paired by seed (seeds
 differ by 0.005 nats in the CATHODE setting, more than the frameworks do with layout 4).
 
+``--mixed-precision float16 bfloat16`` adds this package's flow trained with mixed precision
+(``TrainConfig.mixed_precision``, XLA); with ``--no-nflows`` only this package's rows
+(``results/training_mixed_precision_cpu.json``: what mixed precision costs on a CPU).
+
 ``--nflows-init tfp`` starts nflows' MADEs as this package's layouts 1 and 2 start theirs
 (Glorot, zero biases, output x 0.01; ``tfp-output``: only the output x 0.01): what the start
 costs (``results/training_init_tfp*.json``, with ``--settings cathode --layout 2``, 4 minutes each).
@@ -147,6 +151,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1, help="training seeds per setting and framework (seed, seed + 1, ...; default 1)")
     ap.add_argument("--no-xla", action="store_true", help="also train this package's flow without XLA (jit_compile=False)")
     ap.add_argument("--quick", action="store_true", help="20k events, 3 epochs")
+    ap.add_argument("--mixed-precision", nargs="*", default=[], choices=["float16", "bfloat16"],
+                    help="also train this package's flow (XLA) with mixed precision in these dtypes")
+    ap.add_argument("--no-nflows", action="store_true", help="only this package's rows")
     ap.add_argument("--layout", type=int, choices=[1, 2, 3, 4], default=None,
                     help="this package's FlowConfig.layout (default: the presets', 4; 1 is FlowConfig's default)")
     ap.add_argument("--name", default="training", help="results/<name>.json")
@@ -174,18 +181,23 @@ def main() -> None:
         fcfg, tcfg = settings(name, args.layout)
         tcfg = TrainConfig(**{**tcfg.__dict__, "epochs": args.epochs, "patience": args.epochs + 1, "seed": seed, "progress": False})
         variants = []
-        for jit in (True, False) if args.no_xla else (True,):
+        runs = [(True, None)] + [(False, None)] * args.no_xla + [(True, mp) for mp in args.mixed_precision]
+        for jit, mp in runs:
             flow = Flow(features, bounds, ("mjj",), fcfg)
-            label = "zfit_gbi (TFP, XLA)" if jit else "zfit_gbi (TFP, no XLA)"
+            label = ("zfit_gbi (TFP, XLA" if jit else "zfit_gbi (TFP, no XLA") + (f", mixed {mp})" if mp else ")")
             print(f"[{name}, seed {seed}] {label}: {len(x)} events, {args.epochs} epochs ...", flush=True)
-            h = flow.fit(x, m, train=TrainConfig(**{**tcfg.__dict__, "jit_compile": jit}))
+            h = flow.fit(x, m, train=TrainConfig(**{**tcfg.__dict__, "jit_compile": jit, "mixed_precision": mp}))
             variants.append({**row(label, name, device(), h.n_train, h.epoch_seconds, h.val_loss, flow.n_parameters),
-                             "seed": seed, "layout": fcfg.layout})
+                             "seed": seed, "layout": fcfg.layout, "mixed_precision": mp})
+            if len(variants) == 1:
+                trained = flow  # adapted to the split's training part: nflows' inputs are standardised alike
         rows += variants
         ours = variants[0]
+        if args.no_nflows:
+            continue
 
         with tempfile.TemporaryDirectory() as tmp:
-            data, sfile = nflows_inputs(Path(tmp), name, flow, x, m, tcfg, args.nflows_device, args.nflows_init)
+            data, sfile = nflows_inputs(Path(tmp), name, trained, x, m, tcfg, args.nflows_device, args.nflows_init)
             print(f"[{name}, seed {seed}] nflows (PyTorch) ...", flush=True)
             proc = subprocess.run([args.nflows_python, str(WORKER), str(data), str(sfile)], capture_output=True, text=True, check=False)
         if proc.returncode != 0:

@@ -615,3 +615,23 @@ def test_generator_layout_reaches_the_flow(tmp_path) -> None:
             validate_config({**base, "background": {"generator": {"layout": bad}}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"mutually exclusive"):
         validate_config({**base, "background": {"generator": {"path": "gen", "layout": 4}}}, base_dir=tmp_path)
+
+
+def test_generator_mixed_precision_reaches_training(tmp_path) -> None:
+    """``background.generator.mixed_precision``: unset is float32; float16 / bfloat16 reach
+    TrainConfig (the generators' and the data-driven signal flows'); anything else names the
+    key and the choices; a dump keeps it."""
+    from zfit_gbi.config import ConfigError, validate_config
+    from zfit_gbi.generators import TrainConfig
+
+    assert GeneratorConfig().train_kwargs()["mixed_precision"] is None
+    g = GeneratorConfig(type="maf-affine", mixed_precision="bfloat16")
+    assert TrainConfig(**g.train_kwargs()).mixed_precision == "bfloat16"
+    assert TrainConfig(**g.train_kwargs(many=True)).mixed_precision == "bfloat16"
+    assert GeneratorConfig.model_validate(g.model_dump(mode="json")).mixed_precision == "bfloat16"
+    base = {"data": {"path": "d.npy", "columns": ["m", "a"], "resonant": "m", "features": ["a"]},
+            "windows": {"fit": [0.0, 1.0], "signal_region": [0.4, 0.6]},
+            "signal": {"simulation": {"path": "s.npy", "columns": ["m", "a"]}}}
+    for bad in ("fp16", "float32", True, 16):
+        with pytest.raises(ConfigError, match=r"background\.generator\.mixed_precision: .*allowed values: float16, bfloat16"):
+            validate_config({**base, "background": {"generator": {"mixed_precision": bad}}}, base_dir=tmp_path)

@@ -349,7 +349,7 @@ class WindowsConfig(_Section):
 
 _TRAINING_KEYS = (
     "type", "ensemble", "epochs", "seed", "layers", "hidden", "bins", "tail_bound", "batch_norm", "layout",
-    "batch_size", "learning_rate", "patience", "aggregate", "bootstrap", "jit_compile",
+    "batch_size", "learning_rate", "patience", "aggregate", "bootstrap", "jit_compile", "mixed_precision",
 )  # fmt: skip
 _RQS_ONLY = ("bins", "tail_bound")
 
@@ -390,6 +390,9 @@ class GeneratorConfig(_Section):
             default): XLA for the generators, not for the ``data-driven`` mode's small signal
             flows (one per w, fold and seed, and again per calibration toy), which train as
             fast without it.
+        mixed_precision: ``float16`` or ``bfloat16``: train with mixed precision
+            (:attr:`zfit_gbi.generators.TrainConfig.mixed_precision`; for a GPU with tensor
+            cores, slower on a CPU). Unset (the default): float32. Evaluation stays float64.
 
     ``bins``/``tail_bound`` given with ``maf-affine`` are an error. ``model_dump`` writes only
     ``path`` for a saved generator and leaves out ``bins``/``tail_bound`` for ``maf-affine``, so
@@ -413,6 +416,7 @@ class GeneratorConfig(_Section):
     aggregate: Literal["prob", "logprob"] = "prob"
     bootstrap: StrictBool = True
     jit_compile: StrictBool | None = None
+    mixed_precision: Literal["float16", "bfloat16"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -485,6 +489,7 @@ class GeneratorConfig(_Section):
             "patience": self.patience,
             "seed": self.seed,
             "jit_compile": (not many) if self.jit_compile is None else self.jit_compile,
+            "mixed_precision": self.mixed_precision,
         }
 
 

@@ -309,8 +309,9 @@ def plot_feature_closure(
 ) -> np.ndarray:
     """Feature distributions of the signal-region data against the generated background (the
     sideband-interpolation closure) and background + fitted signal, with data / model ratio
-    panels. Model histograms are normalized to the post-fit yields in the signal region; the
-    generator is the nominal one (nuisances at 0).
+    panels; each ratio panel's right-hand axis (0 to 1) shows the background's share of the
+    model per bin. Model histograms are normalized to the post-fit yields in the signal region;
+    the generator is the nominal one (nuisances at 0).
 
     Returns:
         The axes array ``(2, n_features)``: main panels, then ratio panels.
@@ -321,7 +322,7 @@ def plot_feature_closure(
     n_row = -(-n_f // n_col)
     if fig is None:
         fig = plt.figure(figsize=(7 * n_col, 6.5 * n_row))
-    outer = fig.add_gridspec(n_row, n_col, hspace=0.3, wspace=0.3)
+    outer = fig.add_gridspec(n_row, n_col, hspace=0.3, wspace=0.42)  # room for the share's right-hand axis label
     axs = np.empty((2, n_f), dtype=object)
     for j in range(n_f):
         inner = outer[j // n_col, j % n_col].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
@@ -359,10 +360,17 @@ def plot_feature_closure(
         r = np.where(ok, hd.values() / np.where(ok, tot, 1.0), np.nan)
         r_err = np.where(ok, np.sqrt(hd.variances()) / np.where(ok, tot, 1.0), 0.0)
         rb = np.where(ok, hb.values() / np.where(ok, tot, 1.0), np.nan)
-        rax.errorbar(axis.centers[ok], r[ok], yerr=r_err[ok], fmt="o", color="black", ms=3)
-        rax.step(axis.edges, np.r_[rb, rb[-1]], where="post", color="#3f90da", lw=1.2, label="background share of the model")
-        if j == 0:
-            rax.legend(loc="best", fontsize="xx-small", frameon=False)  # off the points (lower left covered them on the CMS dimuons)
+        rax.errorbar(axis.centers[ok], r[ok], yerr=r_err[ok], fmt="o", color="black", ms=3, zorder=3)
+        # the share (0 to 1) on its own right-hand axis: on the ratio's 0.7-1.3 it was off the
+        # panel wherever the signal dominates (the CMS dimuons' peak region)
+        sax = rax.twinx()
+        sax.step(axis.edges, np.r_[rb, rb[-1]], where="post", color="#3f90da", lw=1.2)
+        sax.set_ylim(0, 1.1)
+        sax.set_yticks([0, 0.5, 1])
+        sax.tick_params(labelsize="x-small", colors="#3f90da")
+        sax.set_ylabel("Bkg. share", fontsize="xx-small", color="#3f90da")  # an axis label, not a legend over the points
+        rax.set_zorder(sax.get_zorder() + 1)  # the data points over the share's line
+        rax.patch.set_visible(False)
         rax.axhline(1, color="black", lw=0.8)
         rax.set_ylim(0.7, 1.3)
         rax.set_ylabel("Data / model", fontsize="x-small")

@@ -132,6 +132,14 @@ class TrainConfig:
             compiling). The traced step is shared by every training of the same architecture in
             a thread (:mod:`zfit_gbi.generators.training`), so it is traced and compiled once
             per process, not once per training; small flows (R-ANODE's) train as fast without it.
+        mixed_precision: ``None`` (the default: float32 throughout), ``"float16"`` or
+            ``"bfloat16"``: the MADEs' matrix products and activations in that dtype during
+            training (Keras' ``mixed_<dtype>`` policy: weights, optimizer state, the transforms,
+            their log-determinants and the loss stay float32; ``"float16"`` with dynamic loss
+            scaling). For GPUs with tensor cores (compute capability >= 7.0 for float16, >= 8.0
+            for bfloat16); on a CPU without bfloat16 units it is slower, not faster
+            (``benchmarks/training.py --mixed-precision``). Training only: the trained flow
+            is saved and evaluated in float32 / float64 as any other.
         progress: Show a progress bar with the losses.
     """
 
@@ -144,9 +152,13 @@ class TrainConfig:
     clipnorm: float | None = 1.0
     seed: int = 0
     jit_compile: bool = True
+    mixed_precision: Literal["float16", "bfloat16"] | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.mixed_precision not in (None, "float16", "bfloat16"):
+            msg = f"TrainConfig.mixed_precision must be None, 'float16' or 'bfloat16', got {self.mixed_precision!r}"
+            raise ValueError(msg)
         if self.schedule not in ("cosine", "plateau", "constant"):
             msg = f"TrainConfig.schedule must be 'cosine', 'plateau' or 'constant', got {self.schedule!r}"
             raise ValueError(msg)
@@ -376,7 +388,7 @@ def _affine_fn(made, layout: int):
     to the data side."""
 
     def fn(x, **kwargs):
-        out = made(x, **kwargs)
+        out = tf.cast(made(x, **kwargs), x.dtype)  # a mixed-precision MADE's float16 output: the transform in float32
         shift, raw = tf.unstack(out, axis=-1)
         eps = tf.constant(1e-3, out.dtype)
         if layout >= 2:  # nflows 0.14: z = x * scale + shift, i.e. x = (z - shift) / scale
@@ -388,7 +400,7 @@ def _affine_fn(made, layout: int):
 
 def _rqs_fn(made, n_bins: int, bound: float):
     def fn(x, **kwargs):
-        out = made(x, **kwargs)
+        out = tf.cast(made(x, **kwargs), x.dtype)  # a mixed-precision MADE's float16 output: the spline in float32
         dt = out.dtype
         w, h, s = tf.split(out, [n_bins, n_bins, n_bins - 1], axis=-1)
         min_size = tf.constant(1e-3, dt)

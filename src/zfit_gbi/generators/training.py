@@ -52,6 +52,35 @@ def gradient_masks(mades: list, variables: list[tf.Variable]) -> list[tf.Tensor 
     return [mask_of.get(id(v)) for v in variables]
 
 
+def mixed_precision(mades: list, dtype: str) -> None:
+    """Compute these (built, float32) MADEs' layers in ``dtype`` (``"float16"`` or
+    ``"bfloat16"``), their weights kept in float32: Keras' ``mixed_<dtype>`` policy.
+
+    TFP builds the MADE's inner layers with an explicit float32 dtype, so a global Keras policy
+    never reaches them; each inner layer gets the mixed policy here and reads its kernel and bias
+    through an ``AutoCastVariable`` (as a layer built under that policy would). The variables,
+    their gradients and the optimizer's state stay float32; the MADE's output is cast back to
+    float32 before the transform and its log-determinant (:func:`~zfit_gbi.generators.flows._affine_fn`).
+    """
+    from tf_keras.src.mixed_precision import autocast_variable
+
+    policy = tf_keras.mixed_precision.Policy(f"mixed_{dtype}")
+    for made in mades:
+        for layer in made._network.layers:
+            if isinstance(layer, tf_keras.layers.InputLayer):
+                continue
+            layer._set_dtype_policy(policy)
+            for name in ("kernel", "bias"):
+                v = getattr(layer, name, None)
+                if isinstance(v, tf.Variable) and not isinstance(v, autocast_variable.AutoCastVariable):
+                    # not setattr: Keras would track the wrapper as a second weight
+                    object.__setattr__(layer, name, autocast_variable.create_autocast_variable(v))
+
+
+#: dynamic loss scaling for float16 training: the start, and the clean steps before it doubles
+_LOSS_SCALE, _LOSS_SCALE_GROWTH = 2.0**15, 2000
+
+
 class _Workspace:
     """A traced (and, with ``jit_compile``, XLA-compiled) training step and validation sum for
     one architecture, reused by every training of that architecture in this thread.
@@ -75,6 +104,15 @@ class _Workspace:
         self.lr = opt.learning_rate
         opt.build(variables)  # slots now: creating them inside the first call would trace train_step twice
         grad_masks = gradient_masks(self.nets.mades, variables)
+        if cfg.mixed_precision:  # after the masks: they are found by the kernels' identity
+            mixed_precision(self.nets.mades, cfg.mixed_precision)
+            if not tf.config.list_physical_devices("GPU"):
+                log.warning("mixed precision (%s) without a GPU: on 2 CPU cores it trained 1.0-1.6x slower per epoch than "
+                            "float32 (benchmarks/results/training_mixed_precision_cpu.json)", cfg.mixed_precision)
+        scaled = cfg.mixed_precision == "float16"  # bfloat16 has float32's range: no scaling
+        with tf.init_scope():
+            self.loss_scale = tf.Variable(_LOSS_SCALE, dtype=tf.float32, trainable=False, name="loss_scale")
+            self.clean_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="clean_steps")
 
         def event_log_lik(xb, cb, abb, training):
             lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
@@ -82,16 +120,42 @@ class _Workspace:
                 return tf.reduce_logsumexp(tf.stack([abb[:, 0] + lp, abb[:, 1]], axis=1), axis=1)
             return lp
 
+        def apply(grads):
+            # one replica, nothing to aggregate; the aggregation's tf.custom_gradient would register a
+            # closure over this graph in TensorFlow's global gradient registry (kept forever)
+            opt.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
+
+        def apply_scaled(grads):
+            """float16: skip a step whose scaled gradients overflowed and halve the scale; double
+            it after ``_LOSS_SCALE_GROWTH`` clean steps (Keras' ``LossScaleOptimizer`` rule)."""
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+            def step():
+                apply(grads)
+                grow = self.clean_steps + 1 >= _LOSS_SCALE_GROWTH
+                self.loss_scale.assign(tf.where(grow, 2.0 * self.loss_scale, self.loss_scale))
+                self.clean_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.clean_steps + 1))
+                return tf.constant(True)
+
+            def skip():
+                self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
+                self.clean_steps.assign(0)
+                return tf.constant(False)
+
+            tf.cond(finite, step, skip)
+
         # autograph=False: no tensor-dependent Python control flow here, and autograph would convert
         # all of TFP's bijector code while tracing (seconds for a 15-block flow)
         @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
         def train_step(xb, cb, wb, abb):
             with tf.GradientTape() as tape:
                 loss = -tf.reduce_sum(wb * event_log_lik(xb, cb, abb, True)) / tf.reduce_sum(wb)
-            grads = [g if mk is None else g * mk for g, mk in zip(tape.gradient(loss, variables), grad_masks, strict=True)]
-            # one replica, nothing to aggregate; the aggregation's tf.custom_gradient would register a
-            # closure over this graph in TensorFlow's global gradient registry (kept forever)
-            opt.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
+                target = loss * self.loss_scale if scaled else loss
+            grads = tape.gradient(target, variables)
+            if scaled:
+                grads = [g / self.loss_scale for g in grads]
+            grads = [g if mk is None else g * mk for g, mk in zip(grads, grad_masks, strict=True)]
+            (apply_scaled if scaled else apply)(grads)
             return loss
 
         @tf.function(reduce_retracing=True, autograph=False)
@@ -108,6 +172,8 @@ class _Workspace:
         for v in self.opt.variables:
             v.assign(tf.zeros_like(v))
         self.lr.assign(learning_rate)
+        self.loss_scale.assign(_LOSS_SCALE)
+        self.clean_steps.assign(0)
 
 
 #: the workspaces of the last few architectures, per thread (a Dask worker may train in threads)
@@ -120,7 +186,8 @@ def _workspace(flow: Flow, cfg: TrainConfig, mix: bool) -> _Workspace:
     a subclass of :class:`Flow` (which may change the density) gets one of its own."""
     if type(flow) is not Flow:
         return _Workspace(flow, cfg, mix)
-    key = (threading.get_ident(), flow.config, flow.n_features, flow.n_context, mix, bool(cfg.jit_compile), cfg.clipnorm)
+    key = (threading.get_ident(), flow.config, flow.n_features, flow.n_context, mix, bool(cfg.jit_compile), cfg.clipnorm,
+           cfg.mixed_precision)
     ws = _WORKSPACES.pop(key, None) or _Workspace(flow, cfg, mix)
     _WORKSPACES[key] = ws
     while len(_WORKSPACES) > _MAX_WORKSPACES:
