@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zfit_gbi.cli import main
+from zfit_gbi.pipeline import SUMMARY_SCHEMA
 
 
 def test_demo_small(tmp_path, capsys):
@@ -84,6 +85,10 @@ def test_run_writes_summary(tmp_path, bench, capsys):
         assert key in s
     assert s["fit_valid"] is True
     assert s["n_events"]["fit"] == 6060
+    # where it computed: TensorFlow's GPUs (a list, empty on a CPU machine) and the CPU count
+    assert isinstance(s["devices"]["gpus"], list)
+    assert s["devices"]["cpus"] >= 1
+    assert set(s) <= set(SUMMARY_SCHEMA), set(s) - set(SUMMARY_SCHEMA)  # every key documented
     # signal_in_sidebands: auto, and this narrow signal puts nothing in the sidebands: no retraining
     assert s["background_training"]["applied"] is False
     assert s["background_training"]["simulated_signal_share_in_sidebands"] < 0.02
@@ -531,6 +536,8 @@ def test_run_data_driven(tmp_path, bench, capsys, monkeypatch):
     assert "mass-only fit yield" in text
     s = json.loads((out / "summary.json").read_text())
     assert s["signal_model"] == "data-driven"
+    assert set(s) <= set(SUMMARY_SCHEMA), set(s) - set(SUMMARY_SCHEMA)  # every key documented
+    assert "computed on: " in text
     y, r = s["signal_yield"], s["ranode"]
     assert y["value"] == pytest.approx(r["w_hat"] * s["n_events"]["signal_region"] / r["signal_fraction_in_signal_region"])
     assert y["error_low"] >= 0

@@ -187,6 +187,9 @@ def _print_summary(s: dict[str, Any], truth: dict[str, float] | None = None) -> 
     for note in (s.get("upper_limit") or {}).get("notes", []):
         print(f"\nnote on the CLs limit: {note}")
     print("\ntime [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
+    if s.get("devices"):
+        d = s["devices"]
+        print("computed on: " + (", ".join(d["gpus"]) + f" and {d['cpus']} CPU cores" if d["gpus"] else f"{d['cpus']} CPU cores (TensorFlow sees no GPU)"))
 
 
 def _closure(bench: Any, model_dir: Path, *, seed: int, n: int) -> dict[str, Any]:

@@ -435,7 +435,7 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
     from .config import validate_config
     from .data import DataError, read_events
     from .executor import run_tasks
-    from .pipeline import _scan_plots, versions
+    from .pipeline import _scan_plots, devices, versions
 
     out = Path(out)
     if cfg.background.generator.path is not None:
@@ -469,7 +469,7 @@ def sliding_scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool =
 
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {"masses": masses.tolist(), "rows": rows, "signal_model": "data-driven", "sliding_windows": True,
-                              "versions": versions(), "config": json.loads(cfg.model_dump_json())}
+                              "versions": versions(), "devices": devices(), "config": json.loads(cfg.model_dump_json())}
     out.mkdir(parents=True, exist_ok=True)
     try:
         if executor == "sequential":

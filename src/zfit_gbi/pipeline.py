@@ -26,7 +26,7 @@ from .generators import Flow, FlowConfig, FlowEnsemble, TrainConfig, load, save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_SCHEMA", "export_workspace", "replot", "run", "scan", "toys", "train", "use_models", "versions", "write_json_atomic"]
+__all__ = ["SUMMARY_SCHEMA", "devices", "export_workspace", "replot", "run", "scan", "toys", "train", "use_models", "versions", "write_json_atomic"]
 
 SUMMARY_SCHEMA: dict[str, str] = {
     "signal_yield": "{value, error_low, error_high, error_method[, notes]}: fitted signal events in the fit window; asymmetric errors from Minos, or from the profile-likelihood crossings where Minos fails; notes (data-driven): what to know before quoting it",
@@ -46,6 +46,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "mass_only": "data-driven only: {value, error_low, error_high}: the mass-only fit's signal yield in the fit window (signal shape fixed), the baseline",
     "n_events": "{fit, signal_region, sidebands}: event counts in the windows",
     "windows": "{fit, signal_region}",
+    "bounds": "{feature: [low, high]}: the observable box the densities are normalized on",
     "profile_scan": "{poi, minus_2_delta_nll}: profile likelihood scan of the POI (null if disabled; a null entry where the POI is so negative that the model density is negative for some event)",
     "correlation": "{name: {name: rho}} correlation matrix of the floating parameters at the minimum",
     "plots": "[file names] of the plots written next to summary.json",
@@ -53,6 +54,7 @@ SUMMARY_SCHEMA: dict[str, str] = {
     "results": "{backend: {signal_yield, discovery, upper_limit, ...}} side by side; pyhf adds parameters, bins, background_yield (SR, from the sideband fit) and workspace (file names)",
     "timings": "{stage: seconds}",
     "versions": "{package: version}",
+    "devices": "{gpus: [the GPUs TensorFlow sees, 'GPU:0 (name, compute capability x.y)'], cpus: CPU count}: where the run computed (TensorFlow trains and evaluates on the first GPU when it sees one)",
     "config": "the validated configuration",
 }
 
@@ -64,6 +66,25 @@ def _stage(timings: dict[str, float], name: str, quiet: bool):
     t = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t, 3)
+
+
+def devices() -> dict[str, Any]:
+    """Where TensorFlow computes: ``{gpus: [...], cpus: n}``, the GPUs it sees (training and
+    evaluation run on the first of them when there is one) and the CPU count."""
+    import os
+
+    from ._tf import tf
+
+    gpus = []
+    for d in tf.config.list_physical_devices("GPU"):
+        try:
+            info = tf.config.experimental.get_device_details(d)
+        except Exception:  # noqa: BLE001  (details are optional; the device is what matters)
+            info = {}
+        cc = info.get("compute_capability")
+        gpus.append(f"{d.name.removeprefix('/physical_device:')} ({info.get('device_name', 'unknown')}"
+                    + (f", compute capability {cc[0]}.{cc[1]})" if cc else ")"))
+    return {"gpus": gpus, "cpus": os.cpu_count()}
 
 
 def versions() -> dict[str, str]:
@@ -337,7 +358,7 @@ def train(cfg: Any, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         "bounds": {k: list(v) for k, v in box.items()},
         "plots": plots,
         "timings": timings,
-        "versions": versions(),
+        "versions": versions(), "devices": devices(),
         "config": json.loads(cfg.model_dump_json()),
     }
     write_json_atomic(out / "train.json", report)
@@ -441,7 +462,7 @@ def _finish(cfg: Any, out: Path, summary: dict[str, Any], backend: str, counts: 
         "windows": {"fit": list(windows.fit), "signal_region": list(windows.signal_region)},
         "plots": plots,
         "timings": timings,
-        "versions": versions(),
+        "versions": versions(), "devices": devices(),
         "config": json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else None,
     })
     write_json_atomic(out / "summary.json", summary)
@@ -858,7 +879,7 @@ def scan(cfg: Any, out: str | Path, masses: np.ndarray, *, quiet: bool = False) 
             tasks = [{"config": config, "models": str((out / "models").absolute()), "index": i, "mass": float(m)}
                      for i, m in enumerate(masses)]
             rows = run_tasks(_scan_task, tasks, executor=executor)
-    result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": versions(),
+    result = {"masses": masses.tolist(), "rows": rows, "timings": timings, "versions": versions(), "devices": devices(),
               "config": json.loads(cfg.model_dump_json())}
     if sum(r.get("p0") is not None for r in rows) >= 2:  # asymptotic q0 on one data set: the local Z curve's upcrossings
         from .inference import look_elsewhere_upcrossings
@@ -1045,7 +1066,7 @@ def toys(out: str | Path, *, n_toys: int, n_signal: float | None = None, seed: i
                      toys=sorted((t for b in blocks for t in b.toys), key=lambda t: t.index), interrupted=any(b.interrupted for b in blocks))
     doc = {**study.to_dict(), "settings": {"n_toys": n_toys, "n_signal": float(n_signal), "seed": seed, "limit": limit, "p0": p0,
                                            "executor": str(executor or "sequential"), "chunks": len(tasks)},
-           "versions": versions()}
+           "versions": versions(), "devices": devices()}
     write_json_atomic(out / "toys.json", doc)
     return study
 
@@ -1108,7 +1129,7 @@ def interval(out: str | Path, *, values: Any = None, n_toys: int = 200, cl: floa
     result = neyman_interval([p["value"] for p in points], [p["t_observed"] for p in points], stats, cl=cl, bound=0.0, poi_hat=best["poi_hat"])
     doc = {"poi": model.poi.name, "events_per_poi": scale, **result.to_dict(), "failed_toys": failed,
            "settings": {"n_toys": n_toys, "cl": cl, "seed": seed, "executor": str(executor or "sequential"), "tasks": len(tasks)},
-           "versions": versions()}
+           "versions": versions(), "devices": devices()}
     write_json_atomic(out / "interval.json", doc)
     from . import plotting as P
 
