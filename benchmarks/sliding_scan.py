@@ -74,7 +74,7 @@ def _window_details(summary: Path) -> dict:
     total = math.sqrt(stat**2 + noise**2 + bkg**2)
     members = r.get("background_members") or {}
     ul, calib = s.get("upper_limit") or {}, (s.get("discovery") or {}).get("calibrated")
-    band = {"expected_limit": ul.get("expected"), "null_has_maximum": r.get("null_has_maximum"),
+    band = {"expected_limit": ul.get("expected"), "null_has_maximum": r.get("null_has_maximum"), "null_parabolic_limit": r.get("null_parabolic_limit"),
             "null_upper_limit": r.get("null_upper_limit")}
     if calib:  # with --null-toys
         band |= {"significance_calibrated": calib["significance"], "p0_calibrated": calib["p0"], "calibrated_bound": calib["bound"]}

@@ -8,6 +8,8 @@ p_S(m) = p_B(m) every w >= w_true would fit the data equally well.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -121,8 +123,11 @@ def test_toy_limits_follow_the_datas_rule(monkeypatch):
     """A background-only toy is scanned with the ensemble average only; its scan gets the data's
     background (jackknife) error, so its limit holds that error as the data's does
     (``MixtureScan.upper_limit``: w_hat + z sigma with the error in quadrature), and
-    ``toy_limits`` keeps the limit of a toy whose scan has a maximum (the mass-only branch, for
-    toys without one, is run by ``test_run_data_driven``)."""
+    ``toy_limits`` keeps the limit of a toy whose scan has a maximum above LL = 0 (the
+    mass-only branch, for toys without one, is run by ``test_run_data_driven``). A scan with a
+    maximum but LL < 0 everywhere has no parabolic limit: its own limit is the first scan point
+    where 2 delta LL reaches z^2 (29 events in an empty sliding window where the mass-only
+    limits were 120-390), a bound only on signals its flows learned."""
     from types import SimpleNamespace
 
     import zfit_gbi.data_driven as dd
@@ -137,6 +142,11 @@ def test_toy_limits_follow_the_datas_rule(monkeypatch):
     z = norm.ppf(0.95)
     alone = dd._scan_task(task)
     assert alone["has_maximum"]
+    assert alone["parabolic_limit"]
+    below = MixtureScan(w, -5 - 2000 * (np.sqrt(w) - np.sqrt(0.1)) ** 2, np.zeros((9, 1)), 1000)
+    assert math.isfinite(below.errors()[0])
+    assert not below.parabolic_limit
+    assert below.upper_limit(0.95) == pytest.approx(w[0])  # the first-scan-point rule: a bound on nothing in the data
     assert alone["upper_limit"] == pytest.approx(s.w_hat + z * stat, rel=1e-9)
     toy = dd._scan_task({**task, "background_error": 2 * stat})
     assert toy["upper_limit"] == pytest.approx(s.w_hat + z * np.sqrt(5) * stat, rel=1e-9)

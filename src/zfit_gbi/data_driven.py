@@ -91,15 +91,17 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     # (how w moves with the background generator) joins its interval and limit as it joins the data's
     scan = dataclasses.replace(scan, background_error=task.get("background_error", 0.0))
     return {"t": scan.t, "w_hat": scan.w_hat, "w_interval": list(scan.interval()), "upper_limit": scan.upper_limit(task["cl"]),
-            "has_maximum": math.isfinite(scan.errors()[0])}
+            "has_maximum": math.isfinite(scan.errors()[0]), "parabolic_limit": scan.parabolic_limit}
 
 
 def toy_limits(toys: list[dict[str, Any]], toy_masses: list[np.ndarray], mass_model: Any, fit_masses: np.ndarray,
                windows: Windows, cl: float, to_fit: float, progress: bool = False) -> np.ndarray:
     """Each background-only toy's upper limit by the rule the data's limit follows: the toy's
-    scan limit (w, times ``to_fit``) where its scan has a maximum, else the mass-only fit's limit
-    on the fit window with the signal-region masses replaced by the toy's (the observed sidebands
-    kept: the toys are conditional on them, as the background mass shape is).
+    scan limit (w, times ``to_fit``) where its scan has a maximum above the background-only
+    likelihood (:attr:`MixtureScan.parabolic_limit <zfit_gbi.ranode.MixtureScan.parabolic_limit>`),
+    else the mass-only fit's limit on the fit window with the signal-region masses replaced by
+    the toy's (the observed sidebands kept: the toys are conditional on them, as the background
+    mass shape is).
 
     A toy's scan limit already holds the data's member-jackknife error (``_scan_task`` gives the
     toy's scan the data's ``background_error``), as the data's limit does.
@@ -110,7 +112,7 @@ def toy_limits(toys: list[dict[str, Any]], toy_masses: list[np.ndarray], mass_mo
     hepstats' limit on a Gaussian peak (``test_wald_upper_limit_against_hepstats``).
 
     Args:
-        toys: The toys' scan rows (``upper_limit`` in w, ``has_maximum``).
+        toys: The toys' scan rows (``upper_limit`` in w, ``parabolic_limit``).
         toy_masses: Each toy's signal-region masses, shape ``(n_sr,)`` each.
         mass_model: The mass-only model (:class:`zfit_gbi.model.MassModel`); its parameters are
             restored afterwards.
@@ -132,7 +134,7 @@ def toy_limits(toys: list[dict[str, Any]], toy_masses: list[np.ndarray], mass_mo
     out = np.full(len(toys), np.nan)
     try:
         for i, (toy, mt) in enumerate(tqdm(list(zip(toys, toy_masses, strict=True)), desc="toys' limits", disable=not progress)):
-            if toy["has_maximum"]:
+            if toy["parabolic_limit"]:
                 out[i] = toy["upper_limit"] * to_fit
                 continue
             try:
@@ -339,33 +341,37 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
     null_limits = None
     if cfg.inference.upper_limit is not None and toys:
         # The expected band is that of the rule the observed limit follows (the scan's limit with a
-        # maximum, the mass-only fit's without), so each toy's limit follows it too: many
-        # background-only scans have no maximum, and their own "first scan point" limits bound
-        # only signals their flows learned (on the demo they put the median at 76 for an
-        # observed 644).
+        # maximum above LL = 0, the mass-only fit's otherwise), so each toy's limit follows it too:
+        # many background-only scans have no maximum, and their own "first scan point" limits
+        # bound only signals their flows learned (on the demo they put the median at 76 for an
+        # observed 644; in an empty sliding window, scans with a maximum but LL < 0 everywhere
+        # gave 29 where the others gave 120-390).
         with _stage(timings, "toys' limits", quiet):
             null_limits = toy_limits(toys, toy_masses, mm, parts["fit"][resonant], windows, cl, to_fit, progress=not quiet)
     finite = null_limits[np.isfinite(null_limits)] if null_limits is not None else np.array([])
     toy_band = np.quantile(finite, norm.cdf([-2, -1, 0, 1, 2])).tolist() if finite.size >= 5 else None
     band_text = (f"expected band: quantiles of {finite.size} background-only toys' limits, each by the same rule "
-                 f"({sum(not t['has_maximum'] for t in toys)} without a maximum, so the mass-only fit's, Wald)")
-    if cfg.inference.upper_limit is not None and has_maximum:
+                 f"({sum(not t['parabolic_limit'] for t in toys)} without a maximum above the background-only likelihood, "
+                 "so the mass-only fit's, Wald)")
+    if cfg.inference.upper_limit is not None and scan.parabolic_limit:
         result["upper_limit"] = {"cl": cl, "observed": scan.upper_limit(cl) * to_fit, "expected": toy_band, "scan": None,
                                  "calculator": "R-ANODE scan: one-sided limit of the held-out likelihood parabola (training noise and any background jackknife error included)"
                                                + (f"; {band_text}" if toy_band is not None else "; no expected band (fewer than 5 background-only toys)")}
     elif cfg.inference.upper_limit is not None:
-        # No maximum: the scan's curve is that of a q that learned no signal (held-out LL < 0 at
-        # every w) or that still rises at the grid's end. A limit read off it would bound only
+        # No maximum above LL = 0: the scan's curve is that of a q that learned no signal
+        # (held-out LL < 0 at every w, with or without a maximum) or that still rises at the grid's end. A limit read off it would bound only
         # signals like that q: on the benchmark it fell below the injected count (28 for 78,
         # 58 for 313 on LHCO). The mass-only fit assumes nothing about the features, so its CLs
         # limit holds whatever the signal's x-density: quote it.
         with _stage(timings, "mass-only limit", quiet):
             lim = upper_limit(mm.loss(parts["fit"][resonant]), mm.poi, cl=cl, n_points=8, n_asimov=20_000, seed=seed)
-        calc = "mass-only fit's CLs limit (asymptotic): the R-ANODE scan has no maximum, so it bounds no signal its flows did not learn"
+        calc = ("mass-only fit's CLs limit (asymptotic): the R-ANODE scan has no maximum above the background-only likelihood, "
+                "so it bounds no signal its flows did not learn")
         result["upper_limit"] = {**lim.to_dict(), "calculator": calc + (f"; {band_text}" if toy_band is not None else "; expected band: the mass-only fit's (asymptotic)"),
                                  "expected": toy_band if toy_band is not None else list(lim.expected), "expected_mass_only": list(lim.expected)}
         own = scan.upper_limit(cl) * to_fit
-        note = (f"the upper limit ({lim.observed:.0f}) is the mass-only fit's: the R-ANODE scan has no maximum, and "
+        why = "no maximum" if not has_maximum else "no maximum above the background-only likelihood (held-out LL < 0 at every w)"
+        note = (f"the upper limit ({lim.observed:.0f}) is the mass-only fit's: the R-ANODE scan has {why}, and "
                 + (f"its own limit ({own:.0f}) would bound only signals its flows learned" if math.isfinite(own) else "it sets no limit of its own"))
         notes.append(note)
         log.warning(note)
@@ -385,6 +391,7 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         "profile_scan": None, "nuisances": {}, "spurious_signal": None,
         "ranode": {**scan.to_dict(), "signal_fraction_in_signal_region": frac, "background_members": member_report, "null": null.to_dict() if null is not None else None,
                    "null_w_hat": [t["w_hat"] for t in toys], "null_has_maximum": [t["has_maximum"] for t in toys],
+                   "null_parabolic_limit": [t["parabolic_limit"] for t in toys],
                    "null_upper_limit": null_limits.tolist() if null_limits is not None else None, "settings": {k: v for k, v in settings.items() if k not in ("box", "features")}},
         "mass_only": {"value": mres.poi_value, "error_low": mres.poi_error_low, "error_high": mres.poi_error_high,
                       "error_method": mres.poi_error_method, "signal_shape": "fixed"},

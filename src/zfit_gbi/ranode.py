@@ -224,6 +224,16 @@ class MixtureScan:
         max(t, 0))."""
         return 2.0 * float(self.log_likelihood.max())
 
+    @property
+    def parabolic_limit(self) -> bool:
+        """True when :meth:`upper_limit` is the fitted parabola's: the scan has a maximum and
+        its held-out LL rises above the background-only hypothesis (LL > 0) somewhere, so its
+        flows learned something signal-like. Otherwise its limit is read off a curve that only
+        falls (the first scan point where 2 delta LL reaches z^2, often the grid's smallest w): a
+        bound on signals like those its flows learned, not on signals in the data; ``gbi run``
+        then quotes the mass-only fit's limit (:mod:`zfit_gbi.data_driven`)."""
+        return math.isfinite(self.errors()[0]) and float(self.log_likelihood.max()) > 0
+
     def upper_limit(self, cl: float = 0.95) -> float:
         """One-sided upper limit on w at confidence level ``cl``: w_hat + z sigma with
         z = Phi^-1(cl) and sigma the statistical, training-noise and background errors added in
@@ -234,7 +244,7 @@ class MixtureScan:
         from scipy.stats import norm
 
         z = float(norm.ppf(cl))
-        if math.isfinite(self.errors()[0]) and self.log_likelihood.max() > 0:
+        if self.parabolic_limit:
             return min(self.w_hat + z * self._sigma(), 1.0)
         ll, ref = self.log_likelihood, max(float(self.log_likelihood.max()), 0.0)
         start = int(np.argmax(ll)) if ll.max() > 0 else -1
