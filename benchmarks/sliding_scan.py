@@ -76,8 +76,9 @@ def _window_details(summary: Path) -> dict:
     ul, calib = s.get("upper_limit") or {}, (s.get("discovery") or {}).get("calibrated")
     band = {"expected_limit": ul.get("expected"), "null_has_maximum": r.get("null_has_maximum"), "null_parabolic_limit": r.get("null_parabolic_limit"),
             "null_upper_limit": r.get("null_upper_limit")}
-    if calib:  # with --null-toys
-        band |= {"significance_calibrated": calib["significance"], "p0_calibrated": calib["p0"], "calibrated_bound": calib["bound"]}
+    if calib:  # with --null-toys the window's quoted Z is the calibrated one: keep the asymptotic apart
+        band |= {"significance_calibrated": calib["significance"], "p0_calibrated": calib["p0"], "calibrated_bound": calib["bound"],
+                 "significance_asymptotic": s["discovery"]["asymptotic"]["significance"]}
     return {**band, "left_out_yields": members.get("signal_yield"), "mass_only_yield": s["mass_only"]["value"],
             "mass_only_error": 0.5 * (s["mass_only"]["error_low"] + s["mass_only"]["error_high"]),
             "significance_all_errors": r["significance"] * stat / total if total > 0 else math.nan}
