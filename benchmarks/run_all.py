@@ -44,6 +44,9 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "memory_growth_rqs": (["--flow", "rqs", "--parts", "trainings", "--trainings", "4", "--epochs", "4", "--name", "memory_growth_rqs"],
                           None),  # the spline generator's tracing; 4 minutes
     "sliding_scan": ([], None),  # 16 minutes: full runs only
+    "sliding_scan_toys": (["--masses", "3.2", "3.8", "--null-toys", "20", "--name", "sliding_scan_toys"], None),  # empty windows' limits against their toys; 30 minutes
+    "training_mixed_precision_cpu": (["--no-nflows", "--mixed-precision", "float16", "bfloat16", "--name", "training_mixed_precision_cpu"],
+                                     None),  # what mixed precision costs on the CPU; 9 minutes
     "sensitivity_lhco": (["--dataset", "lhco", "--seeds", "2", "--n-asimov", "20000"], None),  # the shared LHCO data; 40 minutes
     "sideband_signal": ([], None),  # the shared LHCO data; 30 minutes
     "sideband_signal_rqs": (["--flow", "rqs", "--seeds", "2", "--rounds", "3", "--s-over-sqrt-b", "0", "1", "2.5", "5"],
@@ -54,7 +57,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "binned_limit": ([], None),  # the demo's split workspace three ways (pyhf's own TOMS748 the slow one): full runs only
     "validation": ([], None),  # 400 toys + 20 retrainings (about an hour); its --quick alone takes 9 minutes
 }
-SCRIPT = {"memory_growth_rqs": "memory_growth", "sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal", "sideband_signal_truth": "sideband_signal"}  # entries that run another entry's script with other arguments
+SCRIPT = {"memory_growth_rqs": "memory_growth", "sliding_scan_toys": "sliding_scan", "training_mixed_precision_cpu": "training", "sensitivity_lhco": "sensitivity", "sideband_signal_rqs": "sideband_signal", "sideband_signal_truth": "sideband_signal"}  # entries that run another entry's script with other arguments
 
 
 def main() -> None:
