@@ -17,15 +17,12 @@ RESULTS = Path(os.environ.get("GBI_BENCH_RESULTS", Path(__file__).resolve().pare
 
 
 def machine() -> dict[str, Any]:
-    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    try:
-        import tensorflow as tf
+    """Python, the architecture, TensorFlow's version and the devices it sees (the package's
+    :func:`zfit_gbi.pipeline.devices`: ``gpus`` with name and compute capability, ``cpus``)."""
+    from zfit_gbi._tf import tf
+    from zfit_gbi.pipeline import devices
 
-        info["tensorflow"] = tf.__version__
-        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except ImportError:
-        pass
-    return info
+    return {"python": platform.python_version(), "machine": platform.machine(), "tensorflow": tf.__version__, **devices()}
 
 
 def versions() -> dict[str, str]:

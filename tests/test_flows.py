@@ -568,7 +568,7 @@ def test_mixed_precision_trains_in_low_precision_and_evaluates_in_float64(bench,
     est, err = box_integral(lambda z: mixed.prob(z, np.full(len(z), 3.4)), lambda k: mixed.sample(k, np.array([3.4]), seed=4),
                             mixed.low, mixed.high, 40_000, np.random.default_rng(8))
     assert err < 0.006
-    assert abs(est - 1.0) < 3 * err + 0.003
+    assert abs(est - 1.0) < 3 * err  # measured: 0.997 +- 0.0046 for both dtypes
 
 
 def test_float16_loss_scaling_skips_overflowing_steps(bench, train_events, monkeypatch):

@@ -91,7 +91,7 @@ def _scan_task(task: dict[str, Any]) -> dict[str, Any]:
     # (how w moves with the background generator) joins its interval and limit as it joins the data's
     scan = dataclasses.replace(scan, background_error=task.get("background_error", 0.0))
     return {"t": scan.t, "w_hat": scan.w_hat, "w_interval": list(scan.interval()), "upper_limit": scan.upper_limit(task["cl"]),
-            "has_maximum": math.isfinite(scan.errors()[0]), "parabolic_limit": scan.parabolic_limit}
+            "has_maximum": scan.has_maximum, "parabolic_limit": scan.parabolic_limit}
 
 
 def toy_limits(toys: list[dict[str, Any]], toy_masses: list[np.ndarray], mass_model: Any, fit_masses: np.ndarray,
@@ -151,7 +151,7 @@ def toy_limits(toys: list[dict[str, Any]], toy_masses: list[np.ndarray], mass_mo
 def unconstrained_note(scan: MixtureScan) -> str | None:
     """What to tell the user when the scan has no parabolic maximum (its interval is then
     [0, 1] by construction: every signal-region event could be signal); None otherwise."""
-    if math.isfinite(scan.errors()[0]):
+    if scan.has_maximum:
         return None
     if int(np.argmax(scan.log_likelihood)) == len(scan.w) - 1 and scan.log_likelihood.max() > 0:
         why = "the held-out likelihood still rises at the largest scanned w: widen signal.data_driven.w_range"
@@ -337,7 +337,6 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
                                               + (" (none reaches the observed t: p0 is an upper bound, Z a lower bound)" if calib["bound"] else "")
                                               if calib else "R-ANODE scan, asymptotic (no background-only toys: set signal.data_driven.null_toys)"),
                                "asymptotic": asym, "calibrated": calib}
-    has_maximum = math.isfinite(scan.errors()[0])
     null_limits = None
     if cfg.inference.upper_limit is not None and toys:
         # The expected band is that of the rule the observed limit follows (the scan's limit with a
@@ -370,7 +369,7 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         result["upper_limit"] = {**lim.to_dict(), "calculator": calc + (f"; {band_text}" if toy_band is not None else "; expected band: the mass-only fit's (asymptotic)"),
                                  "expected": toy_band if toy_band is not None else list(lim.expected), "expected_mass_only": list(lim.expected)}
         own = scan.upper_limit(cl) * to_fit
-        why = "no maximum" if not has_maximum else "no maximum above the background-only likelihood (held-out LL < 0 at every w)"
+        why = "no maximum" if not scan.has_maximum else "no maximum above the background-only likelihood (held-out LL < 0 at every w)"
         note = (f"the upper limit ({lim.observed:.0f}) is the mass-only fit's: the R-ANODE scan has {why}, and "
                 + (f"its own limit ({own:.0f}) would bound only signals its flows learned" if math.isfinite(own) else "it sets no limit of its own"))
         notes.append(note)
@@ -396,7 +395,7 @@ def run_data_driven(cfg: Any, out: Path, parts: dict[str, Events], sim: Events |
         "mass_only": {"value": mres.poi_value, "error_low": mres.poi_error_low, "error_high": mres.poi_error_high,
                       "error_method": mres.poi_error_method, "signal_shape": "fixed"},
         "parameters": {k: {"value": v, "error": mres.errors.get(k)} for k, v in mres.values.items()},
-        "fit_valid": has_maximum,
+        "fit_valid": scan.has_maximum,
         "correlation": {},
     }
     plots = _plots(cfg, out, scan, null, bkg_gen) if cfg.plots.enabled else []

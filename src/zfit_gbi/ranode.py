@@ -213,7 +213,7 @@ class MixtureScan:
         within that reach of the maximum; [0, 1] when the scan has no parabolic maximum (widen
         or refine ``w_grid``)."""
         w_hat = self.w_hat
-        err = level * self._sigma() if math.isfinite(self.errors()[0]) else math.inf
+        err = level * self._sigma() if self.has_maximum else math.inf
         lo = 0.0 if self.q0 < level**2 or not math.isfinite(err) else max(w_hat - err, 0.0)
         return lo, min(w_hat + err, 1.0)
 
@@ -225,6 +225,12 @@ class MixtureScan:
         return 2.0 * float(self.log_likelihood.max())
 
     @property
+    def has_maximum(self) -> bool:
+        """True when the fitted parabola has a maximum (finite statistical error): the scan
+        gives w an interval; False for a curve that still rises at the grid's end or only falls."""
+        return math.isfinite(self.errors()[0])
+
+    @property
     def parabolic_limit(self) -> bool:
         """True when :meth:`upper_limit` is the fitted parabola's: the scan has a maximum and
         its held-out LL rises above the background-only hypothesis (LL > 0) somewhere, so its
@@ -232,7 +238,7 @@ class MixtureScan:
         falls (the first scan point where 2 delta LL reaches z^2, often the grid's smallest w): a
         bound on signals like those its flows learned, not on signals in the data; ``gbi run``
         then quotes the mass-only fit's limit (:mod:`zfit_gbi.data_driven`)."""
-        return math.isfinite(self.errors()[0]) and float(self.log_likelihood.max()) > 0
+        return self.has_maximum and float(self.log_likelihood.max()) > 0
 
     def upper_limit(self, cl: float = 0.95) -> float:
         """One-sided upper limit on w at confidence level ``cl``: w_hat + z sigma with

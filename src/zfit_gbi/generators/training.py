@@ -110,9 +110,11 @@ class _Workspace:
                 log.warning("mixed precision (%s) without a GPU: on 2 CPU cores it trained 1.0-1.6x slower per epoch than "
                             "float32 (benchmarks/results/training_mixed_precision_cpu.json)", cfg.mixed_precision)
         scaled = cfg.mixed_precision == "float16"  # bfloat16 has float32's range: no scaling
-        with tf.init_scope():
-            self.loss_scale = tf.Variable(_LOSS_SCALE, dtype=tf.float32, trainable=False, name="loss_scale")
-            self.clean_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="clean_steps")
+        self.loss_scale = self.clean_steps = None  # float16's loss scale and its count of clean steps
+        if scaled:
+            with tf.init_scope():
+                self.loss_scale = tf.Variable(_LOSS_SCALE, dtype=tf.float32, trainable=False, name="loss_scale")
+                self.clean_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="clean_steps")
 
         def event_log_lik(xb, cb, abb, training):
             lp = flow.log_prob_tensor(xb, cb, dtype=tf.float32, training=training)
@@ -172,8 +174,9 @@ class _Workspace:
         for v in self.opt.variables:
             v.assign(tf.zeros_like(v))
         self.lr.assign(learning_rate)
-        self.loss_scale.assign(_LOSS_SCALE)
-        self.clean_steps.assign(0)
+        if self.loss_scale is not None:
+            self.loss_scale.assign(_LOSS_SCALE)
+            self.clean_steps.assign(0)
 
 
 #: the workspaces of the last few architectures, per thread (a Dask worker may train in threads)
